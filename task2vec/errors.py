@@ -1,0 +1,29 @@
+"""Typed exceptions: every bad input raises one of these with a one-line message."""
+
+
+class Task2VecError(ValueError):
+    """Base class for all errors caused by bad input to task2vec."""
+
+
+class DatasetError(Task2VecError):
+    """The dataset (folder, CSV or torch Dataset) cannot be used as a task."""
+
+
+class WeightsError(Task2VecError):
+    """Probe weights are missing, unreadable or do not fit the architecture."""
+
+
+class ProbeError(Task2VecError):
+    """Unknown probe name or a probe the engine cannot handle."""
+
+
+class EmbeddingFileError(Task2VecError):
+    """A file that should hold a task embedding does not."""
+
+
+class IncompatibleEmbeddingsError(Task2VecError):
+    """Embeddings from different probes or methods were compared."""
+
+
+class OutputPathError(Task2VecError):
+    """An output path cannot be written."""

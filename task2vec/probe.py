@@ -1,0 +1,256 @@
+"""The probe network: a fixed ImageNet model whose weights' Fisher embeds a task.
+
+``Probe.create(name, weights=...)`` is the one factory. Torchvision probes come from a
+registry; any other name is tried as a timm model. A probe carries its own
+preprocessing (resolution, crop, interpolation, mean/std) and a hash of its weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import ProbeError, WeightsError
+
+WEIGHTS_ENV = "TASK2VEC_WEIGHTS"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are prepared for a model: resize to size/crop_pct, centre-crop to size."""
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+
+@dataclass(frozen=True)
+class _TorchvisionSpec:
+    builder: str  # torchvision.models function name
+    classifier: str  # dotted path of the final Linear
+    config: DataConfig = DataConfig()
+
+
+# Registry of torchvision probes (timm covers every other name).
+TORCHVISION_PROBES: dict[str, _TorchvisionSpec] = {
+    "mobilenet_v2": _TorchvisionSpec("mobilenet_v2", "classifier.1"),
+    "mobilenet_v3_large": _TorchvisionSpec("mobilenet_v3_large", "classifier.3"),
+    "resnet18": _TorchvisionSpec("resnet18", "fc"),
+    "resnet34": _TorchvisionSpec("resnet34", "fc"),
+    "resnet50": _TorchvisionSpec("resnet50", "fc"),
+    "efficientnet_b0": _TorchvisionSpec("efficientnet_b0", "classifier.1", DataConfig(crop_pct=224 / 256, interpolation="bicubic")),
+    "densenet121": _TorchvisionSpec("densenet121", "classifier"),
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` means CUDA when present, else CPU; asking for absent CUDA is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError(f"device {device!r} requested but CUDA is not available")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ProbeError(f"unknown device {device!r}") from exc
+
+
+def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
+    """Short SHA-256 of a state dict's names, shapes, dtypes and values."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read weights from .safetensors or .pth/.pt (``weights_only=True``: no pickle code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, wrong format, pickle with code
+        raise WeightsError(f"cannot read weights file {str(path)!r}: {str(exc).splitlines()[0]}") from exc
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {str(path)!r} does not hold a state dict of tensors")
+    return state
+
+
+def find_local_weights(name: str, directory: str | os.PathLike | None = None) -> Path | None:
+    """Look in ``directory`` (default: ``$TASK2VEC_WEIGHTS``) for ``<name>*.safetensors|.pth|.pt``."""
+    directory = directory or os.environ.get(WEIGHTS_ENV)
+    if not directory or not Path(directory).is_dir():
+        return None
+    for ext in (".safetensors", ".pth", ".pt"):
+        hits = sorted(Path(directory).glob(f"{name}*{ext}"))
+        # "resnet34*" must not take "resnet34d": prefer an exact stem, then a '_' or '-' separated suffix
+        hits = [p for p in hits if p.stem == name or p.stem[len(name)] in "_-."]
+        if hits:
+            return hits[0]
+    return None
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _build(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], DataConfig, Callable[[], nn.Module]]:
+    """Return (random-init model, classifier remover, data config, pretrained builder)."""
+    if name in TORCHVISION_PROBES:
+        import torchvision
+
+        spec = TORCHVISION_PROBES[name]
+        builder = getattr(torchvision.models, spec.builder)
+
+        def strip(model: nn.Module) -> int:
+            linear = model.get_submodule(spec.classifier)
+            _set_submodule(model, spec.classifier, nn.Identity())
+            return linear.in_features
+
+        return builder(), strip, spec.config, lambda: builder(weights="DEFAULT")
+    import timm
+
+    if not timm.is_model(name):
+        known = ", ".join(sorted(TORCHVISION_PROBES))
+        raise ProbeError(f"unknown probe {name!r}: not a torchvision probe ({known}) nor a timm model name")
+    model = timm.create_model(name, pretrained=False)
+    cfg = timm.data.resolve_data_config({}, model=model)
+
+    def strip_timm(m: nn.Module) -> int:
+        m.reset_classifier(0)
+        return m.num_features
+
+    config = DataConfig(
+        input_size=int(cfg["input_size"][-1]),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    )
+    return model, strip_timm, config, lambda: timm.create_model(name, pretrained=True)
+
+
+class Probe:
+    """A frozen feature extractor in eval mode plus what is needed to feed it.
+
+    Attributes: ``name``, ``model`` (images -> penultimate features), ``feature_dim``,
+    ``config`` (:class:`DataConfig`), ``weights_hash``, ``weights_source``, ``device``.
+    """
+
+    def __init__(self, name: str, model: nn.Module, feature_dim: int, config: DataConfig,
+                 weights_hash: str, weights_source: str, device: torch.device):
+        self.name = name
+        self.model = model.eval().requires_grad_(False).to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.feature_dim = feature_dim
+        self.config = config
+        self.weights_hash = weights_hash
+        self.weights_source = weights_source
+        self.device = device
+
+    @classmethod
+    def create(cls, name: str = "mobilenet_v2", weights: str | os.PathLike | None = None, *,
+               pretrained: bool | None = None, random_init: bool = False, seed: int = 0,
+               image_size: int | None = None, device: str | torch.device = "auto") -> "Probe":
+        """Build a probe.
+
+        Weights are taken, in order, from ``weights`` (a .safetensors/.pth file), from
+        ``$TASK2VEC_WEIGHTS/<name>*.safetensors|.pth``, then downloaded through
+        torchvision/timm (unless ``pretrained=False``). ``random_init=True`` skips all of
+        that (for tests only). ``image_size`` overrides the model's resolution.
+        """
+        device = resolve_device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # random init is reproducible and leaves the global RNG alone
+            model, strip, config, download = _build(name)
+        if random_init:
+            source = f"random-init(seed={seed})"
+        else:
+            path = Path(weights) if weights is not None else find_local_weights(name)
+            if path is not None:
+                state = load_state_dict_file(path)
+                try:
+                    model.load_state_dict(state, strict=True)
+                except RuntimeError as exc:
+                    raise WeightsError(f"weights file {str(path)!r} does not fit probe {name!r}: "
+                                       f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}") from exc
+                source = str(path)
+            elif pretrained is False:
+                raise WeightsError(
+                    f"no weights for probe {name!r}: pass --weights FILE or set {WEIGHTS_ENV} to a folder "
+                    f"holding {name}*.safetensors (random weights only with random_init=True)")
+            else:
+                try:
+                    model = download()
+                except Exception as exc:  # offline, hub unreachable, no pretrained tag
+                    raise WeightsError(
+                        f"no local weights for probe {name!r} and the download failed "
+                        f"({type(exc).__name__}): pass --weights FILE or set {WEIGHTS_ENV} to a folder "
+                        f"holding {name}*.safetensors") from exc
+                source = "pretrained-download"
+        weights_hash = state_dict_hash(model.state_dict())
+        feature_dim = strip(model)
+        if image_size is not None:
+            if image_size < 32:
+                raise ProbeError(f"image_size must be at least 32, got {image_size}")
+            config = replace(config, input_size=int(image_size))
+        return cls(name, model, feature_dim, config, weights_hash, source, device)
+
+    def layers(self) -> list[tuple[str, nn.Module]]:
+        """The body's convolutions and linear layers, in module order (the embedding's layout)."""
+        return [(n, m) for n, m in self.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+    def transform(self, image) -> torch.Tensor:
+        """PIL image (or CHW tensor) -> resized, centre-cropped uint8 CHW tensor."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        cfg = self.config
+        x = TF.pil_to_tensor(image) if not isinstance(image, torch.Tensor) else image
+        if x.dtype.is_floating_point:
+            x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        mode = InterpolationMode(cfg.interpolation) if cfg.interpolation in ("bilinear", "bicubic", "nearest") \
+            else InterpolationMode.BILINEAR
+        x = TF.resize(x, int(cfg.input_size / cfg.crop_pct), interpolation=mode, antialias=True)
+        return TF.center_crop(x, [cfg.input_size, cfg.input_size]).contiguous()
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW batch -> float, normalised, on the probe's device."""
+        batch = batch.to(self.device, non_blocking=True)
+        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
+        x = (batch.float() / 255.0 - mean) / std
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weights_hash": self.weights_hash, "weights_source": self.weights_source,
+                "input_size": self.config.input_size, "feature_dim": self.feature_dim}
+
+    def __repr__(self) -> str:
+        return f"Probe({self.name!r}, weights_hash={self.weights_hash!r}, input_size={self.config.input_size})"
