@@ -325,10 +325,11 @@ class SkipBadCollate:
 
 
 class IndexedSubset(torch.utils.data.Dataset):
-    """``subset[i] = (image, label, original index)`` for a list of indices."""
+    """``subset[i] = (transform(image), label, original index)`` for a list of indices."""
 
-    def __init__(self, task: torch.utils.data.Dataset, indices: np.ndarray):
-        self.task, self.indices = task, indices
+    def __init__(self, task: torch.utils.data.Dataset, indices: np.ndarray,
+                 transform: Callable[[Any], Any] | None = None):
+        self.task, self.indices, self.transform = task, indices, transform
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -336,6 +337,8 @@ class IndexedSubset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         j = int(self.indices[i])
         image, label = self.task[j]
+        if image is not None and self.transform is not None:
+            image = self.transform(image)
         return image, label, j
 
 

@@ -81,7 +81,7 @@ def label_directions(logits: torch.Tensor, labels: torch.Tensor, method: str, *,
 
 
 # ---------------------------------------------------------------- per-sample squared norms
-def _pad_conv_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def pad_conv_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The input as the convolution really sees it, padding applied explicitly."""
     kh, kw = module.kernel_size
     dh, dw = module.dilation
@@ -116,7 +116,7 @@ def _gram_sqnorm(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
 
 def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """Per-sample, per-filter sum of squared weight gradients of a Conv2d: (B, C_out)."""
-    x = _pad_conv_input(module, x.float())
+    x = pad_conv_input(module, x.float())
     G = G.float()
     B, Cin = x.shape[:2]
     Cout, Ho, Wo = G.shape[1:]

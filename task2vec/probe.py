@@ -73,7 +73,7 @@ def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
         h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 

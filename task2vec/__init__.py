@@ -1,0 +1,23 @@
+"""task2vec: embed image-classification tasks and pick the backbone to fine-tune."""
+
+__version__ = "0.1.0"
+
+from .distance import symmetric  # noqa: E402
+from .embed import METHODS, Task2Vec  # noqa: E402
+from .embedding import Embedding, check_compatible  # noqa: E402
+from .errors import (  # noqa: E402
+    DatasetError,
+    EmbeddingFileError,
+    IncompatibleEmbeddingsError,
+    OutputPathError,
+    ProbeError,
+    Task2VecError,
+    WeightsError,
+)
+from .probe import Probe  # noqa: E402
+
+__all__ = [
+    "__version__", "Task2Vec", "Probe", "Embedding", "METHODS", "symmetric", "check_compatible",
+    "Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
+    "IncompatibleEmbeddingsError", "OutputPathError",
+]

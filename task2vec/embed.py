@@ -1,0 +1,191 @@
+"""Task2Vec: embed a labelled image dataset as the per-filter Fisher of a probe network."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data import IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, report_bad
+from .distance import symmetric
+from .embedding import Embedding
+from .errors import DatasetError, ProbeError
+from .fisher import LABEL_METHODS, FisherAccumulator
+from .head import fit_linear_head
+from .probe import Probe
+from .variational import variational_fisher
+
+METHODS = LABEL_METHODS + ("variational",)
+
+
+class Task2Vec:
+    """Embeds tasks with a fixed probe.
+
+    Hyperparameters (constructor):
+      method: ``exact`` (default: expectation over the model's own labels, through the
+        eigen-directions of the logit Fisher, truncated to ``max_rank``), ``montecarlo``
+        (``samples_per_image`` sampled labels), ``empirical`` (true labels) or
+        ``variational`` (the paper's robust Fisher).
+      max_samples: images used, drawn class-balanced with ``seed``.
+      head_l2: L2 penalty of the task head (on standardised features).
+      cache_bytes: decoded images are kept in memory between passes up to this size.
+    Learned state after :meth:`embed`: ``head_`` (the fitted classifier), ``embedding_``.
+    """
+
+    def __init__(self, probe: Probe, method: str = "exact", *, max_samples: int = 10_000,
+                 samples_per_image: int = 1, max_rank: int | None = 16, batch_size: int = 32,
+                 head_l2: float = 1e-2, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
+                 cache_bytes: int = 2 << 30, beta: float = 1e-2, prior_scale: float = 1.0,
+                 variational_epochs: int = 10, progress: bool = True):
+        if method not in METHODS:
+            raise ProbeError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
+        for name, value, low in (("max_samples", max_samples, 2), ("batch_size", batch_size, 1),
+                                 ("samples_per_image", samples_per_image, 1), ("workers", workers, 0),
+                                 ("variational_epochs", variational_epochs, 1)):
+            if int(value) != value or value < low:
+                raise ProbeError(f"{name} must be an integer >= {low}, got {value!r}")
+        if max_rank is not None and max_rank < 1:
+            raise ProbeError(f"max_rank must be >= 1 or None, got {max_rank!r}")
+        if not 0 <= max_bad_fraction <= 1:
+            raise ProbeError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction!r}")
+        self.probe, self.method = probe, method
+        self.max_samples, self.samples_per_image, self.max_rank = max_samples, samples_per_image, max_rank
+        self.batch_size, self.head_l2, self.seed, self.workers = batch_size, head_l2, seed, workers
+        self.max_bad_fraction, self.cache_bytes = max_bad_fraction, cache_bytes
+        self.beta, self.prior_scale, self.variational_epochs = beta, prior_scale, variational_epochs
+        self.progress = progress
+
+    # ------------------------------------------------------------------ helpers
+    def _settings(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"name": self.method, "max_samples": self.max_samples, "seed": self.seed,
+                             "head_l2": self.head_l2, "batch_size": self.batch_size}
+        if self.method == "montecarlo":
+            s["samples_per_image"] = self.samples_per_image
+        if self.method == "exact":
+            s["max_rank"] = self.max_rank
+        if self.method == "variational":
+            s.update(beta=self.beta, prior_scale=self.prior_scale, epochs=self.variational_epochs)
+        return s
+
+    def _autocast(self):
+        return torch.autocast(self.probe.device.type, dtype=torch.bfloat16, enabled=self.probe.device.type == "cuda")
+
+    # ------------------------------------------------------------------ main entry
+    def embed(self, data: Any, *, label_column: str | None = None, name: str | None = None) -> Embedding:
+        """Embed a task: an ImageFolder directory, a CSV of path,label, or a torch Dataset."""
+        start = time.perf_counter()
+        task = as_task(data, label_column=label_column)
+        indices = balanced_indices(task.labels, self.max_samples, self.seed)
+        halves = half_split(task.labels[indices])
+        group_of = dict(zip(indices.tolist(), halves.tolist()))
+        probe = self.probe
+        subset = IndexedSubset(task, indices, probe.transform)
+        loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
+                                             num_workers=self.workers, collate_fn=SkipBadCollate(),
+                                             persistent_workers=False)
+        per_image = 3 * probe.config.input_size ** 2
+        cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = (
+            [] if len(indices) * per_image <= self.cache_bytes else None)
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+            if cache is not None and features_done:
+                yield from cache
+                return
+            for images, labels, index, _bad in loader:
+                if images is not None:
+                    yield images, labels, index
+
+        n_passes = 2 if self.method != "variational" else 1 + self.variational_epochs
+        bar = tqdm(total=len(indices) * n_passes, desc=f"task2vec {probe.name}", unit="img",
+                   disable=not self.progress, leave=False)
+
+        # Pass 1: penultimate features (the body is frozen: computed once).
+        features_done = False
+        feats, labels_seen, index_seen, bad = [], [], [], []
+        with torch.no_grad():
+            for images, labels, index, bad_idx in loader:
+                bad.extend(bad_idx)
+                bar.update(len(bad_idx))
+                if images is None:
+                    continue
+                with self._autocast():
+                    feats.append(probe.model(probe.normalize(images)).float().cpu())
+                labels_seen.append(labels)
+                index_seen.append(index)
+                if cache is not None:
+                    cache.append((images, labels, index))
+                bar.update(len(images))
+        features_done = True
+        report_bad(task, bad, len(indices), self.max_bad_fraction)
+        if not feats:
+            raise DatasetError("no readable images in the dataset")
+        X, y = torch.cat(feats), torch.cat(labels_seen)
+        n_classes = len(task.classes)
+        missing = sorted(set(range(n_classes)) - set(y.tolist()))
+        if missing:
+            raise DatasetError(f"class {task.classes[missing[0]]!r} has no readable images")
+
+        # The task head, fitted on cached features.
+        head = fit_linear_head(X, y, n_classes, l2=self.head_l2).to(probe.device)
+        self.head_ = head
+        with torch.no_grad():
+            p = torch.softmax(head(X.to(probe.device)), 1).cpu()
+        head_stats = {"train_accuracy": float((p.argmax(1) == y).float().mean()),
+                      "mean_confidence": float(p.max(1).values.mean())}
+
+        # Pass 2: the Fisher.
+        meta_extra: dict[str, Any] = {}
+        layers = probe.layers()
+        if self.method == "variational":
+            def xy() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                for images, labels, _ in batches():
+                    yield probe.normalize(images), labels
+
+            vector, prior, loss = variational_fisher(
+                probe.model, head, [m for _, m in layers], xy, len(y), beta=self.beta,
+                prior_scale=self.prior_scale, epochs=self.variational_epochs, seed=self.seed,
+                progress=bar.update)
+            meta_extra["prior_inverse_variance"] = prior
+            meta_extra["final_loss"] = loss
+            noise = None
+            layer_table = FisherAccumulator(layers).layer_table()
+        else:
+            acc = FisherAccumulator(layers, self.method, samples_per_image=self.samples_per_image,
+                                    max_rank=self.max_rank, n_groups=2, autocast=probe.device.type == "cuda",
+                                    generator=torch.Generator().manual_seed(self.seed))
+            for images, labels, index in batches():
+                groups = torch.tensor([group_of[int(i)] for i in index])
+                acc.update(probe.model, head, probe.normalize(images), labels, groups)
+                bar.update(len(images))
+            vector = acc.fisher()
+            noise = float(symmetric(acc.fisher(0).numpy(), acc.fisher(1).numpy())) if acc.counts.min() > 0 else None
+            meta_extra["fisher_mass_captured"] = acc.mass_captured
+            layer_table = acc.layer_table()
+        bar.close()
+
+        fingerprint = task.fingerprint()
+        meta = {
+            "format_version": 1,
+            "task2vec_version": __version__,
+            "name": name or (getattr(task, "source", "") or "task"),
+            "probe": probe.describe(),
+            "method": self._settings(),
+            "layers": layer_table,
+            "n_images": int(len(y)),
+            "n_skipped_images": len(bad),
+            "n_classes": n_classes,
+            "classes": list(task.classes),
+            "dataset": {"source": getattr(task, "source", ""), "fingerprint": fingerprint,
+                        "n_available": int(len(task))},
+            "head": head_stats,
+            "noise_half_split": noise,
+            "device": str(probe.device),
+            "seconds": round(time.perf_counter() - start, 3),
+            **meta_extra,
+        }
+        self.embedding_ = Embedding(vector.numpy(), meta)
+        return self.embedding_

@@ -1,0 +1,102 @@
+"""The task embedding: a vector plus the metadata that says how it was made.
+
+Stored as ``.npz`` (no pickle): ``format``, ``vector`` and ``meta`` (a JSON string).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import EmbeddingFileError, IncompatibleEmbeddingsError
+from .io import atomic_open
+
+FORMAT = "task2vec.embedding/1"
+
+
+@dataclass
+class Embedding:
+    """One task's embedding. ``vector`` is per-filter Fisher (or inverse variance), ``meta`` a dict."""
+
+    vector: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vector = np.asarray(self.vector, dtype=np.float64)
+        if self.vector.ndim != 1 or not len(self.vector):
+            raise EmbeddingFileError(f"an embedding vector must be 1-D and non-empty, got shape {self.vector.shape}")
+        if not np.isfinite(self.vector).all() or (self.vector < 0).any():
+            raise EmbeddingFileError("an embedding vector must be finite and non-negative")
+
+    @property
+    def probe(self) -> str:
+        return self.meta.get("probe", {}).get("name", "?")
+
+    @property
+    def method(self) -> str:
+        return self.meta.get("method", {}).get("name", "?")
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.meta.get("dataset", {}).get("source", "task")
+
+    def space(self) -> tuple:
+        """What must agree for two embeddings to be comparable: probe, weights, resolution, method family."""
+        probe = self.meta.get("probe", {})
+        family = "variational" if self.method == "variational" else "fisher"
+        return (probe.get("name"), probe.get("weights_hash"), probe.get("input_size"), family, len(self.vector))
+
+    def layer_slices(self) -> dict[str, slice]:
+        """Where each layer's filters sit in ``vector``."""
+        out, start = {}, 0
+        for layer in self.meta.get("layers", []):
+            out[layer["name"]] = slice(start, start + layer["filters"])
+            start += layer["filters"]
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically to ``path`` (a ``.npz``); returns the path."""
+        path = Path(path)
+        with atomic_open(path) as f:
+            np.savez(f, format=np.array(FORMAT), vector=self.vector,
+                     meta=np.array(json.dumps(self.meta, sort_keys=True)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Embedding":
+        """Read an embedding file; anything else is an :class:`EmbeddingFileError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise EmbeddingFileError(f"embedding file {str(path)!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "format" not in z.files or str(z["format"]) != FORMAT:
+                    raise EmbeddingFileError(f"{str(path)!r} is not a task2vec embedding file")
+                vector, meta = z["vector"], json.loads(str(z["meta"]))
+        except EmbeddingFileError:
+            raise
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise EmbeddingFileError(f"{str(path)!r} is not a readable task2vec embedding file ({type(exc).__name__})") from exc
+        emb = cls(vector, meta)
+        expected = sum(layer["filters"] for layer in meta.get("layers", []))
+        if expected and expected != len(emb.vector):
+            raise EmbeddingFileError(f"{str(path)!r}: vector has {len(emb.vector)} values but its layers hold {expected}")
+        return emb
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.name!r}, probe={self.probe!r}, method={self.method!r}, dim={len(self.vector)})"
+
+
+def check_compatible(*embeddings: Embedding) -> None:
+    """Raise if the embeddings come from different probes, weights, resolutions or methods."""
+    first = embeddings[0].space()
+    for e in embeddings[1:]:
+        if e.space() != first:
+            raise IncompatibleEmbeddingsError(
+                f"cannot compare embeddings from different probes or methods: {embeddings[0]!r} vs {e!r}")
