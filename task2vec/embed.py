@@ -38,7 +38,7 @@ class Task2Vec:
 
     def __init__(self, probe: Probe, method: str = "exact", *, max_samples: int = 10_000,
                  samples_per_image: int = 1, max_rank: int | None = 16, batch_size: int = 32,
-                 head_l2: float = 1e-2, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
+                 head_l2: float = 1.0, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
                  cache_bytes: int = 2 << 30, beta: float = 1e-2, prior_scale: float = 1.0,
                  variational_epochs: int = 10, progress: bool = True):
         if method not in METHODS:

@@ -114,10 +114,14 @@ def _gram_sqnorm(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     return (G @ U.transpose(-1, -2)).square().sum(-1)
 
 
-def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Per-sample, per-filter sum of squared weight gradients of a Conv2d: (B, C_out)."""
-    x = pad_conv_input(module, x.float())
-    G = G.float()
+def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor, padded: bool = False) -> torch.Tensor:
+    """Per-sample, per-filter sum of squared weight gradients of a Conv2d: (B, C_out).
+
+    ``padded=True`` says ``x`` already went through :func:`pad_conv_input` (it is shared
+    by all label directions of a batch, so the engine pads it once).
+    """
+    x = x.float() if padded else pad_conv_input(module, x.float())
+    G = G.float().contiguous()
     B, Cin = x.shape[:2]
     Cout, Ho, Wo = G.shape[1:]
     g = module.groups
@@ -126,12 +130,12 @@ def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor) -> torch.Te
         raise ProbeError(f"convolution {module} does not match its output size: unsupported padding")
     if g == Cin and g > 1:  # depthwise (channel multiplier O): loop over kernel offsets
         O = Cout // g
-        Gv = G.reshape(B, g, O, Ho * Wo)
+        Gv = G.view(B, g, O, Ho, Wo)
         out = torch.zeros(B, g, O, device=G.device)
         for u in range(kh):
             for v in range(kw):
                 xs = x[:, :, u * dh: u * dh + sh * (Ho - 1) + 1: sh, v * dw: v * dw + sw * (Wo - 1) + 1: sw]
-                out += (Gv * xs.reshape(B, g, 1, Ho * Wo)).sum(-1).square()
+                out += (Gv * xs.unsqueeze(2)).sum((-1, -2)).square()
         return out.reshape(B, Cout)
     O, P = Cout // g, Ho * Wo
     D = Cin // g * kh * kw
@@ -157,9 +161,9 @@ def linear_sqnorm(module: nn.Linear, x: torch.Tensor, G: torch.Tensor) -> torch.
     return _gram_sqnorm(G.transpose(1, 2).unsqueeze(1), x.transpose(1, 2).unsqueeze(1)).squeeze(1)
 
 
-def layer_sqnorm(module: nn.Module, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+def layer_sqnorm(module: nn.Module, x: torch.Tensor, G: torch.Tensor, padded: bool = False) -> torch.Tensor:
     if isinstance(module, nn.Conv2d):
-        return conv_sqnorm(module, x, G)
+        return conv_sqnorm(module, x, G, padded)
     if isinstance(module, nn.Linear):
         return linear_sqnorm(module, x, G)
     raise ProbeError(f"no per-sample Fisher for layer type {type(module).__name__}")
@@ -252,11 +256,13 @@ class FisherAccumulator:
             if self.sums is None:
                 self.sums = [torch.zeros(self.n_groups, filter_count(m), dtype=torch.float64, device=device)
                              for m in self.modules]
+            inputs = [pad_conv_input(m, x.float()) if isinstance(m, nn.Conv2d) else x
+                      for m, x in zip(self.modules, taps.inputs)]  # shared by every direction
             for k, v in enumerate(dirs.vectors):
                 grads = torch.autograd.grad(logits, taps.outputs, grad_outputs=v.to(logits.dtype),
                                             retain_graph=k < len(dirs.vectors) - 1)
-                for i, (module, inp, G) in enumerate(zip(self.modules, taps.inputs, grads)):
-                    self.sums[i].index_add_(0, groups, layer_sqnorm(module, inp, G).double())
+                for i, (module, inp, G) in enumerate(zip(self.modules, inputs, grads)):
+                    self.sums[i].index_add_(0, groups, layer_sqnorm(module, inp, G, padded=True).double())
         finally:
             taps.remove()
         self.counts += torch.bincount(groups.cpu(), minlength=self.n_groups).double()

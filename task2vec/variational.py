@@ -78,7 +78,7 @@ def variational_fisher(model: nn.Module, head: nn.Module, layers: Sequence[nn.Mo
                 loss = task_loss + beta / n_images * kl
                 loss.backward()
                 opt.step()
-                loss_value = float(loss)
+                loss_value = float(loss.detach())
                 if progress:
                     progress(len(x))
     finally:

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real material in ../shared (override with TASK2VEC_SHARED)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not WEIGHTS.is_file():
+        pytest.fail(f"real test material not found at {SHARED} (set TASK2VEC_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def probe112(shared):
+    """The real ImageNet MobileNetV2 probe at 112 px: the real pipeline at CPU-test cost."""
+    from task2vec import Probe
+
+    return Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=112, device="cpu")

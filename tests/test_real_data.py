@@ -1,0 +1,79 @@
+"""The real probe on real data from ../shared: noise, semantics, determinism, inputs."""
+
+import numpy as np
+import pytest
+
+from task2vec import Embedding, Probe, Task2Vec, symmetric
+
+TASKS = {"mnist": ("mnist_test", 0), "mnist_seed1": ("mnist_test", 1), "notmnist": ("notmnist_test", 0),
+         "cifar": ("cifar10_test", 0), "flowers": ("flowers5", 0)}
+
+
+def embed_all(probe, shared, n=300):
+    return {k: Task2Vec(probe, max_samples=n, seed=s, progress=False).embed(shared / "data" / d)
+            for k, (d, s) in TASKS.items()}
+
+
+def check_task_space(e):
+    d = lambda a, b: symmetric(e[a], e[b])  # noqa: E731
+    # The same task twice (different images, different seed) is much closer than a different task.
+    assert d("mnist", "mnist_seed1") < 0.5 * d("mnist", "notmnist")
+    # Related tasks are closer than unrelated ones.
+    assert d("mnist", "notmnist") < d("mnist", "cifar")
+    assert d("cifar", "flowers") < d("cifar", "mnist")
+    assert d("cifar", "flowers") < d("cifar", "notmnist")
+    # The reported noise estimate is of the order of the seed-to-seed distance, not of task distances.
+    assert e["mnist"].meta["noise_half_split"] < d("mnist", "notmnist")
+
+
+@pytest.fixture(scope="module")
+def embeddings(probe112, shared):
+    return embed_all(probe112, shared)
+
+
+def test_task_space_on_real_data(embeddings):
+    check_task_space(embeddings)
+
+
+def test_metadata_describes_the_run(embeddings):
+    m = embeddings["mnist"].meta
+    assert m["n_images"] == 300 and m["n_classes"] == 10 and m["classes"][:2] == ["0", "1"]
+    assert m["probe"]["name"] == "mobilenet_v2" and len(m["probe"]["weights_hash"]) == 16
+    assert sum(layer["filters"] for layer in m["layers"]) == len(embeddings["mnist"].vector)
+    assert m["layers"][0]["name"] == "features.0.0" and m["layers"][-1]["name"] == "features.18.0"
+    assert m["method"]["name"] == "exact" and 0.5 < m["fisher_mass_captured"] <= 1.0
+    assert m["dataset"]["fingerprint"] != embeddings["notmnist"].meta["dataset"]["fingerprint"]
+
+
+def test_same_seed_is_bit_identical(probe112, shared, tmp_path):
+    a = Task2Vec(probe112, max_samples=40, seed=3, progress=False).embed(shared / "data" / "hymenoptera")
+    b = Task2Vec(probe112, max_samples=40, seed=3, progress=False).embed(shared / "data" / "hymenoptera")
+    assert np.array_equal(a.vector, b.vector)
+    a.save(tmp_path / "a.npz")
+    assert np.array_equal(Embedding.load(tmp_path / "a.npz").vector, a.vector)
+
+
+def test_csv_tasks_on_the_same_images_differ(probe112, shared):
+    """Omniglot by alphabet vs by drawer: same images, different labels, different tasks."""
+    csv = shared / "data" / "omniglot_small" / "labels.csv"
+    by_alphabet = Task2Vec(probe112, max_samples=64, progress=False).embed(csv, label_column="alphabet")
+    by_drawer = Task2Vec(probe112, max_samples=64, progress=False).embed(csv, label_column="drawer")
+    assert by_alphabet.meta["n_classes"] == 8 and by_drawer.meta["n_classes"] == 20
+    assert symmetric(by_alphabet, by_drawer) > 0.01
+
+
+def test_variational_fisher_on_real_data(probe112, shared):
+    t2v = Task2Vec(probe112, method="variational", max_samples=32, variational_epochs=2, progress=False)
+    e = t2v.embed(shared / "data" / "hymenoptera")
+    prior = np.repeat(e.meta["prior_inverse_variance"], [layer["filters"] for layer in e.meta["layers"]])
+    assert e.vector.shape == prior.shape and (e.vector > 0).all()
+    # Filters the task needs get a smaller admissible variance (larger inverse variance) than the prior.
+    assert np.mean(e.vector > prior) > 0.5
+
+
+@pytest.mark.slow
+def test_task_space_at_full_resolution(shared):
+    """The same checks with every default (224 px, max_rank 16)."""
+    from conftest import WEIGHTS
+
+    check_task_space(embed_all(Probe.create("mobilenet_v2", weights=WEIGHTS, device="cpu"), shared))
