@@ -187,5 +187,7 @@ class Task2Vec:
             "seconds": round(time.perf_counter() - start, 3),
             **meta_extra,
         }
-        self.embedding_ = Embedding(vector.numpy(), meta)
+        X64 = X.double()
+        self.embedding_ = Embedding(vector.numpy(), meta, domain_mean=X64.mean(0).numpy(),
+                                    domain_var=X64.var(0, unbiased=False).numpy())
         return self.embedding_

@@ -22,13 +22,23 @@ FORMAT = "task2vec.embedding/1"
 
 @dataclass
 class Embedding:
-    """One task's embedding. ``vector`` is per-filter Fisher (or inverse variance), ``meta`` a dict."""
+    """One task's embedding.
+
+    ``vector``: per-filter Fisher (or inverse variance); ``meta``: how it was made;
+    ``domain_mean`` / ``domain_var``: mean and variance of the probe's penultimate features
+    over the task's images (the label-blind *domain embedding* baseline).
+    """
 
     vector: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    domain_mean: np.ndarray | None = None
+    domain_var: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.vector = np.asarray(self.vector, dtype=np.float64)
+        for name in ("domain_mean", "domain_var"):
+            if getattr(self, name) is not None:
+                setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
         if self.vector.ndim != 1 or not len(self.vector):
             raise EmbeddingFileError(f"an embedding vector must be 1-D and non-empty, got shape {self.vector.shape}")
         if not np.isfinite(self.vector).all() or (self.vector < 0).any():
@@ -64,8 +74,10 @@ class Embedding:
         """Write atomically to ``path`` (a ``.npz``); returns the path."""
         path = Path(path)
         with atomic_open(path) as f:
+            extra = {k: v for k, v in (("domain_mean", self.domain_mean), ("domain_var", self.domain_var))
+                     if v is not None}
             np.savez(f, format=np.array(FORMAT), vector=self.vector,
-                     meta=np.array(json.dumps(self.meta, sort_keys=True)))
+                     meta=np.array(json.dumps(self.meta, sort_keys=True)), **extra)
         return path
 
     @classmethod
@@ -79,11 +91,12 @@ class Embedding:
                 if "format" not in z.files or str(z["format"]) != FORMAT:
                     raise EmbeddingFileError(f"{str(path)!r} is not a task2vec embedding file")
                 vector, meta = z["vector"], json.loads(str(z["meta"]))
+                domain = {k: z[k] for k in ("domain_mean", "domain_var") if k in z.files}
         except EmbeddingFileError:
             raise
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise EmbeddingFileError(f"{str(path)!r} is not a readable task2vec embedding file ({type(exc).__name__})") from exc
-        emb = cls(vector, meta)
+        emb = cls(vector, meta, **domain)
         expected = sum(layer["filters"] for layer in meta.get("layers", []))
         if expected and expected != len(emb.vector):
             raise EmbeddingFileError(f"{str(path)!r}: vector has {len(emb.vector)} values but its layers hold {expected}")
