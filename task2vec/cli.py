@@ -6,16 +6,20 @@ Every bad input ends with one line ``task2vec: error: ...`` on stderr and exit c
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, taskmap
+from .distance import ALPHA, KINDS, pairwise
 from .embed import METHODS, Task2Vec
+from .embedding import Embedding, check_compatible
 from .errors import Task2VecError
-from .io import check_writable
+from .io import atomic_open, check_writable
 from .probe import WEIGHTS_ENV, Probe
+from .trivial import trivial_embedding
 
 
 def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True) -> None:
@@ -76,8 +80,79 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_embeddings(paths: Sequence[str]) -> tuple[list[Embedding], list[str]]:
+    if len(paths) < 2:
+        raise Task2VecError("give at least two embedding files")
+    embs = [Embedding.load(p) for p in paths]
+    names = [Path(p).name.removesuffix(".npz").removesuffix(".t2v") for p in paths]
+    check_compatible(*embs)
+    return embs, names
+
+
+def _trivial(embs: list[Embedding], weights: str | None) -> Embedding:
+    probe = None
+    if embs[0].method != "variational" and weights:
+        p = embs[0].meta["probe"]
+        probe = Probe.create(p["name"], weights=weights, image_size=p["input_size"])
+    return trivial_embedding(embs[0], probe)
+
+
+def cmd_distance(args: argparse.Namespace) -> int:
+    embs, names = _load_embeddings(args.embeddings)
+    t0 = _trivial(embs, args.weights) if args.kind == "asym" else None
+    D = pairwise(embs, args.kind, t0=t0, alpha=args.alpha)
+    if args.csv:
+        check_writable(args.csv)
+    width = max(8, *(len(n) for n in names))
+    print(f"{args.kind} distance" + (" (row -> column)" if args.kind == "asym" else ""))
+    print(" " * width + "".join(f"{n[:9]:>10}" for n in names))
+    for name, row in zip(names, D):
+        print(f"{name:<{width}}" + "".join(f"{v:>10.4f}" for v in row))
+    if args.csv:
+        with atomic_open(args.csv, "w") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["task", *names])
+            w.writerows([name, *(f"{v:.6g}" for v in row)] for name, row in zip(names, D))
+    return 0
+
+
+def _read_labels(path: str, names: list[str], files: list[str]) -> dict[str, dict[str, str]]:
+    """Rows of a labels CSV keyed by embedding file (column ``file``) or task name (column ``task``)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    key = "file" if rows and "file" in rows[0] else "task"
+    if not rows or key not in rows[0]:
+        raise Task2VecError(f"labels CSV {path!r} needs a 'file' or 'task' column")
+    table = {r[key]: r for r in rows}
+    return {n: table.get(Path(fl).name if key == "file" else n, table.get(fl, {})) for n, fl in zip(names, files)}
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    out = check_writable(args.output)
+    embs, names = _load_embeddings(args.embeddings)
+    labels = _read_labels(args.labels, names, args.embeddings) if args.labels else {}
+    if args.color_by and not labels:
+        raise Task2VecError("--color-by needs --labels")
+    if args.color_by and not any(args.color_by in row for row in labels.values()):
+        raise Task2VecError(f"labels CSV has no column {args.color_by!r}")
+    display = [labels.get(n, {}).get("name") or n for n in names]
+    groups = [labels.get(n, {}).get(args.color_by, "?") for n in names] if args.color_by else None
+    D = pairwise(embs, "sym")
+    coords, used, note = taskmap.layout(D, args.layout, seed=args.seed)
+    if note:
+        print(f"task2vec: note: {note}", file=sys.stderr)
+    taskmap.draw(D, coords, display, out, groups=groups, method=used)
+    stem = out.with_suffix("")
+    taskmap.write_coords_csv(coords, display, stem.with_suffix(".csv"))
+    info = [f"{e.meta.get('n_classes')} classes, {e.meta.get('n_images')} images, source {e.meta.get('dataset', {}).get('source', '')}"
+            for e in embs]
+    taskmap.write_html(coords, display, info, stem.with_suffix(".html"))
+    print(f"task map of {len(embs)} tasks ({used}) -> {out}, {stem.with_suffix('.csv')}, {stem.with_suffix('.html')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="task2vec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="task2vec", description="Embed image-classification tasks (Task2Vec), compare them and map them.")
     parser.add_argument("--version", action="version", version=f"task2vec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("embed", help="embed a dataset (ImageFolder folder or CSV of path,label)",
@@ -86,6 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.npz", help="output file (default: <dataset>.t2v.npz)")
     add_embedding_args(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("distance", help="distance matrix between embedding files",
+                       description="Print the distance matrix between task embeddings.")
+    p.add_argument("embeddings", nargs="+", metavar="EMB.npz")
+    p.add_argument("--kind", choices=KINDS, default="sym",
+                   help="sym (the paper's, default), asym (row -> column, uses the trivial task), cosine, "
+                        "domain (mean features, label-blind), kl (variational embeddings)")
+    p.add_argument("--alpha", type=float, default=ALPHA, help=f"asym: weight of the trivial-task term (default {ALPHA})")
+    p.add_argument("--weights", metavar="FILE", help="probe weights, to compute the trivial task when not cached")
+    p.add_argument("--csv", metavar="OUT.csv", help="also write the matrix as CSV")
+    p.set_defaults(func=cmd_distance)
+
+    p = sub.add_parser("map", help="2-D task map (UMAP) + clustered distance heatmap",
+                       description="Draw a task map: PNG (map + heatmap + dendrogram), coordinates CSV, hover HTML.")
+    p.add_argument("embeddings", nargs="+", metavar="EMB.npz")
+    p.add_argument("-o", "--output", default="taskmap.png", metavar="OUT.png")
+    p.add_argument("--layout", choices=taskmap.LAYOUTS, default="umap")
+    p.add_argument("--labels", metavar="CSV", help="CSV with a 'file' (or 'task') column, optional 'name' and more columns")
+    p.add_argument("--color-by", metavar="COL", help="colour points by this column of --labels")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_map)
     return parser
 
 

@@ -1,0 +1,91 @@
+"""Distances against hand computations, and their invariants."""
+
+import numpy as np
+import pytest
+
+from task2vec import Embedding, IncompatibleEmbeddingsError
+from task2vec.distance import asymmetric, cosine, domain, gaussian_kl, pairwise, symmetric, symmetric_matrix
+
+
+def emb(vec, probe="p", method="exact", **kw):
+    meta = {"probe": {"name": probe, "weights_hash": "h", "input_size": 224}, "method": {"name": method},
+            "layers": [{"name": "l", "filters": len(vec)}]}
+    return Embedding(np.asarray(vec, float), meta, **kw)
+
+
+def test_symmetric_matches_hand_computation():
+    a, b = np.array([1.0, 3.0, 0.0]), np.array([1.0, 1.0, 2.0])
+    # a/(a+b) = [.5, .75, 0], b/(a+b) = [.5, .25, 1]
+    an, bn = np.array([0.5, 0.75, 0.0]), np.array([0.5, 0.25, 1.0])
+    expected = 1 - an @ bn / np.linalg.norm(an) / np.linalg.norm(bn)
+    assert symmetric(a, b) == pytest.approx(expected)
+    assert symmetric(b, a) == pytest.approx(expected)
+    assert symmetric(a, a) == pytest.approx(0.0)
+    # both zero in an entry: that entry counts as equal
+    assert symmetric([0.0, 1.0], [0.0, 1.0]) == pytest.approx(0.0)
+
+
+def test_symmetric_ignores_global_scale_but_not_shape():
+    a = np.array([1.0, 2.0, 3.0])
+    assert symmetric(a, 2 * a) == pytest.approx(0.0)
+    assert symmetric(a, a * np.array([1.0, 2.0, 4.0])) > 0.01
+    assert 0 <= symmetric(a, np.array([100.0, 0.0, 0.0])) <= 1
+
+
+def test_cosine_and_kl_by_hand():
+    assert cosine([1.0, 0.0], [0.0, 1.0]) == pytest.approx(1.0)
+    assert cosine([1.0, 1.0], [2.0, 2.0]) == pytest.approx(0.0)
+    a, b = np.array([1.0, 4.0]), np.array([2.0, 1.0])  # inverse variances
+    r = b / a
+    kl_ab = 0.5 * np.mean(r - 1 - np.log(r))
+    assert gaussian_kl(a, b, symmetrise=False) == pytest.approx(kl_ab)
+    assert gaussian_kl(a, b) == pytest.approx(gaussian_kl(b, a))
+    assert gaussian_kl(a, a) == pytest.approx(0.0)
+
+
+def test_asymmetric_prefers_complex_related_source():
+    rng = np.random.default_rng(0)
+    t0 = np.ones(50)
+    target = rng.gamma(2.0, 1.0, 50) + 2
+    complex_related = target * rng.uniform(0.9, 1.1, 50) + 1.0  # close to target, far from t0
+    trivial_source = t0 * 1.05  # a near-trivial source
+    assert asymmetric(target, target, t0) < asymmetric(target, target, t0, alpha=0)
+    # d_asym(a -> b) = d_sym(a, b) - alpha d_sym(a, t0), by hand
+    a, b = complex_related, target
+    assert asymmetric(a, b, t0, alpha=0.3) == pytest.approx(symmetric(a, b) - 0.3 * symmetric(a, t0))
+    assert asymmetric(complex_related, target, t0) < asymmetric(trivial_source, target, t0)
+
+
+def test_pairwise_matrix_equals_pairs_and_is_symmetric():
+    rng = np.random.default_rng(1)
+    vecs = rng.gamma(0.5, 1e-3, size=(7, 40))
+    vecs[:, :3] = 0
+    embs = [emb(v) for v in vecs]
+    D = pairwise(embs, "sym")
+    ref = np.array([[symmetric(a, b) for b in vecs] for a in vecs])
+    np.testing.assert_allclose(D, ref, atol=1e-6)
+    np.testing.assert_allclose(D, D.T)
+    np.testing.assert_allclose(np.diag(D), 0, atol=1e-7)
+    t0 = emb(np.full(40, 1e-3))
+    A = pairwise(embs, "asym", t0=t0, alpha=0.2)
+    np.testing.assert_allclose(A, ref - 0.2 * np.array([symmetric(v, t0.vector) for v in vecs])[:, None], atol=1e-6)
+    np.testing.assert_allclose(symmetric_matrix(vecs[:3], vecs[3:]), ref[:3, 3:], atol=1e-6)
+
+
+def test_domain_distance_ignores_labels():
+    m = np.array([1.0, 2.0, 3.0])
+    a = emb([1.0, 2.0], domain_mean=m)
+    b = emb([5.0, 0.1], domain_mean=m)  # same images, different labels
+    assert domain(a, b) == pytest.approx(0.0)
+    assert symmetric(a, b) > 0.1
+    with pytest.raises(IncompatibleEmbeddingsError):
+        domain(a, emb([1.0, 1.0]))
+
+
+def test_mixing_probes_or_methods_is_an_error():
+    with pytest.raises(IncompatibleEmbeddingsError, match="different probes"):
+        pairwise([emb([1.0, 2.0]), emb([1.0, 2.0], probe="other")])
+    with pytest.raises(IncompatibleEmbeddingsError, match="different probes or methods"):
+        pairwise([emb([1.0, 2.0]), emb([1.0, 2.0], method="variational")])
+    with pytest.raises(IncompatibleEmbeddingsError, match="needs the trivial task"):
+        pairwise([emb([1.0, 2.0]), emb([2.0, 2.0])], "asym")
