@@ -108,8 +108,11 @@ class Embedding:
 
 def check_compatible(*embeddings: Embedding) -> None:
     """Raise if the embeddings come from different probes, weights, resolutions or methods."""
+    fields = ("probe", "probe weights", "input size", "method", "dimension")
     first = embeddings[0].space()
     for e in embeddings[1:]:
         if e.space() != first:
+            what = next(f for f, x, y in zip(fields, first, e.space()) if x != y)
             raise IncompatibleEmbeddingsError(
-                f"cannot compare embeddings from different probes or methods: {embeddings[0]!r} vs {e!r}")
+                f"cannot compare embeddings from different probes or methods ({what} differs): "
+                f"{embeddings[0]!r} vs {e!r}")
