@@ -15,6 +15,7 @@ from typing import Sequence
 from . import __version__, taskmap
 from .distance import ALPHA, KINDS, pairwise
 from .embed import METHODS, Task2Vec
+from .data import load_task
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError
 from .io import atomic_open, check_writable
@@ -69,8 +70,9 @@ def _default_output(dataset: str) -> Path:
 def cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else _default_output(args.dataset)
     check_writable(out)
+    task = load_task(args.dataset, label_column=args.label_column)  # bad data fails before any download
     probe = probe_from_args(args)
-    emb = embedder_from_args(args, probe).embed(args.dataset, label_column=args.label_column)
+    emb = embedder_from_args(args, probe).embed(task)
     emb.save(out)
     m = emb.meta
     noise = f", noise {m['noise_half_split']:.3f}" if m.get("noise_half_split") is not None else ""
@@ -188,16 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.simplefilter("default")
+    formatwarning = warnings.formatwarning
     warnings.formatwarning = lambda msg, cat, *a, **k: f"task2vec: warning: {msg}\n"
     try:
         return args.func(args)
     except Task2VecError as exc:
         print(f"task2vec: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission changed mid-run: nothing half-written is left
+        print(f"task2vec: error: {exc.strerror or exc} ({exc.filename or 'output'})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("task2vec: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

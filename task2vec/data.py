@@ -37,15 +37,18 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     """
     with Image.open(path) as im:
         im.load()
-        if im.mode == "RGB":
-            return im.copy()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if im.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit greyscale: full range maps to 0..255
+            arr = np.asarray(im, dtype=np.float64) / 65535.0 * 255.0
+            return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+        if im.mode in ("I", "F"):  # no fixed range: stretch what is there
             arr = np.asarray(im, dtype=np.float64)
             lo, hi = float(arr.min()), float(arr.max())
             arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
             return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
-        if im.mode == "P" and "transparency" in im.info:
+        if "transparency" in im.info and im.mode in ("P", "L", "RGB"):
             im = im.convert("RGBA")
+        if im.mode == "RGB":
+            return im.copy()
         if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
             rgba = im.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -134,11 +137,6 @@ def _make_task(by_class: dict[str, list[Path]], root: Path, source: str) -> Imag
     return ImageTask(paths, np.asarray(labels, dtype=np.int64), classes, root, source=source)
 
 
-def csv_columns(csv_path: str | os.PathLike) -> list[str]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
-
-
 def from_csv(
     csv_path: str | os.PathLike, label_column: str | None = None, path_column: str | None = None
 ) -> ImageTask:
@@ -149,10 +147,15 @@ def from_csv(
     """
     csv_path = Path(csv_path)
     root = csv_path.parent.resolve()
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"CSV {str(csv_path)!r} is not UTF-8 text (byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise DatasetError(f"CSV {str(csv_path)!r} is malformed: {exc}") from exc
     if not columns:
         raise DatasetError(f"CSV {str(csv_path)!r} is empty")
     if path_column is None:
@@ -226,17 +229,27 @@ class TorchTask(torch.utils.data.Dataset):
         raw = [t.item() if isinstance(t, torch.Tensor) else t for t in targets]
         if not raw:
             raise DatasetError("the torch Dataset is empty")
-        if not all(isinstance(t, (int, np.integer)) for t in raw):
-            names = sorted({str(t) for t in raw})
-            index = {n: i for i, n in enumerate(names)}
-            self.labels = np.asarray([index[str(t)] for t in raw], dtype=np.int64)
-            self.classes = names
-        else:
-            self.labels = np.asarray(raw, dtype=np.int64)
-            if self.labels.min() < 0:
+        names = list(classes or getattr(dataset, "classes", None) or [])
+        if all(isinstance(t, (int, np.integer)) for t in raw):
+            labels = np.asarray(raw, dtype=np.int64)
+            if labels.min() < 0:
                 raise DatasetError("the torch Dataset has negative labels")
-            n = int(self.labels.max()) + 1
-            self.classes = list(classes or getattr(dataset, "classes", None) or [str(i) for i in range(n)])
+            if names:
+                bad = labels[(labels < 0) | (labels >= len(names))]
+                if len(bad):
+                    raise DatasetError(f"the torch Dataset has label {int(bad[0])} outside its {len(names)} classes")
+            else:  # no names: the labels present, in order, are the classes
+                present, labels = np.unique(labels, return_inverse=True)
+                names = [str(v) for v in present]
+        else:
+            given = names
+            names = sorted({str(t) for t in raw}) if not given else [str(n) for n in given]
+            index = {n: i for i, n in enumerate(names)}
+            unknown = [t for t in raw if str(t) not in index]
+            if unknown:
+                raise DatasetError(f"the torch Dataset has label {unknown[0]!r} not among its classes")
+            labels = np.asarray([index[str(t)] for t in raw], dtype=np.int64)
+        self.labels, self.classes = labels.astype(np.int64), names
         present = np.unique(self.labels)
         if len(present) < 2:
             raise DatasetError(f"a task needs at least 2 classes; the torch Dataset has {len(present)}")

@@ -9,6 +9,17 @@ SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and do not collapse when other processes load the CPUs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not WEIGHTS.is_file():

@@ -25,13 +25,7 @@ COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220)}
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The models are tiny: one thread is as fast, and does not collapse when other processes load the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -164,11 +158,8 @@ def test_failed_write_leaves_previous_output_intact_and_no_temp_file(capsys, dat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
-    try:
-        rc = main(["embed", str(dataset), "-o", str(out_file), *FAST, "--seed", "1"])
-    except OSError:
-        rc = None
-    assert rc != 0
+    rc = main(["embed", str(dataset), "-o", str(out_file), *FAST, "--seed", "1"])
+    assert rc == 2 and "No space left on device" in capsys.readouterr().err
     assert os.listdir(outdir) == ["x.npz"]  # the temp file was removed
     assert out_file.read_bytes() == before  # the old result was not half-overwritten
 
@@ -257,7 +248,10 @@ def test_csv_embeds_with_label_column(capsys, dataset, outdir):
     assert emb.meta["classes"] == ["even", "odd"] and emb.meta["n_images"] == 8
 
 
-def test_output_directory_does_not_exist(capsys, dataset, tmp_path):
+def test_output_directory_does_not_exist(capsys, dataset, tmp_path, monkeypatch):
+    built = []
+    # the output is checked before any expensive work: no probe is built
+    monkeypatch.setattr(Probe, "create", classmethod(lambda cls, *a, **k: built.append(a) or pytest.fail("built")))
     target = tmp_path / "missing_dir" / "x.npz"
     rc, _, err = run(capsys, "embed", dataset, "-o", target, *FAST)
     assert rc == 2
@@ -265,6 +259,7 @@ def test_output_directory_does_not_exist(capsys, dataset, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("task2vec: error: ")
     assert "output directory" in lines[0] and "does not exist" in lines[0]
     assert not (tmp_path / "missing_dir").exists()
+    assert built == []
 
 
 def test_output_path_is_a_directory(capsys, dataset, outdir):

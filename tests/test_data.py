@@ -635,3 +635,30 @@ def test_as_task_dispatch(tmp_path):
     assert isinstance(as_task(PlainDataset([0, 1])), TorchTask)
     with pytest.raises(DatasetError, match="cannot make a task from a list"):
         as_task([1, 2, 3])
+
+
+def test_csv_that_is_not_utf8(tmp_path):
+    png(tmp_path / "a" / "0.png")
+    png(tmp_path / "b" / "0.png")
+    (tmp_path / "x.csv").write_bytes(b"path,label\na/0.png,caf\xe9\nb/0.png,th\xe9\n")
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        from_csv(tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("mode, colour", [("L", 77), ("RGB", (1, 2, 3))])
+def test_load_rgb_png_transparency_key_becomes_white(tmp_path, mode, colour):
+    im = Image.new(mode, (2, 2), colour)
+    im.putpixel((1, 1), 200 if mode == "L" else (200, 100, 50))
+    im.save(tmp_path / "t.png", transparency=colour)
+    a = np.asarray(load_rgb(tmp_path / "t.png"))
+    assert a[0, 0].tolist() == [255, 255, 255]
+    assert a[1, 1].tolist() == ([200] * 3 if mode == "L" else [200, 100, 50])
+
+
+def test_torchtask_labels_must_fit_classes():
+    with pytest.raises(DatasetError, match="label 2 outside its 2 classes"):
+        TorchTask(TargetsDataset([0, 1, 2]), classes=["a", "b"])
+    with pytest.raises(DatasetError, match="not among its classes"):
+        TorchTask(PlainDataset(["x", "y", "z"]), classes=["x", "y"])
+    gaps = TorchTask(PlainDataset([0, 0, 5, 5]))  # no names: the labels present are the classes
+    assert gaps.classes == ["0", "5"] and gaps.labels.tolist() == [0, 0, 1, 1]

@@ -1,0 +1,62 @@
+"""The embed methods, the distance and map commands, end to end on tiny data (random-init probe)."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from task2vec import Embedding, Probe, WeightsError
+from task2vec.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+FAST = ["--random-init", "--probe", "resnet18", "--image-size", "32", "--max-samples", "8",
+        "--batch-size", "4", "--quiet"]
+
+
+def make_folder(root, n=4, classes=("red", "blue")):
+    for c, color in zip(classes, ((220, 30, 30), (30, 30, 220))):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (40, 40), tuple(max(0, v - 20 * i) for v in color)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("method", ["montecarlo", "empirical", "variational"])
+def test_every_method_runs(tmp_path, method):
+    data = make_folder(tmp_path / "ds")
+    assert main(["embed", str(data), "-o", str(tmp_path / "e.npz"), "--method", method, *FAST]) == 0
+    assert Embedding.load(tmp_path / "e.npz").method == method
+
+
+def test_weights_that_do_not_fit_the_probe(tmp_path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18_test.pth")
+    with pytest.raises(WeightsError, match="does not fit probe 'resnet34'"):
+        Probe.create("resnet34", weights=tmp_path / "resnet18_test.pth")
+
+
+def test_distance_and_map_commands(tmp_path, capsys):
+    files = []
+    for i, n in enumerate((3, 4, 5, 6, 4, 5)):
+        data = make_folder(tmp_path / f"d{i}", n=n)
+        files.append(str(tmp_path / f"task{i}.t2v.npz"))
+        assert main(["embed", str(data), "-o", files[-1], *FAST]) == 0
+    capsys.readouterr()
+    assert main(["distance", *files[:3], "--csv", str(tmp_path / "d.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "task0" in printed and "0.0000" in printed
+    rows = (tmp_path / "d.csv").read_text().splitlines()
+    assert rows[0] == "task,task0,task1,task2" and len(rows) == 4
+    (tmp_path / "labels.csv").write_text("file,name,group\n" + "".join(
+        f"task{i}.t2v.npz,T{i},{'ab'[i % 2]}\n" for i in range(6)))
+    out = tmp_path / "map.png"
+    assert main(["map", *files, "-o", str(out), "--labels", str(tmp_path / "labels.csv"), "--color-by", "group"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "map.csv").read_text().splitlines()[1].startswith("T0,")
+    assert "<title>T0" in (tmp_path / "map.html").read_text()
+    assert main(["map", *files[:3], "-o", str(tmp_path / "small.png")]) == 0
+    assert "used classical MDS" in capsys.readouterr().err
+    bogus = tmp_path / "bogus.npz"
+    np.savez(bogus, a=np.zeros(2))
+    assert main(["distance", files[0], str(bogus)]) == 2
+    assert capsys.readouterr().err.startswith("task2vec: error: ")
