@@ -93,12 +93,14 @@ def pad_conv_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         if module.padding == "valid":
             return x
         th, tw = dh * (kh - 1), dw * (kw - 1)
-        return F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
-    ph, pw = module.padding
-    if ph == 0 and pw == 0:
+        pads = (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    else:
+        ph, pw = module.padding
+        pads = (pw, pw, ph, ph)
+    if not any(pads):
         return x
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    return F.pad(x, (pw, pw, ph, ph), mode=mode)
+    return F.pad(x, pads, mode=mode)
 
 
 def _gram_sqnorm(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:

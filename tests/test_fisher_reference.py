@@ -8,12 +8,17 @@ from task2vec.fisher import FisherAccumulator, label_directions
 
 
 class TinyNet(nn.Module):
-    """Every layer kind the engine handles: dense, strided+dilated, depthwise (x2 multiplier),
-    grouped and 1x1 convolutions, a Linear over tokens and a flat Linear."""
+    """Every layer kind the engine handles: timm's dynamic-'SAME' conv, padding='same', dense,
+    strided+dilated, depthwise (x2 multiplier), grouped and 1x1 convolutions, a Linear over
+    tokens and a flat Linear."""
 
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        from timm.layers import Conv2dSame
+
+        self.c0 = Conv2dSame(3, 4, 4, stride=2)  # asymmetric dynamic padding
+        self.same = nn.Conv2d(4, 3, 3, padding="same", padding_mode="reflect")
+        self.c1 = nn.Conv2d(3, 8, 3, stride=1, padding=1)
         self.c2 = nn.Conv2d(8, 8, 3, padding=2, dilation=2, bias=False)
         self.dw = nn.Conv2d(8, 16, 3, padding=1, groups=8, bias=False)
         self.gc = nn.Conv2d(16, 8, 3, stride=2, padding=1, groups=4)
@@ -22,6 +27,7 @@ class TinyNet(nn.Module):
         self.fc = nn.Linear(10, 6)
 
     def forward(self, x):
+        x = torch.tanh(self.same(torch.relu(self.c0(x))))
         x = torch.relu(self.c1(x))
         x = torch.tanh(self.c2(x))
         x = torch.relu(self.dw(x))
@@ -55,7 +61,7 @@ def setup():
     torch.manual_seed(0)
     net = TinyNet().double()
     head = nn.Linear(6, 5).double()
-    x = torch.randn(7, 3, 16, 16, dtype=torch.float64)
+    x = torch.randn(7, 3, 31, 31, dtype=torch.float64)  # odd size: 'SAME' pads asymmetrically
     labels = torch.randint(0, 5, (7,))
     return net, head, x, labels
 
@@ -70,7 +76,7 @@ def test_per_filter_fisher_matches_autograd(setup, method):
     acc.update(net, head, x[:4], labels[:4], torch.tensor([0, 1, 0, 1]))
     acc.update(net, head, x[4:], labels[4:], torch.tensor([1, 0, 1]))
     got = acc.fisher().double()
-    assert got.shape == ref.shape == (8 + 8 + 16 + 8 + 12 + 10 + 6,)
+    assert got.shape == ref.shape == (4 + 3 + 8 + 8 + 16 + 8 + 12 + 10 + 6,)
     rel = ((got - ref).abs() / ref.abs().clamp_min(1e-30)).max()
     assert rel < 1e-4, f"max relative error {rel:.2e}"
     assert acc.mass_captured == pytest.approx(1.0)
