@@ -60,3 +60,29 @@ def test_distance_and_map_commands(tmp_path, capsys):
     np.savez(bogus, a=np.zeros(2))
     assert main(["distance", files[0], str(bogus)]) == 2
     assert capsys.readouterr().err.startswith("task2vec: error: ")
+
+
+def test_torch_dataset_and_worker_processes(tmp_path):
+    """A torch Dataset of (tensor image, label) embeds from Python; decoding in 2 worker processes
+    gives the same embedding as in-process decoding."""
+    from task2vec import Task2Vec
+
+    class Tensors(torch.utils.data.Dataset):
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.images = torch.rand(8, 3, 20, 20, generator=g)
+            self.targets = [0, 1] * 4
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return self.images[i], self.targets[i]
+
+    probe = Probe.create("resnet18", random_init=True, image_size=32)
+    e = Task2Vec(probe, batch_size=4, progress=False).embed(Tensors())
+    assert e.meta["n_images"] == 8 and e.meta["classes"] == ["0", "1"]
+    data = make_folder(tmp_path / "ds")
+    inline = Task2Vec(probe, batch_size=4, progress=False).embed(data)
+    workers = Task2Vec(probe, batch_size=4, workers=2, progress=False).embed(data)
+    assert np.array_equal(inline.vector, workers.vector)
