@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from task2vec import Embedding, IncompatibleEmbeddingsError
-from task2vec.distance import asymmetric, cosine, domain, gaussian_kl, pairwise, symmetric, symmetric_matrix
+from task2vec.distance import (asymmetric, complexity, cosine, domain, gaussian_kl, pairwise, symmetric,
+                               symmetric_matrix)
 
 
 def emb(vec, probe="p", method="exact", **kw):
@@ -52,7 +53,9 @@ def test_asymmetric_prefers_complex_related_source():
     assert asymmetric(target, target, t0) < asymmetric(target, target, t0, alpha=0)
     # d_asym(a -> b) = d_sym(a, b) - alpha d_sym(a, t0), by hand
     a, b = complex_related, target
-    assert asymmetric(a, b, t0, alpha=0.3) == pytest.approx(symmetric(a, b) - 0.3 * symmetric(a, t0))
+    t0_at_a = t0 * np.exp(np.mean(np.log(a)) - np.mean(np.log(t0)))  # t0 at a's geometric-mean scale
+    assert asymmetric(a, b, t0, alpha=0.3) == pytest.approx(symmetric(a, b) - 0.3 * symmetric(a, t0_at_a))
+    assert complexity(a, 5 * t0) == pytest.approx(complexity(a, t0))  # t0's own scale is irrelevant
     assert asymmetric(complex_related, target, t0) < asymmetric(trivial_source, target, t0)
 
 
@@ -68,7 +71,7 @@ def test_pairwise_matrix_equals_pairs_and_is_symmetric():
     np.testing.assert_allclose(np.diag(D), 0, atol=1e-7)
     t0 = emb(np.full(40, 1e-3))
     A = pairwise(embs, "asym", t0=t0, alpha=0.2)
-    np.testing.assert_allclose(A, ref - 0.2 * np.array([symmetric(v, t0.vector) for v in vecs])[:, None], atol=1e-6)
+    np.testing.assert_allclose(A, ref - 0.2 * np.array([complexity(v, t0.vector) for v in vecs])[:, None], atol=1e-6)
     np.testing.assert_allclose(symmetric_matrix(vecs[:3], vecs[3:]), ref[:3, 3:], atol=1e-6)
 
 

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from task2vec import Embedding, Probe, Task2Vec, symmetric
+from task2vec.data import ImageTask, load_task
+from task2vec.distance import complexity, domain
+from task2vec.trivial import trivial_embedding
 
 TASKS = {"mnist": ("mnist_test", 0), "mnist_seed1": ("mnist_test", 1), "notmnist": ("notmnist_test", 0),
          "cifar": ("cifar10_test", 0), "flowers": ("flowers5", 0)}
@@ -53,13 +56,37 @@ def test_same_seed_is_bit_identical(probe112, shared, tmp_path):
     assert np.array_equal(Embedding.load(tmp_path / "a.npz").vector, a.vector)
 
 
-def test_csv_tasks_on_the_same_images_differ(probe112, shared):
-    """Omniglot by alphabet vs by drawer: same images, different labels, different tasks."""
+def same_images(task, n):
+    """The first n images of a task (a fixed set, whatever the labels)."""
+    order = np.argsort([str(p) for p in task.paths])
+    keep = order[:: len(order) // n][:n]  # spread over the whole set
+    present, labels = np.unique(task.labels[keep], return_inverse=True)
+    return ImageTask([task.paths[i] for i in keep], labels, [task.classes[c] for c in present], task.root)
+
+
+def test_same_images_different_labels_domain_blind_task2vec_not(probe112, shared):
+    """Omniglot by alphabet vs by drawer on the very same 96 images: the domain embedding
+    cannot tell them apart, Task2Vec can."""
     csv = shared / "data" / "omniglot_small" / "labels.csv"
-    by_alphabet = Task2Vec(probe112, max_samples=64, progress=False).embed(csv, label_column="alphabet")
-    by_drawer = Task2Vec(probe112, max_samples=64, progress=False).embed(csv, label_column="drawer")
-    assert by_alphabet.meta["n_classes"] == 8 and by_drawer.meta["n_classes"] == 20
-    assert symmetric(by_alphabet, by_drawer) > 0.01
+    by_alphabet = same_images(load_task(csv, label_column="alphabet"), 96)
+    by_drawer = same_images(load_task(csv, label_column="drawer"), 96)
+    assert by_alphabet.paths == by_drawer.paths and len(by_alphabet.classes) != len(by_drawer.classes)
+    a = Task2Vec(probe112, progress=False).embed(by_alphabet)
+    d = Task2Vec(probe112, progress=False).embed(by_drawer)
+    assert a.meta["n_images"] == d.meta["n_images"] == 96
+    assert domain(a, d) < 1e-9
+    assert symmetric(a, d) > 0.02
+
+
+def test_easy_task_is_closer_to_the_trivial_task(probe112, shared, tmp_path, monkeypatch):
+    """2-class pneumonia X-rays sit closer to t0 than 200-class Tiny-ImageNet."""
+    monkeypatch.setenv("TASK2VEC_CACHE", str(tmp_path))
+    easy = Task2Vec(probe112, max_samples=300, progress=False).embed(shared / "data" / "pneumoniamnist")
+    hard = Task2Vec(probe112, max_samples=300, progress=False).embed(shared / "data" / "tiny_imagenet_val")
+    t0 = trivial_embedding(easy, probe112)
+    assert t0.meta["trivial"] and list(tmp_path.glob("t0/*.npz"))  # cached for the next call
+    assert complexity(easy, t0) < complexity(hard, t0)
+    assert np.array_equal(trivial_embedding(hard, probe112).vector, t0.vector)
 
 
 def test_variational_fisher_on_real_data(probe112, shared):

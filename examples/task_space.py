@@ -1,0 +1,145 @@
+"""Embed a dozen tasks built from ../shared/data, draw their task map, list nearest neighbours,
+and check the trivial task: does d_sym(t, t0) grow with task difficulty?
+
+    python examples/task_space.py [--size 112] [--images 300] [--out examples/out]
+
+Tasks: whole data sets, class subsets, and tasks defined by attributes rather than classes
+(MNIST thick vs thin strokes from morphometrics.csv, Omniglot by alphabet and by drawer).
+Difficulty is the 5-fold cross-validated error of a logistic-regression probe on the probe
+network's penultimate features of the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from task2vec import Embedding, Probe, Task2Vec
+from task2vec import taskmap
+from task2vec.data import ImageTask, balanced_indices, load_rgb, load_task
+from task2vec.distance import complexity, pairwise
+from task2vec.trivial import trivial_embedding
+
+SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DATA = SHARED / "data"
+
+
+def subset(task: ImageTask, keep: list[str]) -> ImageTask:
+    """The task restricted to some of its classes."""
+    mask = np.isin(np.asarray(task.classes)[task.labels], keep)
+    paths = [p for p, m in zip(task.paths, mask) if m]
+    old = np.asarray(task.classes)[task.labels[mask]]
+    return ImageTask(paths, np.searchsorted(sorted(keep), old), sorted(keep), task.root, source=f"{task.source}{keep}")
+
+
+def mnist_strokes() -> ImageTask:
+    """MNIST thick vs thin strokes (top vs bottom third of thickness), digits ignored."""
+    rows = list(csv.DictReader(open(DATA / "mnist_test" / "morphometrics.csv")))
+    t = np.array([float(r["thickness"]) for r in rows])
+    lo, hi = np.quantile(t, [1 / 3, 2 / 3])
+    keep = [(r["path"], int(v > hi)) for r, v in zip(rows, t) if v < lo or v > hi]
+    return ImageTask([DATA / "mnist_test" / p for p, _ in keep], np.array([y for _, y in keep]), ["thin", "thick"],
+                     DATA / "mnist_test", source="mnist_strokes")
+
+
+def tasks() -> dict[str, tuple[str, ImageTask]]:
+    """name -> (group, task)."""
+    cifar = load_task(DATA / "cifar10_test")
+    tiny = load_task(DATA / "tiny_imagenet_val")
+    omni = DATA / "omniglot_small" / "labels.csv"
+    return {
+        "mnist": ("handwriting", load_task(DATA / "mnist_test")),
+        "mnist_0v1": ("handwriting", subset(load_task(DATA / "mnist_test"), ["0", "1"])),
+        "mnist_strokes": ("handwriting", mnist_strokes()),
+        "notmnist": ("handwriting", load_task(DATA / "notmnist_test")),
+        "oracle": ("handwriting", load_task(DATA / "oracle_mnist_test")),
+        "omniglot_alphabet": ("handwriting", load_task(omni, label_column="alphabet")),
+        "omniglot_drawer": ("handwriting", load_task(omni, label_column="drawer")),
+        "cifar10": ("photos", cifar),
+        "cifar_vehicles": ("photos", subset(cifar, ["airplane", "automobile", "ship", "truck"])),
+        "cifar_cat_dog": ("photos", subset(cifar, ["cat", "dog"])),
+        "tiny_imagenet": ("photos", tiny),
+        "tiny_imagenet_10": ("photos", subset(tiny, tiny.classes[:10])),
+        "flowers": ("photos", load_task(DATA / "flowers5")),
+        "hymenoptera": ("photos", load_task(DATA / "hymenoptera")),
+        "pneumonia": ("medical", load_task(DATA / "pneumoniamnist")),
+    }
+
+
+def probe_error(probe: Probe, task: ImageTask, n: int, seed: int) -> float:
+    """5-fold CV error of logistic regression on the probe's features of the embedded images."""
+    idx = balanced_indices(task.labels, n, seed)
+    feats = []
+    with torch.no_grad():
+        for i in range(0, len(idx), 64):
+            x = torch.stack([probe.transform(load_rgb(task.paths[j])) for j in idx[i:i + 64]])
+            feats.append(probe.model(probe.normalize(x)).cpu().numpy())
+    y = task.labels[idx]
+    folds = min(5, int(np.bincount(y)[np.bincount(y) > 0].min()))
+    if folds < 2:
+        return float("nan")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    return 1.0 - float(cross_val_score(clf, np.concatenate(feats), y, cv=folds).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=112, help="probe resolution (224 is the probe's own)")
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = Probe.create("mobilenet_v2", weights=SHARED / "weights" / "mobilenet_v2_imagenet.safetensors",
+                         image_size=a.size)
+    names, groups, embs, errors = [], [], [], []
+    for name, (group, task) in tasks().items():
+        path = out / f"{name}.t2v.npz"
+        if path.is_file():
+            emb = Embedding.load(path)
+        else:
+            emb = Task2Vec(probe, max_samples=a.images, progress=False).embed(task, name=name)
+            emb.save(path)
+        err = probe_error(probe, task, a.images, seed=0)
+        print(f"{name:<20} {emb.meta['n_classes']:>4} classes  linear-probe error {err:.3f}  "
+              f"noise {emb.meta['noise_half_split']:.3f}  {emb.meta['seconds']:.0f} s", flush=True)
+        names.append(name), groups.append(group), embs.append(emb), errors.append(err)
+
+    D = pairwise(embs, "sym")
+    print("\nnearest neighbours (symmetric distance):")
+    for i, name in enumerate(names):
+        order = [j for j in np.argsort(D[i]) if j != i][:3]
+        print(f"  {name:<20} " + ", ".join(f"{names[j]} {D[i, j]:.3f}" for j in order))
+
+    t0 = trivial_embedding(embs[0], probe)
+    d0 = np.array([complexity(e, t0) for e in embs])
+    norms = np.array([np.linalg.norm(e.vector) for e in embs])
+    ok = ~np.isnan(errors)
+    rho_t0 = spearmanr(d0[ok], np.asarray(errors)[ok])[0]
+    rho_norm = spearmanr(norms[ok], np.asarray(errors)[ok])[0]
+    print("\ntask complexity (d_sym to the trivial task, scale-matched) vs linear-probe error:")
+    for name, d, nrm, err in sorted(zip(names, d0, norms, errors), key=lambda r: r[1]):
+        print(f"  {name:<20} d(t, t0) {d:.3f}   |F| {nrm:.3g}   error {err:.3f}")
+    print(f"Spearman(d(t, t0), error) = {rho_t0:.3f};  Spearman(|F|, error) = {rho_norm:.3f}")
+
+    coords, used, note = taskmap.layout(D, "umap")
+    if note:
+        print(note)
+    taskmap.draw(D, coords, names, out / "taskmap.png", groups=groups, method=used,
+                 title=f"{len(names)} tasks from ../shared/data ({used}, MobileNetV2 probe, {a.size} px)")
+    taskmap.write_coords_csv(coords, names, out / "taskmap.csv")
+    print(f"\nmap -> {out / 'taskmap.png'}")
+
+
+if __name__ == "__main__":
+    main()
