@@ -1,7 +1,7 @@
 """Embed a dozen tasks built from ../shared/data, draw their task map, list nearest neighbours,
 and check the trivial task: does d_sym(t, t0) grow with task difficulty?
 
-    python examples/task_space.py [--size 112] [--images 300] [--out examples/out]
+    python examples/task_space.py [--size 112] [--images 300] [--out examples/out] [--tasks main|holdout]
 
 Tasks: whole data sets, class subsets, and tasks defined by attributes rather than classes
 (MNIST thick vs thin strokes from morphometrics.csv, Omniglot by alphabet and by drawer).
@@ -76,6 +76,29 @@ def tasks() -> dict[str, tuple[str, ImageTask]]:
     }
 
 
+def holdout_tasks() -> dict[str, tuple[str, ImageTask]]:
+    """Tasks kept out of the choice of the trivial-task definition, to check it afterwards."""
+    notmnist = load_task(DATA / "notmnist_test")
+    oracle = load_task(DATA / "oracle_mnist_test")
+    cifar = load_task(DATA / "cifar10_test")
+    tiny = load_task(DATA / "tiny_imagenet_val")
+    mnist = load_task(DATA / "mnist_test")
+    flowers = load_task(DATA / "flowers5")
+    return {
+        "notmnist_AE": ("handwriting", subset(notmnist, list("ABCDE"))),
+        "notmnist_IJ": ("handwriting", subset(notmnist, ["I", "J"])),
+        "oracle_5": ("handwriting", subset(oracle, oracle.classes[:5])),
+        "mnist_3v8": ("handwriting", subset(mnist, ["3", "8"])),
+        "mnist_4v9v7": ("handwriting", subset(mnist, ["4", "7", "9"])),
+        "cifar_animals": ("photos", subset(cifar, ["bird", "cat", "deer", "dog", "frog", "horse"])),
+        "cifar_auto_truck": ("photos", subset(cifar, ["automobile", "truck"])),
+        "tiny_imagenet_20": ("photos", subset(tiny, tiny.classes[100:120])),
+        "tiny_imagenet_2": ("photos", subset(tiny, tiny.classes[50:52])),
+        "flowers_rose_tulip": ("photos", subset(flowers, ["rose", "tulip"])),
+        "flowers_daisy_sunflower": ("photos", subset(flowers, ["daisy", "sunflower"])),
+    }
+
+
 def probe_error(probe: Probe, task: ImageTask, n: int, seed: int) -> float:
     """5-fold CV error of logistic regression on the probe's features of the embedded images."""
     idx = balanced_indices(task.labels, n, seed)
@@ -97,13 +120,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112, help="probe resolution (224 is the probe's own)")
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
+    ap.add_argument("--tasks", choices=("main", "holdout"), default="main",
+                    help="holdout: tasks not used when the trivial task was defined, to check it")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     probe = Probe.create("mobilenet_v2", weights=SHARED / "weights" / "mobilenet_v2_imagenet.safetensors",
                          image_size=a.size)
     names, groups, embs, errors = [], [], [], []
-    for name, (group, task) in tasks().items():
+    for name, (group, task) in (tasks() if a.tasks == "main" else holdout_tasks()).items():
         path = out / f"{name}.t2v.npz"
         if path.is_file():
             emb = Embedding.load(path)
@@ -125,20 +150,21 @@ def main() -> None:
     d0 = np.array([complexity(e, t0) for e in embs])
     norms = np.array([np.linalg.norm(e.vector) for e in embs])
     ok = ~np.isnan(errors)
-    rho_t0 = spearmanr(d0[ok], np.asarray(errors)[ok])[0]
+    rho_t0, p_t0 = spearmanr(d0[ok], np.asarray(errors)[ok])
     rho_norm = spearmanr(norms[ok], np.asarray(errors)[ok])[0]
-    print("\ntask complexity (d_sym to the trivial task, scale-matched) vs linear-probe error:")
+    print("\ntask complexity (d_sym to the trivial task) vs linear-probe error:")
     for name, d, nrm, err in sorted(zip(names, d0, norms, errors), key=lambda r: r[1]):
         print(f"  {name:<20} d(t, t0) {d:.3f}   |F| {nrm:.3g}   error {err:.3f}")
-    print(f"Spearman(d(t, t0), error) = {rho_t0:.3f};  Spearman(|F|, error) = {rho_norm:.3f}")
+    print(f"Spearman(d(t, t0), error) = {rho_t0:.3f} (p = {p_t0:.3f}, {ok.sum()} tasks);  "
+          f"Spearman(|F|, error) = {rho_norm:.3f}")
 
     coords, used, note = taskmap.layout(D, "umap")
     if note:
         print(note)
-    taskmap.draw(D, coords, names, out / "taskmap.png", groups=groups, method=used,
+    taskmap.draw(D, coords, names, out / f"taskmap_{a.tasks}.png", groups=groups, method=used,
                  title=f"{len(names)} tasks from ../shared/data ({used}, MobileNetV2 probe, {a.size} px)")
-    taskmap.write_coords_csv(coords, names, out / "taskmap.csv")
-    print(f"\nmap -> {out / 'taskmap.png'}")
+    taskmap.write_coords_csv(coords, names, out / f"taskmap_{a.tasks}.csv")
+    print(f"\nmap -> {out / f'taskmap_{a.tasks}.png'}")
 
 
 if __name__ == "__main__":

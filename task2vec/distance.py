@@ -2,8 +2,7 @@
 
 - ``symmetric``: the paper's d_sym(a, b) = cosine distance between a/(a+b) and b/(a+b),
   element-wise (entries with a + b = 0 count as equal);
-- ``asymmetric``: d_asym(a -> b) = d_sym(a, b) - alpha * complexity(a), where complexity(a) =
-  d_sym(a, t0) with the trivial task t0 matched to a's scale (:func:`match_scale`);
+- ``asymmetric``: d_asym(a -> b) = d_sym(a, b) - alpha * d_sym(a, t0), t0 the trivial task;
 - ``cosine``: plain cosine distance;
 - ``domain``: cosine distance between mean penultimate features (label-blind baseline);
 - ``gaussian_kl``: KL between the zero-mean Gaussian posteriors of variational embeddings.
@@ -56,28 +55,13 @@ def cosine(a, b) -> np.ndarray | float:
     return _scalar(np.clip(1.0 - cos, 0.0, 2.0))
 
 
-def match_scale(t0, a) -> np.ndarray:
-    """``t0`` rescaled, per row of ``a``, to the geometric-mean scale of that row.
-
-    d_sym ignores a scale common to both arguments but not a scale of one alone, and the
-    overall size of a Fisher embedding is set mostly by image statistics (on our tasks |F|
-    spans two orders of magnitude, largest for MNIST), not by the task. Matching t0's scale
-    first makes d_sym(a, t0) compare the *shape* of a with the trivial task's.
-    """
-    A, T = np.broadcast_arrays(_rows(a), _rows(t0))
-    both = (A > 0) & (T > 0)
-    logs = np.where(both, np.log(np.where(both, A, 1.0)) - np.log(np.where(both, T, 1.0)), 0.0)
-    shift = logs.sum(1) / np.maximum(both.sum(1), 1)
-    return T * np.exp(shift)[:, None]
-
-
 def complexity(a, t0) -> np.ndarray | float:
-    """Distance of a task from the trivial task: d_sym(a, t0 matched to a's scale)."""
-    return symmetric(a, match_scale(t0, a))
+    """Distance of a task from the trivial task, d_sym(a, t0): the paper's measure of task complexity."""
+    return symmetric(a, t0)
 
 
 def asymmetric(a, b, t0, alpha: float = ALPHA) -> np.ndarray | float:
-    """d_asym(a -> b) = d_sym(a, b) - alpha * complexity(a): how well a model trained on source
+    """d_asym(a -> b) = d_sym(a, b) - alpha * d_sym(a, t0): how well a model trained on source
     ``a`` transfers to target ``b``; subtracting the source's distance from the trivial task
     favours complex sources.
 
