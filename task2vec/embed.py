@@ -85,14 +85,14 @@ class Task2Vec:
         probe = self.probe
         subset = IndexedSubset(task, indices, probe.transform)
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
-                                             num_workers=self.workers, collate_fn=SkipBadCollate(),
-                                             persistent_workers=False)
+                                             num_workers=self.workers, collate_fn=SkipBadCollate())
         per_image = 3 * probe.config.input_size ** 2
         cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = (
             [] if len(indices) * per_image <= self.cache_bytes else None)
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-            if cache is not None and features_done:
+            """The sampled images again, after pass 1: from memory when they fit, else decoded anew."""
+            if cache is not None:
                 yield from cache
                 return
             for images, labels, index, _bad in loader:
@@ -104,8 +104,7 @@ class Task2Vec:
                    disable=not self.progress, leave=False)
 
         # Pass 1: penultimate features (the body is frozen: computed once).
-        features_done = False
-        feats, labels_seen, index_seen, bad = [], [], [], []
+        feats, labels_seen, bad = [], [], []
         with torch.no_grad():
             for images, labels, index, bad_idx in loader:
                 bad.extend(bad_idx)
@@ -115,11 +114,9 @@ class Task2Vec:
                 with self._autocast():
                     feats.append(probe.model(probe.normalize(images)).float().cpu())
                 labels_seen.append(labels)
-                index_seen.append(index)
                 if cache is not None:
                     cache.append((images, labels, index))
                 bar.update(len(images))
-        features_done = True
         report_bad(task, bad, len(indices), self.max_bad_fraction)
         if not feats:
             raise DatasetError("no readable images in the dataset")
