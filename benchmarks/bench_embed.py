@@ -73,7 +73,7 @@ def bench(name: str, device: str, size: int, batch: int, repeats: int, classes: 
                                 generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             n_dirs = len(label_directions(head(probe.model(x)).float(), y, method, max_rank=rank).vectors)
-        step = timeit(lambda: acc.update(probe.model, head, x, y), dev, repeats)
+        step = timeit(lambda acc=acc: acc.update(probe.model, head, x, y), dev, repeats)
         per_grad = step / (batch * n_dirs)
         out[f"{method}_grads_s"] = 1 / per_grad
         out[f"{method}_ratio"] = per_grad / floor

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 

@@ -216,7 +216,7 @@ def test_csv_path_and_label(csv_images):
 
 
 def test_csv_paths_relative_to_csv_folder_not_cwd(csv_images, tmp_path, monkeypatch):
-    f = write_csv(csv_images / "t.csv", ["filename", "cls"], [["img/0.png", "a"], ["./img/1.png", "b"]])
+    write_csv(csv_images / "t.csv", ["filename", "cls"], [["img/0.png", "a"], ["./img/1.png", "b"]])
     monkeypatch.chdir(tmp_path)  # cwd is not the CSV's folder
     task = load_task(Path("data") / "t.csv")
     assert names(task) == [("img/0.png", "a"), ("img/1.png", "b")]
