@@ -86,3 +86,15 @@ def test_torch_dataset_and_worker_processes(tmp_path):
     inline = Task2Vec(probe, batch_size=4, progress=False).embed(data)
     workers = Task2Vec(probe, batch_size=4, workers=2, progress=False).embed(data)
     assert np.array_equal(inline.vector, workers.vector)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "tf_mobilenetv3_small_minimal_100"])
+def test_timm_probe_embeds(tmp_path, name):
+    """Any timm name works as a probe (tf_* models use timm's dynamic-SAME convolutions)."""
+    from task2vec import Task2Vec
+
+    probe = Probe.create(name, random_init=True, image_size=48)
+    assert probe.config.mean and probe.feature_dim > 0
+    e = Task2Vec(probe, batch_size=4, progress=False).embed(make_folder(tmp_path / "ds"))
+    assert len(e.vector) == sum(layer["filters"] for layer in e.meta["layers"]) and (e.vector >= 0).all()
+    assert e.meta["probe"]["name"] == name
