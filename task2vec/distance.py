@@ -176,6 +176,7 @@ def pairwise(embeddings: Sequence, kind: str = "sym", *, others: Sequence | None
                 raise IncompatibleEmbeddingsError("the asymmetric distance needs the trivial task t0")
             D = D - alpha * np.asarray(complexity(rows, t0)).reshape(-1, 1)
         return D
-    fn = {"cosine": cosine, "domain": domain, "kl": gaussian_kl}[kind]
-    return np.stack([np.atleast_1d(fn([r] * len(cols) if kind == "domain" else r,
-                                      cols if kind == "domain" else _rows(cols))) for r in rows])
+    if kind == "domain":  # needs the Embedding objects (their domain_mean), not vectors
+        return np.stack([np.atleast_1d(domain([r] * len(cols), cols)) for r in rows])
+    fn, C = {"cosine": cosine, "kl": gaussian_kl}[kind], _rows(cols)
+    return np.stack([np.atleast_1d(fn(r, C)) for r in rows])

@@ -100,3 +100,13 @@ def test_saved_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_pairwise_domain_cosine_and_kl_kinds():
+    embs = [emb(v, method="variational", domain_mean=d)
+            for v, d in (([1.0, 2.0], [1.0, 0.0]), ([2.0, 1.0], [0.0, 1.0]), ([1.0, 1.0], [1.0, 1.0]))]
+    np.testing.assert_allclose(pairwise(embs, "domain")[0], [0.0, 1.0, 1 - 2 ** -0.5])
+    np.testing.assert_allclose(pairwise(embs, "cosine")[0, 1], 1 - 4 / 5)
+    np.testing.assert_allclose(pairwise(embs, "kl")[0, 1], gaussian_kl([1.0, 2.0], [2.0, 1.0]))
+    with pytest.raises(IncompatibleEmbeddingsError, match="variational"):
+        pairwise([emb([1.0, 2.0]), emb([2.0, 1.0])], "kl")
