@@ -11,13 +11,16 @@ from .errors import (  # noqa: E402
     IncompatibleEmbeddingsError,
     OutputPathError,
     ProbeError,
+    RecordsError,
+    SearchIndexError,
     Task2VecError,
     WeightsError,
+    ZooError,
 )
 from .probe import Probe  # noqa: E402
 
 __all__ = [
     "__version__", "Task2Vec", "Probe", "Embedding", "METHODS", "symmetric", "check_compatible",
     "Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
-    "IncompatibleEmbeddingsError", "OutputPathError",
+    "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
 ]

@@ -27,3 +27,15 @@ class IncompatibleEmbeddingsError(Task2VecError):
 
 class OutputPathError(Task2VecError):
     """An output path cannot be written."""
+
+
+class ZooError(Task2VecError):
+    """A zoo folder, its manifest or a change to it is invalid (missing, corrupt, duplicate or unknown id)."""
+
+
+class RecordsError(Task2VecError):
+    """Transfer records (task, model, measured error) are malformed or name unknown models or tasks."""
+
+
+class SearchIndexError(Task2VecError):
+    """A nearest-model index was built or queried with invalid arrays or settings."""
