@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, taskmap
+from .cli_zoo import add_zoo_parsers
 from .distance import ALPHA, KINDS, pairwise
 from .embed import METHODS, Task2Vec
 from .data import load_task
@@ -154,7 +155,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="task2vec", description="Embed image-classification tasks (Task2Vec), compare them and map them.")
+    parser = argparse.ArgumentParser(prog="task2vec", description="Embed image-classification tasks (Task2Vec), compare and map them, and recommend the backbone to fine-tune.")
     parser.add_argument("--version", action="version", version=f"task2vec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("embed", help="embed a dataset (ImageFolder folder or CSV of path,label)",
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-by", metavar="COL", help="colour points by this column of --labels")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_map)
+
+    add_zoo_parsers(sub, add_embedding_args)
     return parser
 
 

@@ -1,0 +1,412 @@
+"""A zoo of candidate models: what each was trained on, and the ranking for a new task.
+
+A zoo is a folder:
+
+- ``zoo.json``: the manifest (format, probe, settings, one record per entry: id, model
+  name, how to get its weights, its source task, metadata such as parameters and ImageNet
+  top-1), naming the arrays file that goes with it and that file's SHA-256;
+- ``arrays-<hash>.npz``: ``ids``, ``source`` (N, D) source-task embeddings F_i, ``bias``
+  (N, D) MODEL2VEC biases b_i, and ``t0`` (D,) the probe's trivial task.
+
+Every change writes a new arrays file and then atomically replaces the manifest, so an
+interrupted change leaves the zoo exactly as it was (a stray ``arrays-*.npz`` at worst,
+removed by the next change).
+
+Ranking (lower is better), for a target task t and model embedding m_i = F_i + b_i:
+
+    score_i = d_asym(m_i -> t) - quality_weight * z_i
+            = d_sym(m_i, t) - alpha * d_sym(m_i, t0) - quality_weight * z_i
+
+where z_i is the entry's ImageNet top-1 standardised over the zoo's entries that have one
+(0 for those without).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .distance import ALPHA, symmetric
+from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding
+from .errors import IncompatibleEmbeddingsError, ZooError
+from .index import AsymmetricIndex
+from .io import atomic_open
+
+FORMAT = "task2vec.zoo/1"
+MANIFEST = "zoo.json"
+QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+@dataclass
+class ZooEntry:
+    """One candidate model."""
+
+    id: str
+    model: str  # timm or torchvision architecture name
+    pretrained: bool = False  # weights from timm/torchvision's own download
+    checkpoint: str | None = None  # a local file or URI with the fine-tuned weights
+    source: dict[str, Any] = field(default_factory=dict)  # the source task: name, classes, images, dataset
+    metadata: dict[str, Any] = field(default_factory=dict)  # params_m, input_size, imagenet_top1, license, notes
+
+    @classmethod
+    def from_json(cls, d: Any, where: str) -> "ZooEntry":
+        if not isinstance(d, dict):
+            raise ZooError(f"{where}: an entry must be an object, got {type(d).__name__}")
+        unknown = set(d) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ZooError(f"{where}: unknown entry field(s) {sorted(unknown)}")
+        for key, kind in (("id", str), ("model", str)):
+            if not isinstance(d.get(key), kind) or not d[key]:
+                raise ZooError(f"{where}: entry field {key!r} must be a non-empty string")
+        if not isinstance(d.get("pretrained", False), bool):
+            raise ZooError(f"{where}: entry {d['id']!r}: 'pretrained' must be true or false")
+        if d.get("checkpoint") is not None and not isinstance(d["checkpoint"], str):
+            raise ZooError(f"{where}: entry {d['id']!r}: 'checkpoint' must be a string")
+        for key in ("source", "metadata"):
+            if not isinstance(d.get(key, {}), dict):
+                raise ZooError(f"{where}: entry {d['id']!r}: {key!r} must be an object")
+        return cls(**d)
+
+
+@dataclass
+class Recommendation:
+    """One ranked candidate, with what went into its score."""
+
+    rank: int
+    id: str
+    model: str
+    score: float  # what the ranking sorts by (lower is better)
+    asymmetric: float  # d_asym(m_i -> task) with the learned bias
+    bias_effect: float  # asymmetric minus the same distance without the bias
+    quality_effect: float  # -quality_weight * z(top-1)
+    source: str  # the source task's name
+    source_distance: float  # d_sym(source task, task): the "why"
+    params_m: float | None
+    input_size: int | None
+    imagenet_top1: float | None
+    weights: str  # "pretrained", a checkpoint path/URI, or "none"
+
+    def why(self) -> str:
+        return f"trained on {self.source} (d_sym {self.source_distance:.3f} from this task)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "why": self.why()}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Zoo:
+    """A zoo folder loaded in memory. Create with :meth:`create`, open with :meth:`load`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], entries: list[ZooEntry],
+                 source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.entries = entries
+        self.source = source
+        self.bias = bias
+        self.t0 = t0
+
+    # ------------------------------------------------------------------ creation / loading
+    @classmethod
+    def create(cls, path: str | os.PathLike, probe: dict[str, Any], *, method: str = "exact",
+               alpha: float = ALPHA, quality_weight: float = QUALITY_WEIGHT,
+               embedding_settings: dict[str, Any] | None = None) -> "Zoo":
+        """A new, empty zoo in ``path`` (created, or an empty folder) for embeddings of ``probe``.
+
+        ``probe``: ``{"name", "weights_hash", "input_size"}`` (e.g. ``Probe.describe()``).
+        """
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            raise ZooError(f"{str(path)!r} already holds a zoo")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ZooError(f"{str(path)!r} exists and is not an empty folder")
+        missing = [k for k in ("name", "weights_hash", "input_size") if k not in probe]
+        if missing:
+            raise ZooError(f"probe description lacks {missing}")
+        if alpha < 0 or quality_weight < 0:
+            raise ZooError(f"alpha and quality_weight must be >= 0, got {alpha} and {quality_weight}")
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT,
+            "probe": {k: probe[k] for k in ("name", "weights_hash", "input_size")},
+            "method": method,
+            "embedding_settings": embedding_settings or {},
+            "alpha": float(alpha),
+            "quality_weight": float(quality_weight),
+            "dim": None,
+            "model2vec": None,
+            "entries": [],
+        }
+        zoo = cls(path, manifest, [], np.zeros((0, 0)), np.zeros((0, 0)), None)
+        zoo._write()
+        return zoo
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Zoo":
+        """Open a zoo folder; any inconsistency is a :class:`ZooError`."""
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise ZooError(f"{str(path)!r} is not a zoo (no {MANIFEST}; create one with 'task2vec zoo init')")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ZooError(f"{str(mpath)!r} is not valid JSON ({exc})") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ZooError(f"{str(mpath)!r} is not a {FORMAT} manifest")
+        for key, kind in (("probe", dict), ("entries", list), ("alpha", (int, float)),
+                          ("quality_weight", (int, float)), ("method", str)):
+            if not isinstance(manifest.get(key), kind):
+                raise ZooError(f"{str(mpath)!r}: field {key!r} is missing or has the wrong type")
+        entries = [ZooEntry.from_json(e, str(mpath)) for e in manifest["entries"]]
+        ids = [e.id for e in entries]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ZooError(f"{str(mpath)!r}: duplicate entry id(s) {dup}")
+        arrays = manifest.get("arrays")
+        if not entries and not arrays:
+            return cls(path, manifest, [], np.zeros((0, 0)), np.zeros((0, 0)), None)
+        if not isinstance(arrays, dict) or not isinstance(arrays.get("file"), str) or "sha256" not in arrays:
+            raise ZooError(f"{str(mpath)!r}: field 'arrays' must name the arrays file and its sha256")
+        apath = path / Path(arrays["file"]).name
+        try:
+            data = apath.read_bytes()
+        except OSError as exc:
+            raise ZooError(f"zoo arrays file {str(apath)!r} cannot be read ({exc.strerror})") from exc
+        if _sha256(data) != arrays["sha256"]:
+            raise ZooError(f"zoo arrays file {str(apath)!r} does not match the manifest's checksum (edited or corrupt)")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                a_ids = [str(x) for x in z["ids"]]
+                source, bias = z["source"].astype(np.float64), z["bias"].astype(np.float64)
+                t0 = z["t0"].astype(np.float64) if "t0" in z.files else None
+        except (ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ZooError(f"zoo arrays file {str(apath)!r} is unreadable ({exc})") from exc
+        if a_ids != ids:
+            raise ZooError(f"{str(mpath)!r}: entry ids do not match the arrays file's ids (hand-edited manifest?)")
+        if source.shape != bias.shape or source.shape[0] != len(ids) or (t0 is not None and t0.shape != source.shape[1:]):
+            raise ZooError(f"zoo arrays in {str(apath)!r} have inconsistent shapes")
+        return cls(path, manifest, entries, source, bias, t0)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.entries]
+
+    @property
+    def probe(self) -> dict[str, Any]:
+        return dict(self.manifest["probe"])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.manifest["alpha"])
+
+    @property
+    def quality_weight(self) -> float:
+        return float(self.manifest["quality_weight"])
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest["method"])
+
+    def model_embeddings(self) -> np.ndarray:
+        """m_i = F_i + b_i, one row per entry."""
+        return self.source + self.bias
+
+    def entry(self, entry_id: str) -> ZooEntry:
+        for e in self.entries:
+            if e.id == entry_id:
+                return e
+        raise ZooError(f"no entry {entry_id!r} in zoo {str(self.path)!r} (entries: {', '.join(self.ids) or 'none'})")
+
+    def weights_location(self, entry: ZooEntry) -> str:
+        """Where the entry's weights come from: "pretrained", a URI, a resolved local path
+        (``${VAR}`` expanded, relative to the zoo folder) marked "(missing)" when absent, or "none"."""
+        if entry.pretrained:
+            return "pretrained"
+        if not entry.checkpoint:
+            return "none"
+        if "://" in entry.checkpoint:
+            return entry.checkpoint
+        path = Path(os.path.expandvars(entry.checkpoint))
+        path = path if path.is_absolute() else self.path / path
+        return str(path) if path.is_file() else f"{path} (missing)"
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.path)!r}, {len(self)} entries, probe={self.probe['name']!r})"
+
+    # ------------------------------------------------------------------ compatibility
+    def check_embedding(self, emb: Embedding) -> None:
+        """Refuse embeddings from another probe, weights, resolution or method family."""
+        p = emb.meta.get("probe", {})
+        mine = self.manifest["probe"]
+        for key, what in (("name", "probe"), ("weights_hash", "probe weights"), ("input_size", "probe input size")):
+            if p.get(key) != mine[key]:
+                raise IncompatibleEmbeddingsError(
+                    f"{emb!r} was made with {what} {p.get(key)!r}, but zoo {str(self.path)!r} uses {mine[key]!r}")
+        family = lambda m: "variational" if m == "variational" else "fisher"  # noqa: E731
+        if family(emb.method) != family(self.method):
+            raise IncompatibleEmbeddingsError(
+                f"{emb!r} uses method {emb.method!r}; zoo {str(self.path)!r} holds {self.method!r} embeddings")
+        dim = self.manifest.get("dim")
+        if dim is not None and len(emb.vector) != dim:
+            raise IncompatibleEmbeddingsError(f"{emb!r} has {len(emb.vector)} values; the zoo's embeddings have {dim}")
+
+    # ------------------------------------------------------------------ changes
+    def add(self, entry: ZooEntry, embedding: Embedding, t0: Embedding | None = None) -> ZooEntry:
+        """Add ``entry`` whose source task has ``embedding``; ``t0`` is needed for the first entry."""
+        if not _ID.match(entry.id):
+            raise ZooError(f"invalid entry id {entry.id!r} (letters, digits and ._+- only, at most 128 characters)")
+        if entry.id in self.ids:
+            raise ZooError(f"zoo {str(self.path)!r} already has an entry {entry.id!r}")
+        if not entry.model:
+            raise ZooError(f"entry {entry.id!r} needs a model name")
+        self.check_embedding(embedding)
+        t0_vec = self.t0
+        if t0_vec is None:
+            if t0 is None:
+                raise ZooError("the first entry of a zoo needs the probe's trivial task t0")
+            self.check_embedding(t0)
+            t0_vec = t0.vector
+        source_meta = {
+            "name": embedding.name,
+            "n_classes": embedding.meta.get("n_classes"),
+            "n_images": embedding.meta.get("n_images"),
+            "dataset": embedding.meta.get("dataset", {}).get("source"),
+            "fingerprint": embedding.meta.get("dataset", {}).get("fingerprint"),
+            "method": embedding.meta.get("method", {}),
+        }
+        new = ZooEntry(entry.id, entry.model, entry.pretrained, entry.checkpoint,
+                       {**source_meta, **entry.source}, dict(entry.metadata))
+        row = embedding.vector[None, :]
+        source = row if not len(self) else np.vstack([self.source, row])
+        bias = np.zeros_like(row) if not len(self) else np.vstack([self.bias, np.zeros_like(row)])
+        self._commit(self.entries + [new], source, bias, t0_vec, dim=len(embedding.vector))
+        return new
+
+    def remove(self, entry_id: str) -> None:
+        """Remove one entry (its bias goes with it)."""
+        self.entry(entry_id)
+        keep = [i for i, e in enumerate(self.entries) if e.id != entry_id]
+        self._commit([self.entries[i] for i in keep], self.source[keep], self.bias[keep], self.t0,
+                     dim=self.manifest.get("dim"))
+
+    def set_biases(self, bias: np.ndarray, info: dict[str, Any]) -> None:
+        """Store learned MODEL2VEC biases (one row per entry) and how they were fitted."""
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.shape != self.source.shape:
+            raise ZooError(f"biases must have shape {self.source.shape}, got {bias.shape}")
+        if not np.isfinite(bias).all() or (self.source + bias < 0).any():
+            raise ZooError("biases must be finite and keep every model embedding non-negative")
+        self.manifest["model2vec"] = info
+        self._commit(self.entries, self.source, bias, self.t0, dim=self.manifest.get("dim"))
+
+    def _commit(self, entries: list[ZooEntry], source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None,
+                dim: int | None) -> None:
+        manifest = dict(self.manifest, entries=[asdict(e) for e in entries], dim=dim)
+        old = self.path / Path(self.manifest.get("arrays", {}).get("file", "-")).name
+        self.manifest = manifest
+        self.entries, self.source, self.bias, self.t0 = entries, source, bias, t0
+        try:
+            self._write()
+        except BaseException:
+            loaded = Zoo.load(self.path)  # the folder is unchanged: return to what it holds
+            self.manifest, self.entries, self.source, self.bias, self.t0 = (
+                loaded.manifest, loaded.entries, loaded.source, loaded.bias, loaded.t0)
+            raise
+        if old.name != self.manifest.get("arrays", {}).get("file") and old.is_file():
+            old.unlink()
+
+    def _write(self) -> None:
+        """Arrays file first (new name), then the manifest atomically; then stray arrays go."""
+        if self.entries:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, format=np.array("task2vec.zoo.arrays/1"), ids=np.array(self.ids),
+                                source=self.source, bias=self.bias,
+                                **({"t0": self.t0} if self.t0 is not None else {}))
+            data = buf.getvalue()
+            digest = _sha256(data)
+            name = f"arrays-{digest[:16]}.npz"
+            with atomic_open(self.path / name) as f:
+                f.write(data)
+            self.manifest["arrays"] = {"file": name, "sha256": digest}
+        else:
+            self.manifest.pop("arrays", None)
+        with atomic_open(self.path / MANIFEST, "w") as f:
+            json.dump(self.manifest, f, indent=1, sort_keys=False)
+            f.write("\n")
+        keep = self.manifest.get("arrays", {}).get("file")
+        for stray in self.path.glob("arrays-*.npz"):
+            if stray.name != keep:
+                stray.unlink()
+
+    # ------------------------------------------------------------------ ranking
+    def quality_z(self) -> np.ndarray:
+        """Standardised ImageNet top-1 per entry (0 where unknown or when fewer than two are known)."""
+        top1 = np.array([e.metadata.get("imagenet_top1") if isinstance(e.metadata.get("imagenet_top1"), (int, float))
+                         else np.nan for e in self.entries], dtype=np.float64)
+        known = ~np.isnan(top1)
+        z = np.zeros(len(top1))
+        if known.sum() >= 2 and top1[known].std() > 0:
+            z[known] = (top1[known] - top1[known].mean()) / top1[known].std()
+        return z
+
+    def recommend(self, embedding: Embedding, k: int = 5, *, alpha: float | None = None,
+                  quality_weight: float | None = None) -> list[Recommendation]:
+        """The ``k`` best candidates for the task of ``embedding``, best first."""
+        if not len(self):
+            raise ZooError(f"zoo {str(self.path)!r} is empty: add models with 'task2vec zoo add'")
+        if k < 1:
+            raise ZooError(f"k must be >= 1, got {k}")
+        self.check_embedding(embedding)
+        alpha = self.alpha if alpha is None else alpha
+        qw = self.quality_weight if quality_weight is None else quality_weight
+        if alpha < 0 or qw < 0:
+            raise ZooError(f"alpha and quality_weight must be >= 0, got {alpha} and {qw}")
+        q = embedding.vector
+        quality = -qw * self.quality_z()
+        # The index ranks every entry exactly (zoos up to its exhaustive size); the quality term is a
+        # per-entry constant added afterwards.
+        asym, idx = AsymmetricIndex(self.t0, alpha).fit(self.model_embeddings()).search(q, k=len(self))
+        total = asym[0] + quality[idx[0]]
+        order = np.lexsort((idx[0], total))[:k]
+        scores, idx = total[order][None], idx[0][order][None]
+        out = []
+        for rank, (s, i) in enumerate(zip(scores[0], idx[0]), start=1):
+            e = self.entries[i]
+            f = self.source[i]
+            asym = float(s - quality[i])
+            plain = float(symmetric(f, q) - alpha * symmetric(f, self.t0))
+            out.append(Recommendation(
+                rank, e.id, e.model, float(s), asym, asym - plain, float(quality[i]),
+                str(e.source.get("name", "?")), float(symmetric(f, q)),
+                e.metadata.get("params_m"), e.metadata.get("input_size"), e.metadata.get("imagenet_top1"), self.weights_location(e)))
+        return out
+
+
+def is_embedding_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like an embedding file (so a CLI argument is an embedding, not a dataset)."""
+    p = Path(path)
+    if not (p.is_file() and p.suffix == ".npz"):
+        return False
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return "format" in z.files and str(z["format"]) == EMBEDDING_FORMAT
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False

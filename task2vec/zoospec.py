@@ -1,0 +1,147 @@
+"""Build a whole zoo from a YAML spec, resumably.
+
+```yaml
+zoo: demo                        # the zoo folder, relative to the spec's folder
+probe: mobilenet_v2
+weights: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors   # optional
+image_size: 112                  # optional: the probe's resolution
+embedding: {method: exact, max_samples: 300, seed: 0}                   # Task2Vec settings
+alpha: 0.15                      # optional
+quality_weight: 0.05             # optional
+entries:
+  - id: mnist-expert
+    model: mobilenet_v2
+    checkpoint: experts/mnist.safetensors      # or pretrained: true; kept as written, relative to the zoo
+    source_dataset: ${TASK2VEC_SHARED}/data/mnist_test   # or source_embedding: x.npz
+    label_column: digit                         # optional, CSV datasets
+    name: MNIST digits                          # optional source-task name
+    metadata: {imagenet_top1: 71.878, license: BSD-3-Clause}
+```
+
+``${VAR}`` is expanded from the environment; relative paths are relative to the spec file.
+Entries already in the zoo are skipped, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .data import load_task
+from .embed import Task2Vec
+from .embedding import Embedding
+from .errors import ZooError
+from .probe import Probe
+from .quality import imagenet_top1
+from .trivial import trivial_embedding
+from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry
+
+ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
+              "name", "metadata"}
+TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries"}
+EMBED_KEYS = {"method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "workers",
+              "device", "max_bad_fraction"}
+
+
+def _expand(value: str, base: Path, where: str) -> str:
+    missing = [v for v in re.findall(r"\$\{(\w+)\}", value) if v not in os.environ]
+    if missing:
+        raise ZooError(f"{where}: environment variable {missing[0]} is not set")
+    out = os.path.expandvars(value)
+    return out if "://" in out or Path(out).is_absolute() else str(base / out)
+
+
+def read_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated spec, with paths resolved."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ZooError(f"cannot read zoo spec {str(path)!r} ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ZooError(f"zoo spec {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(spec, dict):
+        raise ZooError(f"zoo spec {str(path)!r} must be a mapping")
+    unknown = set(spec) - TOP_KEYS
+    if unknown:
+        raise ZooError(f"zoo spec {str(path)!r}: unknown key(s) {sorted(unknown)}")
+    for key in ("zoo", "probe"):
+        if not isinstance(spec.get(key), str):
+            raise ZooError(f"zoo spec {str(path)!r}: {key!r} must be a string")
+    if not isinstance(spec.get("entries"), list) or not spec["entries"]:
+        raise ZooError(f"zoo spec {str(path)!r}: 'entries' must be a non-empty list")
+    emb = spec.get("embedding") or {}
+    if not isinstance(emb, dict) or set(emb) - EMBED_KEYS:
+        raise ZooError(f"zoo spec {str(path)!r}: 'embedding' may only set {sorted(EMBED_KEYS)}")
+    base = path.resolve().parent
+    spec["zoo"] = _expand(spec["zoo"], base, str(path))
+    if spec.get("weights"):
+        spec["weights"] = _expand(spec["weights"], base, str(path))
+    ids = []
+    for i, e in enumerate(spec["entries"]):
+        where = f"zoo spec {str(path)!r}, entry {i + 1}"
+        if not isinstance(e, dict):
+            raise ZooError(f"{where}: must be a mapping")
+        if set(e) - ENTRY_KEYS:
+            raise ZooError(f"{where}: unknown key(s) {sorted(set(e) - ENTRY_KEYS)}")
+        if not isinstance(e.get("id"), str) or not isinstance(e.get("model"), str):
+            raise ZooError(f"{where}: 'id' and 'model' are required strings")
+        if ("source_dataset" in e) == ("source_embedding" in e):
+            raise ZooError(f"{where} ({e['id']}): give exactly one of source_dataset and source_embedding")
+        if e.get("pretrained") and e.get("checkpoint"):
+            raise ZooError(f"{where} ({e['id']}): give pretrained or checkpoint, not both")
+        for key in ("source_dataset", "source_embedding"):  # checkpoints stay as written: see Zoo.weights_location
+            if e.get(key):
+                e[key] = _expand(str(e[key]), base, where)
+        ids.append(e["id"])
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ZooError(f"zoo spec {str(path)!r}: duplicate id(s) {dup}")
+    return spec
+
+
+def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | None = None) -> dict[str, Any]:
+    """Metadata for an entry: what was given, plus ImageNet top-1 from the published tables when known."""
+    meta = dict(given or {})
+    if "imagenet_top1" not in meta:
+        top1 = imagenet_top1(model, input_size)
+        if top1 is not None:
+            meta["imagenet_top1"] = top1
+    return meta
+
+
+def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = True) -> Zoo:
+    """Create or complete the zoo that ``spec_path`` describes; returns it."""
+    spec = read_spec(spec_path)
+    settings = spec.get("embedding") or {}
+    probe = Probe.create(spec["probe"], weights=spec.get("weights"), image_size=spec.get("image_size"),
+                         device=settings.get("device", "auto"))
+    zoo_dir = Path(spec["zoo"])
+    if (zoo_dir / "zoo.json").exists():
+        zoo = Zoo.load(zoo_dir)
+        if zoo.probe["weights_hash"] != probe.weights_hash or zoo.probe["input_size"] != probe.config.input_size:
+            raise ZooError(f"zoo {str(zoo_dir)!r} was built with another probe ({zoo.probe}) than the spec's")
+    else:
+        zoo = Zoo.create(zoo_dir, probe.describe(), method=settings.get("method", "exact"),
+                         alpha=float(spec.get("alpha", 0.15)),
+                         quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)), embedding_settings=settings)
+    embedder = Task2Vec(probe, progress=progress, **{k: v for k, v in settings.items() if k != "device"})
+    for e in spec["entries"]:
+        if e["id"] in zoo.ids:
+            log(f"{e['id']}: already in the zoo, skipped")
+            continue
+        if e.get("source_embedding"):
+            emb = Embedding.load(e["source_embedding"])
+        else:
+            task = load_task(e["source_dataset"], label_column=e.get("label_column"))
+            emb = embedder.embed(task, name=e.get("name") or e["id"])
+        t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
+        entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
+                         {"name": e["name"]} if e.get("name") else {}, entry_metadata(e["model"], e.get("metadata")))
+        zoo.add(entry, emb, t0)
+        log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
+    return zoo

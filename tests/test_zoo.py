@@ -1,0 +1,166 @@
+"""The zoo: manifest + arrays on disk, atomic changes, refusals, and the ranking it gives."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from task2vec import Embedding, IncompatibleEmbeddingsError, ZooError
+from task2vec.distance import asymmetric
+from task2vec.zoo import MANIFEST, Zoo, ZooEntry
+
+PROBE = {"name": "mobilenet_v2", "weights_hash": "abc123", "input_size": 112}
+DIM = 40
+
+
+def emb(seed: int, name: str = "task", probe=PROBE, method="exact", dim=DIM) -> Embedding:
+    rng = np.random.default_rng(seed)
+    v = rng.lognormal(-3, 1.5, dim)
+    v[rng.random(dim) < 0.05] = 0.0
+    return Embedding(v, {"name": name, "probe": dict(probe), "method": {"name": method}, "n_classes": 3, "n_images": 30})
+
+
+def snapshot(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    z = Zoo.create(tmp_path / "zoo", PROBE, quality_weight=0.0)
+    t0 = emb(999, "t0")
+    for i in range(6):
+        z.add(ZooEntry(f"m{i}", "mobilenet_v2", checkpoint=f"ckpt/m{i}.safetensors"), emb(i, f"source{i}"),
+              t0 if i == 0 else None)
+    return z
+
+
+def test_round_trip_and_files(zoo):
+    again = Zoo.load(zoo.path)
+    assert again.ids == [f"m{i}" for i in range(6)]
+    np.testing.assert_array_equal(again.source, zoo.source)
+    np.testing.assert_array_equal(again.t0, emb(999).vector)
+    assert again.entry("m3").source["name"] == "source3"
+    files = sorted(p.name for p in zoo.path.iterdir())
+    assert files[-1] == MANIFEST and len(files) == 2 and files[0].startswith("arrays-")
+    manifest = json.loads((zoo.path / MANIFEST).read_text())
+    assert manifest["probe"] == PROBE and manifest["dim"] == DIM and len(manifest["entries"]) == 6
+    zoo.remove("m2")
+    assert Zoo.load(zoo.path).ids == ["m0", "m1", "m3", "m4", "m5"]
+    assert len(list(zoo.path.glob("arrays-*.npz"))) == 1  # the superseded arrays file is gone
+
+
+def test_ranking_equals_brute_force_asymmetric(zoo):
+    target = emb(42, "target")
+    recs = zoo.recommend(target, k=6)
+    brute = np.array([asymmetric(zoo.source[i], target.vector, zoo.t0, zoo.alpha) for i in range(6)])
+    assert [r.id for r in recs] == [f"m{i}" for i in np.argsort(brute, kind="stable")]
+    np.testing.assert_allclose([r.score for r in recs], np.sort(brute), rtol=1e-10)
+    assert all(r.bias_effect == pytest.approx(0) and r.quality_effect == 0 for r in recs)
+    assert recs[0].why().startswith("trained on source")
+    assert len(zoo.recommend(target, k=2)) == 2 and len(zoo.recommend(target, k=50)) == 6
+
+
+def test_a_source_equal_to_the_target_ranks_first(zoo):
+    recs = zoo.recommend(emb(4, "same as m4"), k=1)
+    assert recs[0].id == "m4" and recs[0].source_distance == pytest.approx(0, abs=1e-12)
+
+
+def test_quality_and_bias_move_the_ranking(tmp_path):
+    z = Zoo.create(tmp_path / "z", PROBE, quality_weight=0.0)
+    z.add(ZooEntry("weak", "resnet18", metadata={"imagenet_top1": 60.0}), emb(1), emb(999))
+    z.add(ZooEntry("strong", "resnet50", metadata={"imagenet_top1": 80.0}), emb(2))
+    target = emb(1, "like weak")
+    assert z.recommend(target)[0].id == "weak"
+    assert z.recommend(target, quality_weight=10.0)[0].id == "strong"
+    bias = np.zeros_like(z.source)
+    bias[1] = z.source[0] - z.source[1]  # MODEL2VEC says "strong" behaves like the weak one's task
+    z.set_biases(bias, {"note": "test"})
+    again = Zoo.load(z.path)
+    rec = {r.id: r for r in again.recommend(target)}
+    assert rec["strong"].asymmetric == pytest.approx(rec["weak"].asymmetric)
+    assert rec["strong"].bias_effect < 0 and rec["weak"].bias_effect == 0
+    assert again.manifest["model2vec"] == {"note": "test"}
+
+
+def test_refusals_leave_the_zoo_unchanged(zoo):
+    before = snapshot(zoo.path)
+    cases = [
+        (ZooError, lambda: zoo.add(ZooEntry("m1", "resnet18"), emb(7))),  # duplicate id
+        (ZooError, lambda: zoo.add(ZooEntry("bad id!", "resnet18"), emb(7))),
+        (ZooError, lambda: zoo.remove("nope")),
+        (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, probe={**PROBE, "weights_hash": "zzz"}))),
+        (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, probe={**PROBE, "name": "resnet34"}))),
+        (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, method="variational"))),
+        (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, dim=DIM + 1))),
+        (IncompatibleEmbeddingsError, lambda: zoo.recommend(emb(7, probe={**PROBE, "input_size": 224}))),
+        (ZooError, lambda: zoo.recommend(emb(7), k=0)),
+        (ZooError, lambda: zoo.set_biases(np.zeros((2, DIM)), {})),
+        (ZooError, lambda: zoo.set_biases(-zoo.source - 1, {})),
+    ]
+    for exc, call in cases:
+        with pytest.raises(exc):
+            call()
+    assert snapshot(zoo.path) == before
+    assert Zoo.load(zoo.path).ids == zoo.ids
+
+
+def test_an_interrupted_change_leaves_the_zoo_as_it_was(zoo, monkeypatch):
+    before = snapshot(zoo.path)
+    real_replace = os.replace
+
+    def fail_on_manifest(src, dst):
+        if str(dst).endswith(MANIFEST):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_manifest)
+    with pytest.raises(OSError):
+        zoo.add(ZooEntry("new", "resnet18"), emb(11))
+    with pytest.raises(OSError):
+        zoo.remove("m0")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert zoo.ids == [f"m{i}" for i in range(6)]  # the object went back too
+    assert Zoo.load(zoo.path).ids == zoo.ids
+    zoo.add(ZooEntry("new", "resnet18"), emb(11))  # and the next change cleans the stray arrays file
+    assert len(list(zoo.path.glob("arrays-*.npz"))) == 1 and len(snapshot(zoo.path)) == len(before)
+
+
+def test_empty_missing_and_hand_edited_zoos(zoo, tmp_path):
+    empty = Zoo.create(tmp_path / "empty", PROBE)
+    with pytest.raises(ZooError, match="empty"):
+        empty.recommend(emb(1))
+    assert len(Zoo.load(empty.path)) == 0
+    with pytest.raises(ZooError, match="first entry"):
+        empty.add(ZooEntry("a", "resnet18"), emb(1))  # no t0 yet
+    with pytest.raises(ZooError, match="not a zoo"):
+        Zoo.load(tmp_path / "nowhere")
+    with pytest.raises(ZooError, match="already holds"):
+        Zoo.create(zoo.path, PROBE)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ZooError, match="not an empty folder"):
+        Zoo.create(tmp_path / "full", PROBE)
+
+    mpath = zoo.path / MANIFEST
+    good = mpath.read_text()
+    m = json.loads(good)
+    edits = {
+        "not json": "{",
+        "wrong format": json.dumps({**m, "format": "other"}),
+        "renamed entry": json.dumps({**m, "entries": [{**m["entries"][0], "id": "renamed"}, *m["entries"][1:]]}),
+        "duplicate id": json.dumps({**m, "entries": [m["entries"][0], *m["entries"]]}),
+        "bad field": json.dumps({**m, "entries": [{**m["entries"][0], "colour": 1}, *m["entries"][1:]]}),
+        "bad checksum": json.dumps({**m, "arrays": {**m["arrays"], "sha256": "0" * 64}}),
+        "missing arrays": json.dumps({**m, "arrays": {**m["arrays"], "file": "arrays-missing.npz"}}),
+        "entries not a list": json.dumps({**m, "entries": {}}),
+    }
+    for what, text in edits.items():
+        mpath.write_text(text)
+        with pytest.raises(ZooError):
+            Zoo.load(zoo.path)
+    mpath.write_text(good)
+    arrays = zoo.path / m["arrays"]["file"]
+    arrays.write_bytes(arrays.read_bytes()[:-10])
+    with pytest.raises(ZooError, match="checksum"):
+        Zoo.load(zoo.path)
