@@ -124,15 +124,15 @@ class Zoo:
     def create(cls, path: str | os.PathLike, probe: dict[str, Any], *, method: str = "exact",
                alpha: float = ALPHA, quality_weight: float = QUALITY_WEIGHT,
                embedding_settings: dict[str, Any] | None = None) -> "Zoo":
-        """A new, empty zoo in ``path`` (created, or an empty folder) for embeddings of ``probe``.
+        """A new, empty zoo in ``path`` (created if needed; other files there, such as its spec, are left alone) for embeddings of ``probe``.
 
         ``probe``: ``{"name", "weights_hash", "input_size"}`` (e.g. ``Probe.describe()``).
         """
         path = Path(path)
         if (path / MANIFEST).exists():
             raise ZooError(f"{str(path)!r} already holds a zoo")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ZooError(f"{str(path)!r} exists and is not an empty folder")
+        if path.exists() and not path.is_dir():
+            raise ZooError(f"{str(path)!r} exists and is not a folder")
         missing = [k for k in ("name", "weights_hash", "input_size") if k not in probe]
         if missing:
             raise ZooError(f"probe description lacks {missing}")

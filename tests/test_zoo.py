@@ -137,10 +137,9 @@ def test_empty_missing_and_hand_edited_zoos(zoo, tmp_path):
         Zoo.load(tmp_path / "nowhere")
     with pytest.raises(ZooError, match="already holds"):
         Zoo.create(zoo.path, PROBE)
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(ZooError, match="not an empty folder"):
-        Zoo.create(tmp_path / "full", PROBE)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ZooError, match="not a folder"):
+        Zoo.create(tmp_path / "file", PROBE)
 
     mpath = zoo.path / MANIFEST
     good = mpath.read_text()

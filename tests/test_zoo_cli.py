@@ -1,0 +1,118 @@
+"""`task2vec zoo ...` and `task2vec recommend` end to end: the real probe on real data."""
+
+import json
+
+import pytest
+import yaml
+
+from task2vec.cli import main
+from task2vec.zoo import MANIFEST, Zoo
+
+from conftest import WEIGHTS
+
+FAST = ["--max-samples", "24", "--quiet", "--weights", str(WEIGHTS)]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, shared):
+    """A two-entry zoo made through the CLI: an ants/bees expert and an X-ray expert."""
+    z = tmp_path_factory.mktemp("cli") / "zoo"
+    assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
+    assert main(["zoo", "add", str(z), "--id", "insects", "--model", "mobilenet_v2", "--checkpoint", str(WEIGHTS),
+                 "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
+    assert main(["zoo", "add", str(z), "--id", "xray", "--model", "resnet18", "--pretrained",
+                 "--source-dataset", str(shared / "data" / "pneumoniamnist"), *FAST]) == 0
+    return z
+
+
+def test_list_and_recommend(built, shared, tmp_path, capsys):
+    code, out, _ = run(capsys, "zoo", "list", built)
+    assert code == 0 and "insects" in out and "xray" in out and "2 entries" in out
+    assert "69.758" in out  # resnet18's ImageNet top-1 came from the published tables
+
+    code, out, err = run(capsys, "recommend", shared / "data" / "hymenoptera", "--zoo", built, "-k", "2",
+                         "--json", tmp_path / "rec.json", *FAST)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[2].split()[:2] == ["1", "insects"]  # same images, same labels: the insects expert first
+    data = json.loads((tmp_path / "rec.json").read_text())
+    first = data["recommendations"][0]
+    assert first["id"] == "insects" and first["rank"] == 1 and first["why"].startswith("trained on insects")
+    assert {"score", "asymmetric", "bias_effect", "quality_effect", "params_m", "input_size", "weights"} <= set(first)
+    assert data["recommendations"][1]["weights"] == "pretrained"
+
+    # an existing embedding file is ranked without embedding anything
+    assert main(["embed", str(shared / "data" / "pneumoniamnist"), "-o", str(tmp_path / "x.npz"), "--image-size", "112",
+                 *FAST]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "recommend", tmp_path / "x.npz", "--zoo", built)
+    assert code == 0 and out.splitlines()[2].split()[1] == "xray"
+
+
+def test_bad_input_is_one_line_and_changes_nothing(built, shared, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in built.iterdir()}
+    hym = shared / "data" / "hymenoptera"
+    cases = [
+        ("zoo", "add", built, "--id", "insects", "--model", "resnet18", "--pretrained", "--source-dataset", hym, *FAST),
+        ("zoo", "add", built, "--id", "x", "--model", "resnet18", "--pretrained", "--checkpoint", "a.pth",
+         "--source-dataset", hym, *FAST),
+        ("zoo", "add", built, "--id", "x", "--model", "resnet18", "--source-dataset", tmp_path / "nowhere", *FAST),
+        ("zoo", "remove", built, "--id", "nope"),
+        ("zoo", "init", built),
+        ("zoo", "list", tmp_path / "not-a-zoo"),
+        ("recommend", hym, "--zoo", built, "-k", "0", *FAST),
+        ("recommend", tmp_path / "nowhere", "--zoo", built, *FAST),
+        ("recommend", hym, "--zoo", built, "--json", tmp_path / "no" / "dir.json", *FAST),
+    ]
+    for argv in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in built.iterdir()} == before
+
+    empty = tmp_path / "empty"
+    assert main(["zoo", "init", str(empty), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
+    code, _, err = run(capsys, "recommend", hym, "--zoo", empty, *FAST)
+    assert code == 2 and "empty" in err
+
+    other = tmp_path / "other"  # a zoo made with the probe at another resolution refuses these embeddings
+    assert main(["zoo", "init", str(other), "--weights", str(WEIGHTS), "--image-size", "96"]) == 0
+    code, _, err = run(capsys, "zoo", "add", other, "--id", "x", "--model", "m", "--pretrained",
+                       "--source-embedding", tmp_path / "nowhere.npz")
+    assert code == 2
+
+
+def test_build_from_spec_is_resumable(shared, tmp_path, capsys):
+    spec = {
+        "zoo": "built", "probe": "mobilenet_v2", "weights": str(WEIGHTS), "image_size": 112,
+        "embedding": {"method": "exact", "max_samples": 16},
+        "entries": [
+            {"id": "bees", "model": "mobilenet_v2", "checkpoint": "experts/bees.safetensors",
+             "source_dataset": str(shared / "data" / "hymenoptera"), "metadata": {"notes": "t"}},
+            {"id": "omniglot", "model": "resnet34", "pretrained": True, "label_column": "alphabet",
+             "source_dataset": str(shared / "data" / "omniglot_small" / "labels.csv")},
+        ],
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["zoo", "build", str(path), "--quiet"]) == 0
+    capsys.readouterr()
+    zoo = Zoo.load(tmp_path / "built")
+    assert zoo.ids == ["bees", "omniglot"] and zoo.entry("omniglot").source["n_classes"] == 8
+    assert zoo.weights_location(zoo.entry("bees")).endswith("experts/bees.safetensors (missing)")
+    manifest = (tmp_path / "built" / MANIFEST).read_bytes()
+    code, out, _ = run(capsys, "zoo", "build", path, "--quiet")
+    assert code == 0 and out.count("skipped") == 2 and (tmp_path / "built" / MANIFEST).read_bytes() == manifest
+
+    path.write_text(yaml.safe_dump({**spec, "entries": spec["entries"] + [spec["entries"][0]]}))
+    code, _, err = run(capsys, "zoo", "build", path)
+    assert code == 2 and "duplicate" in err
+    path.write_text("zoo: [unclosed")
+    code, _, err = run(capsys, "zoo", "build", path)
+    assert code == 2 and "YAML" in err
