@@ -12,6 +12,7 @@ from .embed import Task2Vec
 from .embedding import Embedding
 from .errors import ZooError
 from .io import atomic_open, check_writable
+from .model2vec import Model2Vec, leave_one_task_out, read_records
 from .probe import Probe
 from .trivial import trivial_embedding
 from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
@@ -91,7 +92,8 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
             weights = "pretrained" if e.pretrained else ("checkpoint" if e.checkpoint else "none")
             top1 = e.metadata.get("imagenet_top1")
             print(f"{e.id:<{w}}  {e.model:<20} {weights:<12} {top1 if top1 is not None else '-':>6}  "
-                  f"{e.source.get('name', '?')} ({e.source.get('n_classes', '?')} classes, {e.source.get('n_images', '?')} images)")
+                  f"{e.source.get('name', '?')} ({e.source.get('n_classes', '?')} classes, "
+                  f"{e.source.get('n_images', '?')} images)")
     return 0
 
 
@@ -105,6 +107,30 @@ def cmd_zoo_remove(args: argparse.Namespace) -> int:
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     zoo = build_zoo(args.spec, progress=not args.quiet)
     print(f"zoo {zoo.path}: {len(zoo)} entries")
+    return 0
+
+
+def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
+    zoo = Zoo.load(args.dir)
+    if not len(zoo):
+        raise ZooError(f"zoo {str(zoo.path)!r} is empty")
+    like = Embedding(zoo.source[0], {"probe": zoo.probe, "method": {"name": zoo.method}})
+    rec = read_records(args.records, model_ids=zoo.ids, like=like)
+    fit_kw = {"l2": args.l2, "parameterisation": args.parameterisation}
+    held_out = leave_one_task_out(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0, zoo.alpha,
+                                  layer_sizes=rec.layer_sizes, **fit_kw)
+    print(f"leave-one-task-out over {held_out['n_tasks']} tasks (held-out task never in the fit):")
+    print(f"{'method':<12} {'rel. error increase':>20} {'regret':>8} {'top-1':>6} {'w. tau':>7}")
+    for method, m in held_out["summary"].items():
+        print(f"{method:<12} {m['relative_error_increase']:>20.3f} {m['regret']:>8.4f} {m['top1']:>6.2f} "
+              f"{m['weighted_tau']:>7.3f}")
+    m2v = Model2Vec(zoo.alpha, **fit_kw).fit(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0,
+                                            layer_sizes=rec.layer_sizes)
+    zoo.set_biases(m2v.biases_, {"records": str(args.records), "n_records": len(rec), "n_tasks": len(rec.tasks),
+                                 **fit_kw, "temperature": float(m2v.temperature_),
+                                 "held_out": {k: {kk: float(vv) for kk, vv in v.items()}
+                                              for k, v in held_out["summary"].items()}})
+    print(f"fitted MODEL2VEC biases on all {len(rec)} records -> {zoo.path}")
     return 0
 
 
@@ -186,6 +212,15 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     p.add_argument("spec", metavar="SPEC.yaml")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_zoo_build)
+
+    p = zsub.add_parser("fit-model2vec", help="learn MODEL2VEC biases from transfer records",
+                        description="Fit per-model biases from records (CSV: task, model, error|accuracy), "
+                                    "print their leave-one-task-out selection quality, and store them in the zoo.")
+    p.add_argument("dir")
+    p.add_argument("--records", required=True, metavar="CSV")
+    p.add_argument("--l2", type=float, default=1.0, help="pull of the biases toward 0 (default 1)")
+    p.add_argument("--parameterisation", choices=("layer", "filter"), default="layer")
+    p.set_defaults(func=cmd_zoo_fit_model2vec)
 
     p = sub.add_parser("recommend", help="rank a zoo's models for a dataset",
                        description="Rank the zoo's candidate backbones for a dataset (or an embedding file) by the "

@@ -163,3 +163,23 @@ def test_empty_missing_and_hand_edited_zoos(zoo, tmp_path):
     arrays.write_bytes(arrays.read_bytes()[:-10])
     with pytest.raises(ZooError, match="checksum"):
         Zoo.load(zoo.path)
+
+
+def test_fit_model2vec_command(zoo, tmp_path, capsys):
+    from task2vec.cli import main
+
+    rows = ["task,model,error"]
+    for t in range(5):
+        emb(100 + t, f"task{t}").save(tmp_path / f"task{t}.npz")
+        for i in range(6):
+            rows.append(f"task{t}.npz,m{i},{0.1 + 0.05 * ((i + t) % 6):.2f}")
+    (tmp_path / "records.csv").write_text("\n".join(rows) + "\n")
+    assert main(["zoo", "fit-model2vec", str(zoo.path), "--records", str(tmp_path / "records.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-task-out over 5 tasks" in out and "model2vec" in out
+    fitted = Zoo.load(zoo.path)
+    assert fitted.manifest["model2vec"]["n_records"] == 30 and np.abs(fitted.bias).sum() > 0
+    before = snapshot(zoo.path)
+    (tmp_path / "bad.csv").write_text("task,model,error\ntask0.npz,unknown-model,0.1\n")
+    assert main(["zoo", "fit-model2vec", str(zoo.path), "--records", str(tmp_path / "bad.csv")]) == 2
+    assert "unknown-model" in capsys.readouterr().err and snapshot(zoo.path) == before

@@ -1,0 +1,541 @@
+"""Nearest-model search in a large zoo under the asymmetric Task2Vec distance.
+
+For a target task q, model i of the zoo scores
+
+    d_asym(m_i -> q) = d_sym(m_i, q) - alpha * d_sym(m_i, t0)        (lower is better)
+
+d_sym is not an inner product, so FAISS only *proposes candidates* with a decomposable
+surrogate and every candidate is then scored exactly.
+
+The surrogate. Write r_j = log a_j - log b_j. With p_j = a_j / (a_j + b_j) = sigmoid(r_j),
+d_sym(a, b) = 1 - cos(p, 1 - p), and to second order in the spread of r,
+d_sym(a, b) ~ Var_j(r_j) / 2. So with
+
+    x(a) = (log(a + eps) - mean_j log(a_j + eps)) / sqrt(2 D)
+
+||x(a) - x(b)||^2 ~ d_sym(a, b) (exact in the limit of small spread, an over-estimate for
+distant tasks, where d_sym saturates). ``eps`` (``eps_rel`` times the zoo's mean entry) keeps
+exact zeros finite. A scale ``s`` fitted on pairs of near zoo entries corrects the slope, so
+
+    surrogate score_i = s ||x(q) - x(m_i)||^2 - alpha c_i,     c_i = d_sym(m_i, t0) (exact, fitted)
+
+which ranks like ||x(q) - x(m_i)||^2 - (alpha / s) c_i, a nearest-neighbour problem:
+
+- ``kind="flat"``: maximum inner product of q' = [x(q), 1] with m' = [2 x(m), -||x(m)||^2 + (alpha/s) c]
+  (faiss ``IndexFlatIP``, exact for the surrogate);
+- ``kind="ivfpq"``: x is reduced by PCA to y (``pca_dim - 1`` components, trained on a sample)
+  and the index stores [y(m), z] with z^2 = ||x(m) - y(m)||^2_residual - (alpha/s) c + alpha/s,
+  queried with [y(q), 0]: the squared L2 distance is the surrogate with the PCA residual of the
+  model counted as if orthogonal to the query's (faiss ``IndexIVFPQ``, approximate).
+
+Candidates are then re-ranked with the exact d_asym (vectorised numpy, float64), and the
+returned scores are always exact. Ties are broken by index.
+
+Guarantee: whenever every entry is re-ranked (``rerank >= N``; the flat default up to 20,000
+entries) the result is the brute-force top-k. Otherwise a true top-k entry is missed exactly
+when the surrogate (or the IVF-PQ approximation of it) does not place it among the ``rerank``
+candidates: recall is measured, not guaranteed (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .distance import ALPHA, symmetric_matrix
+from .errors import SearchIndexError
+
+KINDS = ("flat", "ivfpq")
+DEVICES = ("auto", "cpu", "cuda")
+FLAT_EXACT_MAX = 20_000  # flat default: re-rank every entry up to this many
+IVFPQ_RERANK = 200  # ivfpq default number of exactly re-ranked candidates
+PCA_SAMPLE = 4096  # rows the PCA (and eps, scale) are fitted on
+CALIB_SAMPLE = 1024  # rows whose nearest neighbour pairs calibrate the surrogate's scale
+_BLOCK = 2**18  # elements per block of exact scoring (cache-sized)
+_CHUNK = 2**23  # elements per chunk fetched from the zoo when streaming
+
+
+# --------------------------------------------------------------------------- exact scoring
+
+def _sym_to(A: np.ndarray, q: np.ndarray, qzero: np.ndarray | None = None) -> np.ndarray:
+    """d_sym between each row of ``A`` (n, D) and one vector ``q`` (D,), float64.
+
+    Same value as :func:`task2vec.distance.symmetric` (an entry with a + b = 0 counts as equal),
+    computed from p = a / (a + b) alone: sum p(1-p) = S1 - sum p^2 and sum (1-p)^2 = D - 2 S1 + sum p^2.
+    Rows where p is mostly near 1 (cancellation) are recomputed directly.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    if qzero is None:
+        qzero = np.flatnonzero(q == 0)
+    n, D = A.shape
+    out = np.empty(n, dtype=np.float64)
+    step = max(1, _BLOCK // D)
+    for a in range(0, n, step):
+        blk = A[a:a + step]
+        s = blk + q  # float64
+        if qzero.size:
+            sz = s[:, qzero]
+            s[:, qzero] = np.where(sz > 0, sz, 1.0)
+        p = np.divide(blk, s, out=s)
+        if qzero.size:
+            p[:, qzero] = np.where(blk[:, qzero] > 0, 1.0, 0.5)
+        na = np.einsum("ij,ij->i", p, p)
+        s1 = p.sum(1)
+        num = s1 - na
+        nb = D - 2.0 * s1 + na
+        near1 = s1 > 0.9 * D
+        if near1.any():
+            pr = p[near1]
+            r = 1.0 - pr
+            num[near1] = np.einsum("ij,ij->i", pr, r)
+            nb[near1] = np.einsum("ij,ij->i", r, r)
+        out[a:a + step] = 1.0 - num / np.sqrt(na * nb)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _merge_topk(best_s, best_i, s, i, k):
+    """Merge running top-k (score, index) with new candidates; ties broken by index."""
+    S = np.concatenate([best_s, s])
+    Ix = np.concatenate([best_i, i])
+    if len(S) > k:
+        kth = np.partition(S, k - 1)[k - 1]
+        keep = S <= kth
+        S, Ix = S[keep], Ix[keep]
+    o = np.lexsort((Ix, S))[:k]
+    return S[o], Ix[o]
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check_vector(v, name: str, dim: int | None = None) -> np.ndarray:
+    try:
+        v = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SearchIndexError(f"{name} is not a numeric array ({type(exc).__name__})") from exc
+    if v.ndim != 1 or not v.size:
+        raise SearchIndexError(f"{name} must be a non-empty 1-D vector, got shape {v.shape}")
+    if dim is not None and v.size != dim:
+        raise SearchIndexError(f"{name} has {v.size} entries, expected {dim}")
+    _check_rows(v[None], name)
+    return v
+
+
+def _check_rows(A: np.ndarray, name: str, offset: int = 0) -> None:
+    """Finite, non-negative, no all-zero row (d_sym is undefined for a zero vector)."""
+    if not A.size:
+        return
+    lo, hi = A.min(1), A.max(1)
+    bad = ~np.isfinite(hi) | ~np.isfinite(lo)
+    if bad.any():
+        raise SearchIndexError(f"row {offset + int(np.flatnonzero(bad)[0])} of {name} has NaN or inf entries")
+    if (lo < 0).any():
+        raise SearchIndexError(f"row {offset + int(np.flatnonzero(lo < 0)[0])} of {name} has negative entries")
+    if (hi <= 0).any():
+        raise SearchIndexError(f"row {offset + int(np.flatnonzero(hi <= 0)[0])} of {name} is all zeros")
+
+
+def _check_queries(queries, dim: int) -> np.ndarray:
+    try:
+        Q = np.asarray(queries, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SearchIndexError(f"queries are not a numeric array ({type(exc).__name__})") from exc
+    if Q.ndim == 1:
+        Q = Q[None]
+    if Q.ndim != 2 or not Q.shape[0]:
+        raise SearchIndexError(f"queries must have shape (Q, {dim}) or ({dim},), got {np.shape(queries)}")
+    if Q.shape[1] != dim:
+        raise SearchIndexError(f"queries have {Q.shape[1]} entries, the zoo has {dim}")
+    _check_rows(Q, "queries")
+    return Q
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SearchIndexError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _zoo_shape(vectors) -> tuple[int, int]:
+    if isinstance(vectors, np.ndarray):
+        if vectors.ndim != 2:
+            raise SearchIndexError(f"vectors must be a 2-D (N, D) array, got shape {vectors.shape}")
+        n, d = vectors.shape
+    else:
+        try:
+            n = len(vectors)
+        except TypeError as exc:
+            raise SearchIndexError(f"vectors must support len() and row indexing, got {type(vectors).__name__}") \
+                from exc
+        d = _fetch(vectors, np.arange(min(n, 1))).shape[1] if n else 0
+    if n == 0 or d == 0:
+        raise SearchIndexError(f"the zoo is empty (shape ({n}, {d}))")
+    return int(n), int(d)
+
+
+def _fetch(vectors, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted int64) of the zoo as an (len(idx), D) array."""
+    if isinstance(vectors, np.ndarray) and len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        rows = vectors[int(idx[0]):int(idx[-1]) + 1]  # a contiguous run: slice, no copy
+    else:
+        try:
+            rows = np.asarray(vectors[idx])
+        except (TypeError, IndexError, ValueError) as exc:
+            raise SearchIndexError(f"vectors[idx] failed for a {type(vectors).__name__} "
+                                   f"({type(exc).__name__}: {exc})") from exc
+    if rows.ndim != 2 or rows.shape[0] != len(idx):
+        raise SearchIndexError(f"vectors[idx] returned shape {rows.shape} for {len(idx)} indices")
+    if not np.issubdtype(rows.dtype, np.floating):
+        rows = rows.astype(np.float64)
+    return rows
+
+
+def _chunks(n: int, d: int):
+    step = max(1, _CHUNK // d)
+    for a in range(0, n, step):
+        yield np.arange(a, min(n, a + step), dtype=np.int64)
+
+
+def _stream(vectors, n: int, d: int, name: str = "vectors"):
+    """Validated chunks (idx, rows) over the whole zoo."""
+    for idx in _chunks(n, d):
+        rows = _fetch(vectors, idx)
+        if rows.shape[1] != d:
+            raise SearchIndexError(f"rows of {name} have {rows.shape[1]} entries, expected {d}")
+        _check_rows(rows, name, offset=int(idx[0]))
+        yield idx, rows
+
+
+# --------------------------------------------------------------------------- brute force
+
+def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
+                engine: str = "numpy") -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of d_asym(m_i -> q) over the whole zoo, streamed in chunks.
+
+    Returns (scores (Q, k) float64, indices (Q, k) int64), ascending, ties broken by index.
+    ``engine="numpy"``: the float64 scoring the index re-ranks with (bit-identical results).
+    ``engine="numba"``: :func:`task2vec.distance.symmetric_matrix` (float32 arithmetic, float64
+    sums, multi-threaded; about 10x faster for many queries, scores agree to ~1e-6).
+    """
+    if engine not in ("numpy", "numba"):
+        raise SearchIndexError(f"unknown engine {engine!r} (numpy or numba)")
+    _check_alpha(alpha)
+    n, d = _zoo_shape(vectors)
+    t0 = _check_vector(t0, "t0", d)
+    Q = _check_queries(queries, d)
+    k = min(_check_k(k), n)
+    best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
+    qzero = [np.flatnonzero(q == 0) for q in Q]
+    for idx, rows in _stream(vectors, n, d):
+        if engine == "numba":
+            S = symmetric_matrix(rows, np.vstack([Q, t0]))
+            sym, c = S[:, :-1].T, S[:, -1]
+        else:
+            c = _sym_to(rows, t0)
+            sym = [_sym_to(rows, q, z) for q, z in zip(Q, qzero)]
+        for j in range(len(Q)):
+            best[j] = _merge_topk(*best[j], sym[j] - alpha * c, idx, k)
+    return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
+
+
+def _check_alpha(alpha) -> float:
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError) as exc:
+        raise SearchIndexError(f"alpha must be a number, got {alpha!r}") from exc
+    if not math.isfinite(a) or a < 0:
+        raise SearchIndexError(f"alpha must be finite and >= 0, got {alpha!r}")
+    return a
+
+
+def _positive_int(value, name: str, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SearchIndexError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- the index
+
+class AsymmetricIndex:
+    """Top-k zoo models for target tasks under d_asym(m -> q) = d_sym(m, q) - alpha d_sym(m, t0).
+
+    Parameters
+    ----------
+    t0: the trivial-task vector (D,).
+    alpha: weight of the model-complexity term (>= 0).
+    kind: ``"flat"`` (exact surrogate search; exact results while every entry is re-ranked) or
+        ``"ivfpq"`` (PCA + IVF-PQ surrogate search, for zoos of ~1M entries and more).
+    rerank: candidates re-ranked exactly per query. Default: flat, every entry up to 20,000
+        entries, else max(1000, N // 50); ivfpq, 200. Read at search time (can be changed after fit).
+    pca_dim: dimension of the IVF-PQ vectors (``pca_dim - 1`` PCA components + 1 for the
+        complexity term); a multiple of ``pq_m``.
+    nlist: IVF lists (default ~4 sqrt(N), at most N / 39); pq_m: PQ bytes per vector;
+    nprobe: lists visited per query (read at search time).
+    device: ``"auto"`` (faiss GPU index when faiss has GPU support and CUDA is available, else
+        CPU), ``"cpu"`` or ``"cuda"``. Exact re-ranking always runs on the CPU.
+    eps_rel: floor added before the log of the surrogate, relative to the zoo's mean entry.
+    seed: sampling for PCA / training / calibration.
+
+    Learned attributes: ``n_``, ``dim_``, ``complexity_`` (N,) = d_sym(m_i, t0), ``eps_``,
+    ``scale_`` (surrogate slope s), ``index_`` (the faiss index; None for a flat index that
+    re-ranks every entry), ``vectors_`` (the zoo, kept by reference for re-ranking: keep it
+    alive and unchanged), ``device_``, ``nlist_`` and ``pca_mean_``/``pca_components_`` (ivfpq).
+    """
+
+    def __init__(self, t0, alpha: float = ALPHA, *, kind: str = "flat", rerank: int | None = None,
+                 pca_dim: int = 64, nlist: int | None = None, pq_m: int = 16, nprobe: int = 16,
+                 device: str = "auto", eps_rel: float = 0.1, seed: int = 0):
+        self.t0 = _check_vector(t0, "t0")
+        self.alpha = _check_alpha(alpha)
+        if kind not in KINDS:
+            raise SearchIndexError(f"unknown index kind {kind!r} (one of {', '.join(KINDS)})")
+        if device not in DEVICES:
+            raise SearchIndexError(f"unknown device {device!r} (one of {', '.join(DEVICES)})")
+        self.kind, self.device, self.seed = kind, device, int(seed)
+        self.rerank = _positive_int(rerank, "rerank", allow_none=True)
+        self.pca_dim = _positive_int(pca_dim, "pca_dim")
+        self.nlist = _positive_int(nlist, "nlist", allow_none=True)
+        self.pq_m = _positive_int(pq_m, "pq_m")
+        self.nprobe = _positive_int(nprobe, "nprobe")
+        if kind == "ivfpq" and (self.pca_dim < 2 or self.pca_dim % self.pq_m):
+            raise SearchIndexError(f"pca_dim {pca_dim} must be >= 2 and a multiple of pq_m {pq_m}")
+        if not (isinstance(eps_rel, (int, float)) and 0 < eps_rel < math.inf):
+            raise SearchIndexError(f"eps_rel must be a positive number, got {eps_rel!r}")
+        self.eps_rel = float(eps_rel)
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, vectors) -> "AsymmetricIndex":
+        """Index the zoo ``vectors`` (N, D): an ndarray, memmap or any object with ``len()`` and
+        ``vectors[idx_array] -> (len(idx), D)``. Read in chunks, kept by reference, never copied."""
+        n, d = _zoo_shape(vectors)
+        if d != self.t0.size:
+            raise SearchIndexError(f"vectors have {d} entries per row, t0 has {self.t0.size}")
+        if self.kind == "ivfpq" and n < 256:
+            raise SearchIndexError(f"an ivfpq index needs at least 256 entries, got {n} (use kind='flat')")
+        self.device_ = self._resolve_device()
+        rng = np.random.default_rng(self.seed)
+        sample_idx = np.sort(rng.choice(n, size=min(n, PCA_SAMPLE), replace=False))
+        sample = _fetch(vectors, sample_idx)
+        if sample.shape[1] != d:
+            raise SearchIndexError(f"rows of vectors have {sample.shape[1]} entries, expected {d}")
+        _check_rows(sample, "vectors (sampled rows)")
+        self.n_, self.dim_ = n, d
+        share = (sample / sample.mean(1, keepdims=True)).mean(0)  # mean of each filter's share
+        self.filter_scale_ = np.maximum(share, 1e-6).astype(np.float32)
+        X_sample = self._surrogate(sample)
+        self.scale_ = self._calibrate(sample, X_sample, rng)
+        self.vectors_ = vectors
+        self.index_ = None
+        if self.kind == "flat":
+            self._fit_flat(vectors, n, d)
+        else:
+            self._fit_ivfpq(vectors, n, d, X_sample, rng)
+        return self
+
+    def _resolve_device(self) -> str:
+        import faiss
+
+        gpu_faiss = hasattr(faiss, "StandardGpuResources")
+        if self.device == "cpu" or (self.device == "auto" and not gpu_faiss):
+            return "cpu"
+        import torch
+
+        cuda = gpu_faiss and torch.cuda.is_available()
+        if self.device == "cuda" and not cuda:
+            raise SearchIndexError("device 'cuda' requested but faiss has no GPU support or CUDA is unavailable")
+        return "cuda" if cuda else "cpu"
+
+    def _surrogate(self, rows: np.ndarray) -> np.ndarray:
+        """x(a) = centred log(a_j + eps_rel mean(a) t_j) / sqrt(2 D), float32."""
+        A = np.asarray(rows, dtype=np.float32)
+        L = A.mean(1, keepdims=True) * (np.float32(self.eps_rel) * self.filter_scale_)
+        L += A
+        np.log(L, out=L)
+        L -= L.mean(1, keepdims=True)
+        L *= np.float32(1.0 / math.sqrt(2 * rows.shape[1]))
+        return L
+
+    def _calibrate(self, sample: np.ndarray, X: np.ndarray, rng) -> float:
+        """Median of d_sym / ||x - x'||^2 over (sampled entry, its surrogate-nearest sampled entry)."""
+        m = min(len(X), CALIB_SAMPLE)
+        if m < 2:
+            return 1.0
+        pick = np.sort(rng.choice(len(X), size=m, replace=False))
+        Xs = X[pick]
+        sq = np.einsum("ij,ij->i", Xs, Xs)
+        G = sq[:, None] + sq[None] - 2 * (Xs @ Xs.T)  # float32: only to find each row's neighbour
+        np.fill_diagonal(G, np.inf)
+        nn = G.argmin(1)
+        diff = Xs.astype(np.float64) - Xs[nn]
+        g = np.einsum("ij,ij->i", diff, diff)
+        ok = g > 1e-12  # duplicates say nothing about the slope
+        if not ok.any():
+            return 1.0
+        rows = sample[pick]
+        exact = np.array([_sym_to(rows[i:i + 1], rows[j])[0] for i, j in zip(np.flatnonzero(ok), nn[ok])])
+        ratio = exact / g[ok]
+        ratio = ratio[ratio > 0]
+        return float(np.median(ratio)) if ratio.size else 1.0
+
+    def _fit_flat(self, vectors, n: int, d: int) -> None:
+        rerank = self._rerank(n)
+        build = rerank < n
+        c = np.empty(n)
+        if build:
+            import faiss
+
+            index = faiss.IndexFlatIP(d + 1)
+        w = self.alpha / self.scale_
+        for idx, rows in _stream(vectors, n, d):
+            c[idx] = _sym_to(rows, self.t0)
+            if build:
+                X = self._surrogate(rows)
+                aug = np.empty((len(X), d + 1), dtype=np.float32)
+                aug[:, :d] = 2 * X
+                aug[:, d] = -np.einsum("ij,ij->i", X, X) + w * c[idx]
+                index.add(aug)
+        self.complexity_ = c
+        if build:
+            self.index_ = self._to_device(index)
+
+    def _fit_ivfpq(self, vectors, n: int, d: int, X_sample: np.ndarray, rng) -> None:
+        import faiss
+
+        ncomp = min(self.pca_dim - 1, d, len(X_sample))
+        self.pca_mean_ = X_sample.mean(0)
+        self.pca_components_ = _top_components(X_sample - self.pca_mean_, ncomp, self.seed)
+        self.nlist_ = self.nlist or max(1, min(int(round(4 * math.sqrt(n))), n // 39))
+        Y = np.zeros((n, self.pca_dim), dtype=np.float32)
+        c = np.empty(n)
+        w = self.alpha / self.scale_
+        for idx, rows in _stream(vectors, n, d):
+            c[idx] = _sym_to(rows, self.t0)
+            y, r2 = self._project(rows)
+            Y[idx, :ncomp] = y
+            Y[idx, -1] = np.sqrt(np.maximum(r2 - w * c[idx] + w, 0.0))
+        self.complexity_ = c
+        quantizer = faiss.IndexFlatL2(self.pca_dim)
+        index = faiss.IndexIVFPQ(quantizer, self.pca_dim, self.nlist_, self.pq_m, 8)
+        index.cp.seed = self.seed
+        index.pq.cp.seed = self.seed
+        index.cp.niter = 20
+        index.pq.cp.niter = 10  # the 256-centroid codebooks of small sub-spaces dominate training time
+        index.pq.cp.max_points_per_centroid = 64
+        n_train = min(n, max(40 * self.nlist_, 256 * 64))
+        train = Y[np.sort(rng.choice(n, size=n_train, replace=False))]
+        index.train(train)
+        step = 2**16
+        for a in range(0, n, step):
+            index.add(Y[a:a + step])
+        self.index_ = self._to_device(index)
+
+    def _project(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """PCA coordinates y of x(rows) and the squared norm of the PCA residual."""
+        Xc = self._surrogate(rows)
+        Xc -= self.pca_mean_
+        y = Xc @ self.pca_components_.T
+        r2 = np.einsum("ij,ij->i", Xc, Xc) - np.einsum("ij,ij->i", y, y)
+        return y, np.maximum(r2, 0.0).astype(np.float64)
+
+    def _to_device(self, index):
+        if self.device_ != "cuda":
+            return index
+        import faiss
+
+        self._gpu_res = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
+
+    def _rerank(self, n: int) -> int:
+        if self.rerank is not None:
+            return min(self.rerank, n)
+        if self.kind == "ivfpq":
+            return min(IVFPQ_RERANK, n)
+        return n if n <= FLAT_EXACT_MAX else max(1000, n // 50)
+
+    # ----------------------------------------------------------------- searching
+    def search(self, queries, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k models for each query: (scores (Q, k) float64 exact d_asym, indices (Q, k) int64),
+        ascending, ties broken by index; ``k`` is clipped to N. A single (D,) query gives Q = 1."""
+        if not hasattr(self, "n_"):
+            raise SearchIndexError("search before fit: call fit(vectors) first")
+        k = min(_check_k(k), self.n_)
+        Q = _check_queries(queries, self.dim_)
+        if self.index_ is None:  # flat, every entry re-ranked: brute force
+            return self._exhaustive(Q, k)
+        n_cand = max(self._rerank(self.n_), k)
+        if self.kind == "flat":
+            X = self._surrogate(Q)
+            qv = np.hstack([X, np.ones((len(X), 1), np.float32)])
+        else:
+            self._set_nprobe(self.nprobe)
+            qv = np.zeros((len(Q), self.pca_dim), dtype=np.float32)
+            qv[:, :self.pca_components_.shape[0]] = self._project(Q)[0]
+        _, cand = self.index_.search(np.ascontiguousarray(qv), n_cand)
+        scores = np.empty((len(Q), k))
+        indices = np.empty((len(Q), k), dtype=np.int64)
+        for j, q in enumerate(Q):
+            ids = np.unique(cand[j][cand[j] >= 0])  # sorted
+            if len(ids) < k:  # IVF lists visited held too few entries: visit all
+                self._set_nprobe(self.nlist_)
+                _, more = self.index_.search(np.ascontiguousarray(qv[j:j + 1]), n_cand)
+                self._set_nprobe(self.nprobe)
+                ids = np.unique(more[0][more[0] >= 0])
+            rows = _fetch(self.vectors_, ids)
+            s = _sym_to(rows, q) - self.alpha * self.complexity_[ids]
+            o = np.lexsort((ids, s))[:k]
+            scores[j], indices[j] = s[o], ids[o]
+        return scores, indices
+
+    def _set_nprobe(self, nprobe: int) -> None:
+        if self.kind != "ivfpq":
+            return
+        nprobe = _positive_int(nprobe, "nprobe")
+        try:
+            self.index_.nprobe = nprobe
+        except AttributeError:  # some GPU index versions
+            self.index_.setNumProbes(nprobe)
+
+    def _exhaustive(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
+        qzero = [np.flatnonzero(q == 0) for q in Q]
+        for idx in _chunks(self.n_, self.dim_):
+            rows = _fetch(self.vectors_, idx)
+            c = self.complexity_[idx]
+            for j, (q, z) in enumerate(zip(Q, qzero)):
+                best[j] = _merge_topk(*best[j], _sym_to(rows, q, z) - self.alpha * c, idx, k)
+        return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
+
+    def surrogate_scores(self, queries) -> np.ndarray:
+        """The flat surrogate s ||x(q) - x(m_i)||^2 - alpha c_i for every entry (Q, N): a diagnostic
+        for small zoos (dense, full dimension)."""
+        if not hasattr(self, "n_"):
+            raise SearchIndexError("search before fit: call fit(vectors) first")
+        Q = _check_queries(queries, self.dim_)
+        Xq = self._surrogate(Q).astype(np.float64)
+        out = np.empty((len(Q), self.n_))
+        for idx in _chunks(self.n_, self.dim_):
+            Xm = self._surrogate(_fetch(self.vectors_, idx)).astype(np.float64)
+            G = (Xq * Xq).sum(1)[:, None] + (Xm * Xm).sum(1)[None] - 2 * Xq @ Xm.T
+            out[:, idx] = self.scale_ * G - self.alpha * self.complexity_[idx]
+        return out
+
+
+def _top_components(Xc: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Top-k right singular vectors (k, D) of the centred sample ``Xc`` (randomised SVD, 4 power steps)."""
+    n, d = Xc.shape
+    if k >= min(n, d):
+        _, _, Vt = np.linalg.svd(Xc.astype(np.float64), full_matrices=False)
+        out = np.zeros((k, d), dtype=np.float32)
+        out[:len(Vt)] = Vt[:k]
+        return out
+    rng = np.random.default_rng(seed)
+    Y = Xc @ rng.standard_normal((d, min(d, k + 16))).astype(np.float32)
+    for _ in range(4):
+        Y = np.linalg.qr(Y.astype(np.float64))[0].astype(np.float32)
+        Y = Xc @ (Xc.T @ Y)
+    Y = np.linalg.qr(Y.astype(np.float64))[0].astype(np.float32)
+    B = Y.T @ Xc
+    _, _, Vt = np.linalg.svd(B.astype(np.float64), full_matrices=False)
+    return np.ascontiguousarray(Vt[:k], dtype=np.float32)

@@ -1,0 +1,608 @@
+"""MODEL2VEC (Achille et al. 2019, Sec. "MODEL2VEC"): learned model embeddings for model selection.
+
+A zoo holds M models, each with the embedding F_i of the task it was trained on. Ranking the
+models for a target task t by the asymmetric distance d_asym(F_i -> t) assumes that the training
+task's embedding says everything about the model; MODEL2VEC instead embeds model i as
+m_i = F_i + b_i, with the bias b_i learned from *transfer records* (task t_k, model i, measured
+error e_ki), and ranks by
+
+    score_i(t) = d_sym(m_i, t) - alpha * d_sym(m_i, t0)          (lower = better).
+
+Fit: for every record task with at least two recorded models, the softmax over those models of
+-score_i(t_k) / tau should match the soft target softmax(-e_ki / T) built from the measured errors
+(cross-entropy, reported as the KL divergence, averaged over tasks), plus an L2 pull of the
+biases towards zero so that a model with few records keeps its plain embedding.
+
+d_sym needs non-negative vectors, so the bias is parameterised multiplicatively,
+m_i = F_i * exp(c_i), and stored additively, b_i = m_i - F_i:
+
+- ``parameterisation="layer"`` (default): one log-scale per model and layer (``layer_sizes``
+  says how many filters each layer holds; without it, one log-scale per model). About 50
+  parameters per model for MobileNetV2's 17,056 filters, so a few dozen records suffice.
+- ``parameterisation="filter"``: one log-scale per model and filter (D per model): the full
+  freedom of the paper's b_i, which needs many records per model not to overfit.
+
+The penalty is ``l2 * sum_i mean_j c_ij^2`` over the filters j (a layer's log-scale counts once per
+filter it scales), the same for both parameterisations. Models without usable records get exactly
+b_i = 0. The score temperature tau is fitted jointly with the biases unless ``temperature`` fixes it.
+
+:func:`leave_one_task_out` measures selection quality on held-out tasks only; :func:`read_records`
+reads a records CSV into arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import weightedtau
+from torch.utils.checkpoint import checkpoint
+
+from .distance import ALPHA, symmetric
+from .embedding import Embedding, check_compatible
+from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError, Task2VecError
+
+PARAMETERISATIONS = ("layer", "filter")
+METHODS = ("asymmetric", "model2vec", "chance", "oracle")
+_CHUNK_ELEMENTS = 1 << 23  # pairs x filters per autograd chunk (64 MiB of float64)
+
+
+# --------------------------------------------------------------------------- differentiable d_sym
+
+def symmetric_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise d_sym of :func:`task2vec.distance.symmetric`, differentiable, broadcasting over rows.
+
+    Entries with a + b = 0 count as equal (0.5 / 0.5), the result is clipped to [0, 1] like the
+    numpy version. Use float64 tensors to match it to ~1e-15.
+    """
+    a, b = torch.broadcast_tensors(torch.atleast_2d(a), torch.atleast_2d(b))
+    s = a + b
+    zero = s <= 0
+    s = torch.where(zero, torch.ones_like(s), s)
+    an = torch.where(zero, torch.full_like(s, 0.5), a / s)
+    bn = torch.where(zero, torch.full_like(s, 0.5), b / s)
+    cos = (an * bn).sum(-1) / torch.sqrt((an * an).sum(-1) * (bn * bn).sum(-1))
+    return torch.clamp(1.0 - cos, 0.0, 1.0)
+
+
+def _pair_distances(m: torch.Tensor, tasks: torch.Tensor, mi: torch.Tensor, ti: torch.Tensor) -> torch.Tensor:
+    """d_sym(m[mi[k]], tasks[ti[k]]) for every k, in chunks (recomputed in backward) to bound memory."""
+    chunk = max(1, _CHUNK_ELEMENTS // m.shape[1])
+    if len(mi) <= chunk:
+        return symmetric_torch(m[mi], tasks[ti])
+    parts = [checkpoint(lambda mm, i, j: symmetric_torch(mm[i], tasks[j]), m, mi[s:s + chunk], ti[s:s + chunk],
+                        use_reentrant=False)
+             for s in range(0, len(mi), chunk)]
+    return torch.cat(parts)
+
+
+def _asym_scores(models: np.ndarray, tasks: np.ndarray, t0: np.ndarray, alpha: float) -> np.ndarray:
+    """(Q, M) matrix of d_asym(model_i -> task_q), float64 (numpy's d_sym)."""
+    penalty = alpha * np.atleast_1d(symmetric(models, t0))
+    return np.stack([np.atleast_1d(symmetric(models, t)) - penalty for t in tasks])
+
+
+# --------------------------------------------------------------------------- input checks
+
+def _matrix(x, name: str, cols: int | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise Task2VecError(f"{name} must be a numeric array ({exc})") from None
+    if a.ndim != 2 or 0 in a.shape:
+        raise Task2VecError(f"{name} must be a non-empty 2-D array (rows x filters), got shape {a.shape}")
+    if cols is not None and a.shape[1] != cols:
+        raise IncompatibleEmbeddingsError(f"{name} has {a.shape[1]} filters per row but the model vectors have {cols}")
+    _check_values(a, name)
+    return a
+
+
+def _vector(x, name: str, size: int) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise Task2VecError(f"{name} must be a numeric array ({exc})") from None
+    if a.shape != (size,):
+        if a.ndim == 1:
+            raise IncompatibleEmbeddingsError(f"{name} has {a.shape[0]} filters but the model vectors have {size}")
+        raise Task2VecError(f"{name} must be a 1-D vector of {size} filters, got shape {a.shape}")
+    _check_values(a[None], name)
+    return a
+
+
+def _check_values(a: np.ndarray, name: str) -> None:
+    for bad, what in ((~np.isfinite(a), "is not finite"), (a < 0, "is negative")):
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            where = f"{name}[{j}]" if a.shape[0] == 1 and name == "t0" else f"{name}[{i}, {j}]"
+            raise Task2VecError(f"{where} = {a[i, j].item()!r} {what} (embeddings must be finite and non-negative)")
+    empty = ~(a > 0).any(1)
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise Task2VecError(f"{name if name == 't0' else f'{name}[{i}]'} is all zeros (d_sym is undefined for it)")
+
+
+def _index_array(x, name: str, n: int, size: int) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1 or len(a) != size:
+        raise RecordsError(f"records {name} must be 1-D with {size} entries like the others, got shape {a.shape}")
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or (a != np.round(a)).any():
+            k = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
+            raise RecordsError(f"records {name}[{k}] = {a[k].item()!r} is not an integer index")
+    elif a.dtype.kind not in "iu":
+        raise RecordsError(f"records {name} must be integer indices, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    bad = (a < 0) | (a >= n)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise RecordsError(f"records {name}[{k}] = {a[k]} is out of range [0, {n})")
+    return a
+
+
+def _records(records, n_tasks: int, n_models: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate (task_idx, model_idx, error) arrays, or anything with those three attributes (:class:`Records`)."""
+    if all(hasattr(records, k) for k in ("task_idx", "model_idx", "error")):
+        ti, mi, e = records.task_idx, records.model_idx, records.error
+    else:
+        try:
+            ti, mi, e = records
+        except (TypeError, ValueError):
+            raise RecordsError("records must be three arrays (task_idx, model_idx, error) or a Records object") from None
+    try:
+        e = np.asarray(e, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise RecordsError(f"records error must be numeric ({exc})") from None
+    if e.ndim != 1:
+        raise RecordsError(f"records error must be 1-D, got shape {e.shape}")
+    if not len(e):
+        raise RecordsError("no records: need (task, model, error) triples to fit")
+    ti = _index_array(ti, "task_idx", n_tasks, len(e))
+    mi = _index_array(mi, "model_idx", n_models, len(e))
+    bad = ~np.isfinite(e) | (e < 0) | (e > 1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise RecordsError(f"records error[{k}] = {e[k].item()!r} is not an error rate in [0, 1]")
+    key = ti * n_models + mi
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        k = int(first[np.flatnonzero(counts > 1)[0]])
+        raise RecordsError(f"duplicate records for task {ti[k]} on model {mi[k]}")
+    return ti, mi, e
+
+
+def _groups(layer_sizes, dim: int, parameterisation: str) -> tuple[np.ndarray, np.ndarray]:
+    """(group of each filter, filters per group) for the chosen parameterisation."""
+    if layer_sizes is None:
+        return (np.arange(dim), np.ones(dim, dtype=np.int64)) if parameterisation == "filter" \
+            else (np.zeros(dim, dtype=np.int64), np.array([dim]))
+    sizes = np.asarray(layer_sizes)
+    if sizes.ndim != 1 or not len(sizes) or sizes.dtype.kind not in "iu" or (sizes <= 0).any():
+        raise Task2VecError(f"layer_sizes must be positive integers, got {list(np.atleast_1d(sizes))[:8]}")
+    if sizes.sum() != dim:
+        raise IncompatibleEmbeddingsError(f"layer_sizes add up to {int(sizes.sum())} filters but the vectors have {dim}")
+    if parameterisation == "filter":
+        return np.arange(dim), np.ones(dim, dtype=np.int64)
+    return np.repeat(np.arange(len(sizes)), sizes), sizes.astype(np.int64)
+
+
+def _positive(value, name: str, *, allow_none: bool = False, allow_zero: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise Task2VecError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- the model
+
+class Model2Vec:
+    """Learn model embeddings m_i = F_i * exp(c_i) so that d_asym(m_i -> t) ranks models like their errors.
+
+    Parameters
+    ----------
+    alpha: weight of the trivial-task term in d_asym (the paper's 0.15 by default).
+    l2: strength of the pull of the log-scales towards 0 (b_i = 0); the data term is a mean over
+        tasks, so a model recorded on few tasks is pulled back harder relative to its evidence.
+    temperature: tau of the predicted softmax(-score / tau); ``None`` fits it (from a
+        moment-matched start) jointly with the biases.
+    target_temperature: T of the target softmax(-error / T), in error units (0.01: one
+        percentage point of error is a factor e in the target weights).
+    parameterisation: ``"layer"`` (one log-scale per model and layer) or ``"filter"``.
+    max_iter: L-BFGS iterations (strong-Wolfe line search, float64, deterministic).
+    seed: kept for API symmetry; the fit starts from b = 0 and is deterministic.
+
+    Attributes after :meth:`fit`: ``model_embeddings_`` (M, D), ``biases_`` (M, D) = m - F,
+    ``log_scales_`` (M, groups), ``n_records_`` (M,) records per model that entered the fit,
+    ``temperature_``, ``loss_`` (objective at the end: KL + penalty), ``kl_`` and
+    ``kl_plain_`` (mean KL at the end and with b = 0 at the same tau), ``n_iter_``.
+    """
+
+    def __init__(self, alpha: float = ALPHA, *, l2: float = 1.0, temperature: float | None = None,
+                 target_temperature: float = 0.01, parameterisation: str = "layer", max_iter: int = 200,
+                 seed: int = 0):
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(alpha):
+            raise Task2VecError(f"alpha must be a finite number, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.l2 = _positive(l2, "l2", allow_zero=True)
+        self.temperature = _positive(temperature, "temperature", allow_none=True)
+        self.target_temperature = _positive(target_temperature, "target_temperature")
+        if parameterisation not in PARAMETERISATIONS:
+            raise Task2VecError(f"parameterisation must be one of {', '.join(PARAMETERISATIONS)}, "
+                                f"got {parameterisation!r}")
+        self.parameterisation = parameterisation
+        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+            raise Task2VecError(f"max_iter must be a positive integer, got {max_iter!r}")
+        self.max_iter = int(max_iter)
+        self.seed = int(seed)
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("alpha", "l2", "temperature", "target_temperature",
+                                              "parameterisation", "max_iter", "seed")}
+
+    def fit(self, model_vectors, task_vectors, records, t0, layer_sizes=None) -> "Model2Vec":
+        """Fit the biases on ``records`` = (task_idx, model_idx, error) (or a :class:`Records`).
+
+        ``model_vectors`` (M, D): the zoo's training-task embeddings F_i; ``task_vectors`` (T, D):
+        the record tasks' embeddings; ``t0`` (D,): the trivial task; ``layer_sizes``: filters per
+        layer (sum D) for the "layer" parameterisation.
+        """
+        F = _matrix(model_vectors, "model_vectors")
+        M, D = F.shape
+        X = _matrix(task_vectors, "task_vectors", D)
+        t0 = _vector(t0, "t0", D)
+        group, sizes = _groups(layer_sizes, D, self.parameterisation)
+        ti, mi, e = _records(records, len(X), M)
+        torch.manual_seed(self.seed)
+
+        # tasks with >= 2 recorded models carry ranking information; the others cannot move anything
+        _, inverse, per_task = np.unique(ti, return_inverse=True, return_counts=True)
+        used = per_task[inverse] >= 2
+        ti, mi, e, inverse = ti[used], mi[used], e[used], inverse[used]
+        rows = np.unique(inverse, return_inverse=True)[1]
+        n_rows = int(rows.max()) + 1 if len(rows) else 0
+        self.n_records_ = np.bincount(mi, minlength=M)
+        self.n_tasks_ = n_rows
+        self.layer_sizes_ = sizes.tolist() if self.parameterisation == "layer" else None
+        self.t0_ = t0
+
+        C = torch.zeros((M, len(sizes)), dtype=torch.float64)
+        tau = self.temperature
+        self.n_iter_, self.loss_, self.kl_, self.kl_plain_ = 0, 0.0, 0.0, 0.0
+        if n_rows:
+            C, tau = self._optimise(F, X, t0, group, sizes, ti, mi, e, rows, n_rows)
+        elif tau is None:
+            tau = 0.01
+        self.log_scales_ = C.detach().numpy().copy()
+        self.model_embeddings_ = F * np.exp(self.log_scales_[:, group])
+        self.biases_ = self.model_embeddings_ - F
+        self.temperature_ = float(tau)
+        return self
+
+    def _optimise(self, F, X, t0, group, sizes, ti, mi, e, rows, n_rows):
+        Ft, Xt, t0t = (torch.from_numpy(a) for a in (F, X, t0))
+        gt = torch.from_numpy(group)
+        weight = torch.from_numpy(sizes / sizes.sum())  # each log-scale counts once per filter it scales
+        mi_t, ti_t, rows_t = (torch.from_numpy(a) for a in (mi, ti, rows))
+        order = np.argsort(rows, kind="stable")  # position of each record within its task's row
+        cols = np.empty(len(rows), dtype=np.int64)
+        cols[order] = np.arange(len(rows)) - np.searchsorted(rows[order], rows[order])
+        cols_t = torch.from_numpy(cols)
+        width = int(cols.max()) + 1
+
+        target = torch.full((n_rows, width), -math.inf, dtype=torch.float64)
+        target[rows_t, cols_t] = torch.from_numpy(-e / self.target_temperature)
+        logq = torch.log_softmax(target, 1)[rows_t, cols_t]
+        q = logq.exp()
+
+        def scores(C):
+            m = Ft * torch.exp(C[:, gt])
+            return _pair_distances(m, Xt, mi_t, ti_t) - self.alpha * symmetric_torch(m, t0t)[mi_t]
+
+        def kl(score, tau):
+            logits = torch.full((n_rows, width), -math.inf, dtype=torch.float64)
+            logits = logits.index_put((rows_t, cols_t), -score / tau)
+            logp = torch.log_softmax(logits, 1)[rows_t, cols_t]
+            return (q * (logq - logp)).sum() / n_rows
+
+        C = torch.zeros((F.shape[0], len(sizes)), dtype=torch.float64, requires_grad=True)
+        with torch.no_grad():
+            plain = scores(C)
+        if self.temperature is None:  # start tau where the plain scores spread like -error / T
+            spread_s = _within_task_std(plain.numpy(), rows)
+            spread_e = _within_task_std(e, rows)
+            tau0 = self.target_temperature * spread_s / spread_e if spread_s > 0 and spread_e > 0 else 0.01
+            log_tau = torch.tensor(math.log(tau0), dtype=torch.float64, requires_grad=True)
+            params = [C, log_tau]
+        else:
+            log_tau = torch.tensor(math.log(self.temperature), dtype=torch.float64)
+            params = [C]
+
+        def objective():
+            return kl(scores(C), log_tau.exp()) + self.l2 * (weight * C * C).sum()
+
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.max_iter, history_size=20,
+                                tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = objective()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.n_iter_ = int(opt.state[params[0]].get("n_iter", 0))
+        with torch.no_grad():
+            tau = float(log_tau.exp())
+            self.loss_ = float(objective())
+            self.kl_ = float(kl(scores(C), tau))
+            self.kl_plain_ = float(kl(plain, tau))
+        return C.detach(), tau
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_embeddings_"):
+            raise Task2VecError("this Model2Vec is not fitted yet: call fit() first")
+
+    def score(self, task_vectors) -> np.ndarray:
+        """(Q, M) asymmetric distances d_asym(m_i -> t_q) with the learned embeddings (lower = better)."""
+        self._check_fitted()
+        X = np.asarray(task_vectors, dtype=np.float64) if not isinstance(task_vectors, Embedding) \
+            else task_vectors.vector
+        X = _matrix(X[None] if X.ndim == 1 else X, "task_vectors", self.model_embeddings_.shape[1])
+        return _asym_scores(self.model_embeddings_, X, self.t0_, self.alpha)
+
+    def rank(self, task_vectors) -> np.ndarray:
+        """(Q, M) model indices, best first, for each task."""
+        return np.argsort(self.score(task_vectors), axis=1, kind="stable")
+
+
+def _within_task_std(values: np.ndarray, rows: np.ndarray) -> float:
+    centred = values - (np.bincount(rows, values) / np.bincount(rows))[rows]
+    return float(np.sqrt(np.mean(centred ** 2)))
+
+
+# --------------------------------------------------------------------------- held-out evaluation
+
+def _chance_tau(acc: np.ndarray, n_perm: int = 500, seed: int = 0) -> float:
+    """Expected weighted tau of a uniformly random ranking (exact up to 6 models, else seeded sampling)."""
+    n = len(acc)
+    if n <= 6:
+        perms = itertools.permutations(range(n))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = (rng.permutation(n) for _ in range(n_perm))
+    taus = [weightedtau(np.asarray(p, dtype=float), acc).correlation for p in perms]
+    return float(np.nanmean(taus)) if not np.isnan(taus).all() else math.nan
+
+
+def _record(row: dict, n: int, err: np.ndarray, picked: np.ndarray, tau: float, pick=np.nan) -> None:
+    """Store task n's measures for one method; ``picked`` holds the picked model's error, or all
+    recorded errors for an expectation over a uniformly random pick."""
+    best = err.min()
+    row["pick"][n] = pick
+    row["regret"][n] = picked.mean() - best
+    row["relative_error_increase"][n] = ((picked - best) / best).mean() if best > 0 else np.nan
+    row["top1"][n] = (picked == best).mean()
+    row["weighted_tau"][n] = tau
+
+
+def leave_one_task_out(model_vectors, task_vectors, records, t0, alpha: float = ALPHA, *, layer_sizes=None,
+                       **fit_kw) -> dict:
+    """Held-out model-selection quality of plain d_asym vs MODEL2VEC (plus chance and oracle).
+
+    For every task with >= 2 recorded models, MODEL2VEC is fitted on the records of all *other*
+    tasks, and each method picks the recorded model with the lowest score for the held-out task.
+    Per method: ``relative_error_increase`` = mean (e_pick - e_best) / e_best (the paper's Table 1;
+    over tasks with e_best > 0), ``regret`` = mean e_pick - e_best, ``top1`` = fraction of tasks where
+    the pick is a best model, ``weighted_tau`` = mean ``scipy.stats.weightedtau(-score, 1 - error)``.
+    "chance" reports expectations under a uniformly random pick / ranking; "oracle" picks the best.
+
+    Returns ``{"tasks", "n_tasks", "n_relative", "n_skipped", "n_fallback", "summary", "per_task"}``:
+    ``summary[method][measure]`` floats and ``per_task[method][measure]`` arrays over ``tasks``.
+    ``n_fallback`` counts held-out tasks whose training records were empty (plain embeddings used).
+    """
+    F = _matrix(model_vectors, "model_vectors")
+    X = _matrix(task_vectors, "task_vectors", F.shape[1])
+    t0 = _vector(t0, "t0", F.shape[1])
+    ti, mi, e = _records(records, len(X), len(F))
+    Model2Vec(alpha, **fit_kw)  # validate the settings before the first fit
+    _groups(layer_sizes, F.shape[1], fit_kw.get("parameterisation", "layer"))
+    counts = np.bincount(ti, minlength=len(X))
+    held = np.flatnonzero(counts >= 2)
+    if not len(held):
+        raise RecordsError("no task has records for two or more models: nothing to select between")
+
+    plain = _asym_scores(F, X[held], t0, alpha)
+    measures = ("pick", "relative_error_increase", "regret", "top1", "weighted_tau")
+    per = {m: {k: np.full(len(held), np.nan) for k in measures} for m in METHODS}
+    n_fallback, n_relative = 0, 0
+    for n, h in enumerate(held):
+        here = ti == h
+        models, err = mi[here], e[here]
+        acc = 1.0 - err
+        n_relative += bool(err.min() > 0)
+        train = ~here
+        if train.any():
+            fitted = Model2Vec(alpha, **fit_kw).fit(F, X, (ti[train], mi[train], e[train]), t0, layer_sizes)
+            learned = fitted.score(X[h])[0]
+        else:
+            learned, n_fallback = plain[n], n_fallback + 1
+        for method, s in (("asymmetric", plain[n]), ("model2vec", learned)):
+            k = int(np.argmin(s[models]))
+            _record(per[method], n, err, err[[k]], weightedtau(-s[models], acc).correlation, models[k])
+        _record(per["chance"], n, err, err, _chance_tau(acc))
+        best = int(np.argmin(err))
+        _record(per["oracle"], n, err, err[[best]], weightedtau(acc, acc).correlation, models[best])
+
+    def mean(x):
+        return float(np.nanmean(x)) if not np.isnan(x).all() else math.nan
+
+    summary = {m: {k: mean(per[m][k]) for k in measures if k != "pick"} for m in METHODS}
+    return {"tasks": held, "n_tasks": len(held), "n_relative": n_relative,
+            "n_skipped": int(((counts > 0) & (counts < 2)).sum()), "n_fallback": n_fallback,
+            "summary": summary, "per_task": per}
+
+
+# --------------------------------------------------------------------------- records files
+
+@dataclass
+class Records:
+    """Transfer records read from a CSV: ``error[k]`` of model ``models[model_idx[k]]`` on task ``tasks[task_idx[k]]``."""
+
+    tasks: list[str]
+    models: list[str]
+    task_idx: np.ndarray
+    model_idx: np.ndarray
+    error: np.ndarray
+    embeddings: list[Embedding] = field(repr=False, default_factory=list)
+
+    @property
+    def task_vectors(self) -> np.ndarray:
+        return np.stack([emb.vector for emb in self.embeddings])
+
+    @property
+    def layer_sizes(self) -> list[int] | None:
+        """Filters per layer, from the task embeddings' metadata (None if they do not say)."""
+        layers = self.embeddings[0].meta.get("layers") if self.embeddings else None
+        return [int(layer["filters"]) for layer in layers] if layers else None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.task_idx, self.model_idx, self.error
+
+    def __len__(self) -> int:
+        return len(self.error)
+
+
+def read_records(csv_path: str | os.PathLike, *, model_ids: Sequence[str] | None = None,
+                 tasks: Mapping[str, str | os.PathLike | Embedding] | None = None, like: Embedding | None = None,
+                 scale: str = "auto") -> Records:
+    """Read a records CSV with columns ``task``, ``model`` and ``error`` or ``accuracy``.
+
+    ``task``: a task embedding file (relative to the CSV's folder, or absolute), or a name in the
+    ``tasks`` mapping (name -> embedding file or :class:`Embedding`); the mapping wins.
+    ``model``: a model id; with ``model_ids`` (the zoo's ids) ``model_idx`` indexes that list and
+    unknown ids are errors, otherwise the ids in order of first appearance.
+    ``error`` / ``accuracy``: ``scale="fraction"`` (in [0, 1]), ``"percent"`` (in [0, 100]) or
+    ``"auto"`` (percent if any value exceeds 1); accuracy is stored as error = 1 - accuracy.
+    ``like``: an embedding (e.g. the zoo's) that every task embedding must be comparable with.
+    Any problem is a one-line :class:`RecordsError`.
+    """
+    path = Path(csv_path)
+    if scale not in ("auto", "fraction", "percent"):
+        raise RecordsError(f"scale must be auto, fraction or percent, got {scale!r}")
+    if not path.is_file():
+        raise RecordsError(f"records file {str(path)!r} does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            table = [row for row in csv.reader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RecordsError(f"records file {str(path)!r} cannot be read as CSV ({type(exc).__name__})") from None
+    lines = [(n, row) for n, row in enumerate(table, 1) if any(cell.strip() for cell in row)]
+    if not lines:
+        raise RecordsError(f"records file {str(path)!r} is empty")
+    (_, header), body = lines[0], lines[1:]
+    header = [h.strip().lower() for h in header]
+    if len(set(header)) != len(header):
+        raise RecordsError(f"{path.name}: repeated column names in header {header}")
+    missing = [c for c in ("task", "model") if c not in header]
+    values = [c for c in ("error", "accuracy") if c in header]
+    if missing or len(values) != 1:
+        need = missing + ([] if len(values) == 1 else ["exactly one of error/accuracy"])
+        raise RecordsError(f"{path.name}: missing column(s) {', '.join(need)} (header: {','.join(header)})")
+    value_col = values[0]
+    col = {c: header.index(c) for c in ("task", "model", value_col)}
+    if not body:
+        raise RecordsError(f"{path.name}: no records below the header")
+
+    model_index: dict[str, int] = {}
+    if model_ids is not None:
+        for i, m in enumerate(model_ids):
+            if str(m) in model_index:
+                raise RecordsError(f"model_ids lists {str(m)!r} twice")
+            model_index[str(m)] = i
+    known = model_ids is not None
+    mapping = dict(tasks or {})
+
+    names: list[str] = []
+    embeddings: list[Embedding] = []
+    identity: dict[Any, int] = {}
+    seen: dict[tuple[int, int], int] = {}
+    ti, mi, raw = [], [], []
+    for line, row in body:
+        if len(row) != len(header):
+            raise RecordsError(f"{path.name} line {line}: {len(row)} fields, the header has {len(header)}")
+        task, model, text = (row[col[c]].strip() for c in ("task", "model", value_col))
+        if not task or not model:
+            raise RecordsError(f"{path.name} line {line}: empty {'task' if not task else 'model'}")
+        try:
+            value = float(text)
+        except ValueError:
+            raise RecordsError(f"{path.name} line {line}: {value_col} {text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise RecordsError(f"{path.name} line {line}: {value_col} {text!r} is not a non-negative finite number")
+        if model not in model_index:
+            if known:
+                raise RecordsError(f"{path.name} line {line}: unknown model id {model!r} "
+                                   f"(not among the zoo's {len(model_index)} models)")
+            model_index[model] = len(model_index)
+        k = _task_index(task, mapping, path, line, identity, names, embeddings)
+        key = (k, model_index[model])
+        if key in seen:
+            raise RecordsError(f"{path.name} lines {seen[key]} and {line}: duplicate record for task {task!r} "
+                               f"on model {model!r}")
+        seen[key] = line
+        ti.append(k)
+        mi.append(model_index[model])
+        raw.append((line, text, value))
+
+    v = np.array([r[2] for r in raw])
+    percent = scale == "percent" or (scale == "auto" and (v > 1).any())
+    top = 100.0 if percent else 1.0
+    over = np.flatnonzero(v > top)
+    if len(over):
+        line, text, _ = raw[over[0]]
+        unit = "a percentage" if percent else "a fraction (use scale='percent' for percentages)"
+        raise RecordsError(f"{path.name} line {line}: {value_col} {text!r} is out of range for {unit}")
+    v = v / top
+    error = 1.0 - v if value_col == "accuracy" else v
+
+    try:
+        check_compatible(*([like] if like is not None else []), *embeddings)
+    except IncompatibleEmbeddingsError as exc:
+        raise RecordsError(f"{path.name}: task embeddings are not comparable: {exc}") from exc
+    models = list(model_index) if not known else [str(m) for m in model_ids]
+    return Records(names, models, np.array(ti, dtype=np.int64), np.array(mi, dtype=np.int64), error, embeddings)
+
+
+def _task_index(task: str, mapping: dict, csv_path: Path, line: int, identity: dict, names: list,
+                embeddings: list) -> int:
+    """Index of ``task`` in ``names``/``embeddings``, loading it on first sight (same file = same task)."""
+    source = mapping.get(task, None)
+    if source is None:
+        source = Path(task) if Path(task).is_absolute() else csv_path.parent / task
+        if not source.is_file():
+            raise RecordsError(f"{csv_path.name} line {line}: task {task!r} is neither an embedding file "
+                               f"(looked for {str(source)!r}) nor a name in the task mapping")
+    key = id(source) if isinstance(source, Embedding) else ("file", str(Path(source).resolve()))
+    if key in identity:
+        return identity[key]
+    if isinstance(source, Embedding):
+        emb = source
+    else:
+        try:
+            emb = Embedding.load(source)
+        except EmbeddingFileError as exc:
+            raise RecordsError(f"{csv_path.name} line {line}: task {task!r}: {exc}") from exc
+    identity[key] = len(names)
+    names.append(task)
+    embeddings.append(emb)
+    return identity[key]
