@@ -218,7 +218,7 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
                                     "print their leave-one-task-out selection quality, and store them in the zoo.")
     p.add_argument("dir")
     p.add_argument("--records", required=True, metavar="CSV")
-    p.add_argument("--l2", type=float, default=1.0, help="pull of the biases toward 0 (default 1)")
+    p.add_argument("--l2", type=float, default=0.1, help="pull of the biases toward 0 (default 0.1)")
     p.add_argument("--parameterisation", choices=("layer", "filter"), default="layer")
     p.set_defaults(func=cmd_zoo_fit_model2vec)
 
