@@ -11,22 +11,38 @@ The surrogate. Write r_j = log a_j - log b_j. With p_j = a_j / (a_j + b_j) = sig
 d_sym(a, b) = 1 - cos(p, 1 - p), and to second order in the spread of r,
 d_sym(a, b) ~ Var_j(r_j) / 2. So with
 
-    x(a) = (log(a + eps) - mean_j log(a_j + eps)) / sqrt(2 D)
+    x(a)_j = (log(a_j + f_j(a)) - mean_j' log(a_j' + f_j'(a))) / sqrt(2 D)
 
-||x(a) - x(b)||^2 ~ d_sym(a, b) (exact in the limit of small spread, an over-estimate for
-distant tasks, where d_sym saturates). ``eps`` (``eps_rel`` times the zoo's mean entry) keeps
-exact zeros finite. A scale ``s`` fitted on pairs of near zoo entries corrects the slope, so
+||x(a) - x(b)||^2 ~ d_sym(a, b): exact in the limit of small spread with no floor f. d_sym
+saturates (an entry's contribution is bounded, a zero against a non-zero counts like any large
+ratio) where the log does not, so each entry gets a floor f_j(a) = eps_rel * mean(a) * t_j,
+relative to the row's own scale (d_sym ignores scale) and to filter j's typical share t_j of a
+row (the mean of a_ij / mean(a_i) over sampled zoo rows): exact zeros stay finite and tiny
+entries cannot dominate.
 
-    surrogate score_i = s ||x(q) - x(m_i)||^2 - alpha c_i,     c_i = d_sym(m_i, t0) (exact, fitted)
+Two corrections, fitted at fit time. (1) Scale: d_sym is scale-invariant to second order, but
+a zero entry counts more as the two tasks' overall scales differ, while centred logs ignore
+scale; so the surrogate adds lambda (l(q) - l(m))^2, l(a) = mean_j log(a_j + f_j(a)), which is
+one more coordinate, sqrt(lambda) l. (2) The complexity term: with G = ||x(q) - x(m)||^2 and
+d_sym ~ a_q + s G near a query, d_asym ranks like G - w c with w = alpha / s. s is fitted by
+least squares; lambda and w (around alpha / s) are chosen on a small grid to maximise, over
+sampled zoo rows used as pseudo-queries against the sampled rows, the share of the exact top-10
+found among the 10 best surrogate scores. (On the synthetic zoo of benchmarks/bench_index.py
+at 100k entries, the 20 best surrogate scores held 36% of the true top-10 with lambda = 0 and
+95% with lambda = 0.0115; on the 256-filter zoo of tests/test_index.py any lambda > 0 lowered
+that share and the grid keeps lambda = 0.) The surrogate score
 
-which ranks like ||x(q) - x(m_i)||^2 - (alpha / s) c_i, a nearest-neighbour problem:
+    G_i + lambda (l(q) - l(m_i))^2 - w c_i,     c_i = d_sym(m_i, t0) (exact, fitted)
 
-- ``kind="flat"``: maximum inner product of q' = [x(q), 1] with m' = [2 x(m), -||x(m)||^2 + (alpha/s) c]
+is a nearest-neighbour problem on u(a) = [x(a), sqrt(lambda) l(a)]:
+
+- ``kind="flat"``: maximum inner product of q' = [u(q), 1] with m' = [2 u(m), -||u(m)||^2 + w c]
   (faiss ``IndexFlatIP``, exact for the surrogate);
-- ``kind="ivfpq"``: x is reduced by PCA to y (``pca_dim - 1`` components, trained on a sample)
-  and the index stores [y(m), z] with z^2 = ||x(m) - y(m)||^2_residual - (alpha/s) c + alpha/s,
-  queried with [y(q), 0]: the squared L2 distance is the surrogate with the PCA residual of the
-  model counted as if orthogonal to the query's (faiss ``IndexIVFPQ``, approximate).
+- ``kind="ivfpq"``: x is reduced by PCA to y (``pca_dim - 2`` components, trained on a sample)
+  and the index stores [y(m), sqrt(lambda) l(m), z] with z^2 = (squared PCA residual of x(m))
+  - w c + max(w, 0), queried with [y(q), sqrt(lambda) l(q), 0]: the squared L2 distance is the
+  surrogate (+ a constant) with the model's PCA residual counted as if orthogonal to the
+  query's (faiss ``IndexIVFPQ``, approximate).
 
 Candidates are then re-ranked with the exact d_asym (vectorised numpy, float64), and the
 returned scores are always exact. Ties are broken by index.
@@ -50,8 +66,14 @@ KINDS = ("flat", "ivfpq")
 DEVICES = ("auto", "cpu", "cuda")
 FLAT_EXACT_MAX = 20_000  # flat default: re-rank every entry up to this many
 IVFPQ_RERANK = 200  # ivfpq default number of exactly re-ranked candidates
-PCA_SAMPLE = 4096  # rows the PCA (and eps, scale) are fitted on
-CALIB_SAMPLE = 1024  # rows whose nearest neighbour pairs calibrate the surrogate's scale
+PCA_SAMPLE = 4096  # rows the PCA and the floor's filter shares are fitted on
+CALIB_QUERIES = 64  # sampled rows used as pseudo-queries to calibrate the surrogate
+CALIB_NEIGHBOURS = 100  # their surrogate-nearest sampled rows fit the slope s
+CALIB_MIN = 20  # fewer sampled rows: no calibration (s = 1, lambda = 0, w = alpha)
+CALIB_K = 10
+CALIB_LEVEL_GRID = (0.0, 0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04)
+CALIB_COMPLEXITY_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)  # times alpha / s
+GPU_MAX_K = 2048  # faiss GPU limit on k and nprobe
 _BLOCK = 2**18  # elements per block of exact scoring (cache-sized)
 _CHUNK = 2**23  # elements per chunk fetched from the zoo when streaming
 
@@ -63,7 +85,9 @@ def _sym_to(A: np.ndarray, q: np.ndarray, qzero: np.ndarray | None = None) -> np
 
     Same value as :func:`task2vec.distance.symmetric` (an entry with a + b = 0 counts as equal),
     computed from p = a / (a + b) alone: sum p(1-p) = S1 - sum p^2 and sum (1-p)^2 = D - 2 S1 + sum p^2.
-    Rows where p is mostly near 1 (cancellation) are recomputed directly.
+    Rows where p is mostly near 1 (cancellation) are recomputed directly. Each row's value is the
+    same bits whatever rows it is computed with (plain row reductions, no BLAS), so results are
+    reproducible across chunkings and candidate sets.
     """
     q = np.asarray(q, dtype=np.float64)
     if qzero is None:
@@ -71,26 +95,29 @@ def _sym_to(A: np.ndarray, q: np.ndarray, qzero: np.ndarray | None = None) -> np
     n, D = A.shape
     out = np.empty(n, dtype=np.float64)
     step = max(1, _BLOCK // D)
+    buf_a, buf_p = np.empty((min(step, n), D)), np.empty((min(step, n), D))
     for a in range(0, n, step):
-        blk = A[a:a + step]
-        s = blk + q  # float64
+        m = min(step, n - a)
+        x, p = buf_a[:m], buf_p[:m]
+        x[...] = A[a:a + m]
+        np.add(x, q, out=p)
         if qzero.size:
-            sz = s[:, qzero]
-            s[:, qzero] = np.where(sz > 0, sz, 1.0)
-        p = np.divide(blk, s, out=s)
+            sz = p[:, qzero]
+            p[:, qzero] = np.where(sz > 0, sz, 1.0)
+        np.divide(x, p, out=p)
         if qzero.size:
-            p[:, qzero] = np.where(blk[:, qzero] > 0, 1.0, 0.5)
-        na = np.einsum("ij,ij->i", p, p)
+            p[:, qzero] = np.where(x[:, qzero] > 0, 1.0, 0.5)
         s1 = p.sum(1)
+        na = np.multiply(p, p, out=x).sum(1)
         num = s1 - na
         nb = D - 2.0 * s1 + na
         near1 = s1 > 0.9 * D
         if near1.any():
             pr = p[near1]
             r = 1.0 - pr
-            num[near1] = np.einsum("ij,ij->i", pr, r)
-            nb[near1] = np.einsum("ij,ij->i", r, r)
-        out[a:a + step] = 1.0 - num / np.sqrt(na * nb)
+            num[near1] = (pr * r).sum(1)
+            nb[near1] = (r * r).sum(1)
+        out[a:a + m] = 1.0 - num / np.sqrt(na * nb)
     return np.clip(out, 0.0, 1.0)
 
 
@@ -269,23 +296,28 @@ class AsymmetricIndex:
         ``"ivfpq"`` (PCA + IVF-PQ surrogate search, for zoos of ~1M entries and more).
     rerank: candidates re-ranked exactly per query. Default: flat, every entry up to 20,000
         entries, else max(1000, N // 50); ivfpq, 200. Read at search time (can be changed after fit).
-    pca_dim: dimension of the IVF-PQ vectors (``pca_dim - 1`` PCA components + 1 for the
-        complexity term); a multiple of ``pq_m``.
+    pca_dim: dimension of the IVF-PQ vectors (``pca_dim - 2`` PCA components, the scale
+        coordinate and the complexity coordinate); a multiple of ``pq_m``.
     nlist: IVF lists (default ~4 sqrt(N), at most N / 39); pq_m: PQ bytes per vector;
-    nprobe: lists visited per query (read at search time).
+    nprobe: lists visited per query (read at search time; 64 of the default 4,000 lists at 1M
+        entries gave recall@10 0.975 where 16 gave 0.865, see benchmarks/README.md).
     device: ``"auto"`` (faiss GPU index when faiss has GPU support and CUDA is available, else
         CPU), ``"cpu"`` or ``"cuda"``. Exact re-ranking always runs on the CPU.
-    eps_rel: floor added before the log of the surrogate, relative to the zoo's mean entry.
+    eps_rel: the surrogate's floor, relative to each row's mean and each filter's typical share
+        (0.1 ranked best on the real and synthetic zoos measured; see benchmarks/README.md).
     seed: sampling for PCA / training / calibration.
 
-    Learned attributes: ``n_``, ``dim_``, ``complexity_`` (N,) = d_sym(m_i, t0), ``eps_``,
-    ``scale_`` (surrogate slope s), ``index_`` (the faiss index; None for a flat index that
-    re-ranks every entry), ``vectors_`` (the zoo, kept by reference for re-ranking: keep it
-    alive and unchanged), ``device_``, ``nlist_`` and ``pca_mean_``/``pca_components_`` (ivfpq).
+    Learned attributes: ``n_``, ``dim_``, ``complexity_`` (N,) = d_sym(m_i, t0),
+    ``filter_scale_`` (D,) (t_j of the floor), ``scale_`` (s), ``level_weight_`` (lambda),
+    ``complexity_weight_`` (w), ``calibration_recall_`` (calibrated when a faiss index is built,
+    else on the first :meth:`surrogate_scores` call; until then 1, 0, alpha, None), ``index_``
+    (the faiss index; None for a flat index that re-ranks every entry), ``vectors_`` (the zoo,
+    kept by reference for re-ranking: keep it alive and unchanged), ``device_``, ``nlist_`` and
+    ``pca_mean_``/``pca_components_`` (ivfpq).
     """
 
     def __init__(self, t0, alpha: float = ALPHA, *, kind: str = "flat", rerank: int | None = None,
-                 pca_dim: int = 64, nlist: int | None = None, pq_m: int = 16, nprobe: int = 16,
+                 pca_dim: int = 64, nlist: int | None = None, pq_m: int = 16, nprobe: int = 64,
                  device: str = "auto", eps_rel: float = 0.1, seed: int = 0):
         self.t0 = _check_vector(t0, "t0")
         self.alpha = _check_alpha(alpha)
@@ -299,8 +331,8 @@ class AsymmetricIndex:
         self.nlist = _positive_int(nlist, "nlist", allow_none=True)
         self.pq_m = _positive_int(pq_m, "pq_m")
         self.nprobe = _positive_int(nprobe, "nprobe")
-        if kind == "ivfpq" and (self.pca_dim < 2 or self.pca_dim % self.pq_m):
-            raise SearchIndexError(f"pca_dim {pca_dim} must be >= 2 and a multiple of pq_m {pq_m}")
+        if kind == "ivfpq" and (self.pca_dim < 3 or self.pca_dim % self.pq_m):
+            raise SearchIndexError(f"pca_dim {pca_dim} must be >= 3 and a multiple of pq_m {pq_m}")
         if not (isinstance(eps_rel, (int, float)) and 0 < eps_rel < math.inf):
             raise SearchIndexError(f"eps_rel must be a positive number, got {eps_rel!r}")
         self.eps_rel = float(eps_rel)
@@ -324,15 +356,29 @@ class AsymmetricIndex:
         self.n_, self.dim_ = n, d
         share = (sample / sample.mean(1, keepdims=True)).mean(0)  # mean of each filter's share
         self.filter_scale_ = np.maximum(share, 1e-6).astype(np.float32)
-        X_sample = self._surrogate(sample)
-        self.scale_ = self._calibrate(sample, X_sample, rng)
+        X_sample, level = self._log_rows(sample)
+        self.level_mean_ = float(level.mean())
+        self.scale_, self.level_weight_ = 1.0, 0.0
+        self.complexity_weight_, self.calibration_recall_ = self.alpha, None
         self.vectors_ = vectors
         self.index_ = None
+        self._uncalibrated = sample_idx
         if self.kind == "flat":
-            self._fit_flat(vectors, n, d)
+            self._fit_flat(vectors, n, d, sample, X_sample, level)
         else:
-            self._fit_ivfpq(vectors, n, d, X_sample, rng)
+            self._fit_ivfpq(vectors, n, d, sample, X_sample, level, rng)
         return self
+
+    def _ensure_calibrated(self, sample=None, X=None, level=None) -> None:
+        """Calibrate the surrogate, once: at fit when a faiss index is built, else on first use of
+        :meth:`surrogate_scores` (an exhaustive flat index never uses the surrogate)."""
+        if self._uncalibrated is None:
+            return
+        if sample is None:
+            sample = _fetch(self.vectors_, self._uncalibrated)
+            X, level = self._log_rows(sample)
+        self._calibrate(sample, X, level - self.level_mean_, np.random.default_rng(self.seed + 1))
+        self._uncalibrated = None
 
     def _resolve_device(self) -> str:
         import faiss
@@ -347,74 +393,112 @@ class AsymmetricIndex:
             raise SearchIndexError("device 'cuda' requested but faiss has no GPU support or CUDA is unavailable")
         return "cuda" if cuda else "cpu"
 
-    def _surrogate(self, rows: np.ndarray) -> np.ndarray:
-        """x(a) = centred log(a_j + eps_rel mean(a) t_j) / sqrt(2 D), float32."""
+    def _log_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x(a) = centred log(a_j + eps_rel mean(a) t_j) / sqrt(2 D) (float32) and the mean log l(a)."""
         A = np.asarray(rows, dtype=np.float32)
         L = A.mean(1, keepdims=True) * (np.float32(self.eps_rel) * self.filter_scale_)
         L += A
         np.log(L, out=L)
-        L -= L.mean(1, keepdims=True)
+        level = L.mean(1, keepdims=True)
+        L -= level
         L *= np.float32(1.0 / math.sqrt(2 * rows.shape[1]))
-        return L
+        return L, level[:, 0].astype(np.float64)
 
-    def _calibrate(self, sample: np.ndarray, X: np.ndarray, rng) -> float:
-        """Median of d_sym / ||x - x'||^2 over (sampled entry, its surrogate-nearest sampled entry)."""
-        m = min(len(X), CALIB_SAMPLE)
-        if m < 2:
-            return 1.0
-        pick = np.sort(rng.choice(len(X), size=m, replace=False))
-        Xs = X[pick]
-        sq = np.einsum("ij,ij->i", Xs, Xs)
-        G = sq[:, None] + sq[None] - 2 * (Xs @ Xs.T)  # float32: only to find each row's neighbour
-        np.fill_diagonal(G, np.inf)
-        nn = G.argmin(1)
-        diff = Xs.astype(np.float64) - Xs[nn]
-        g = np.einsum("ij,ij->i", diff, diff)
-        ok = g > 1e-12  # duplicates say nothing about the slope
-        if not ok.any():
-            return 1.0
-        rows = sample[pick]
-        exact = np.array([_sym_to(rows[i:i + 1], rows[j])[0] for i, j in zip(np.flatnonzero(ok), nn[ok])])
-        ratio = exact / g[ok]
-        ratio = ratio[ratio > 0]
-        return float(np.median(ratio)) if ratio.size else 1.0
+    def _surrogate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x(a), sqrt(lambda) (l(a) - mean l)): squared distances of [x, level] are G + lambda dl^2."""
+        X, level = self._log_rows(rows)
+        return X, (math.sqrt(self.level_weight_) * (level - self.level_mean_)).astype(np.float32)
 
-    def _fit_flat(self, vectors, n: int, d: int) -> None:
+    def _calibrate(self, sample: np.ndarray, X: np.ndarray, level: np.ndarray, rng) -> None:
+        """Fit the surrogate's slope s and choose its weights (lambda, w) on pseudo-queries.
+
+        P sampled rows act as queries against the whole sample (exact d_asym for every pair).
+        s: least squares d_sym ~ a_q + s G over each pseudo-query's CALIB_NEIGHBOURS surrogate-
+        nearest rows. (lambda, w): the grid point whose k best candidates by G + lambda dl^2 - w c
+        hold the most of the exact top-k (k = 10, fewer under 100 sampled rows); ties go to the
+        smaller lambda, then to w nearest alpha / s. Sets scale_, level_weight_ (lambda),
+        complexity_weight_ (w) and calibration_recall_ (that share; None when not calibrated).
+        """
+        n, d = sample.shape
+        P = min(CALIB_QUERIES, n)
+        if n < CALIB_MIN:
+            return
+        qi = np.sort(rng.choice(n, size=P, replace=False))
+        if P * n * d > 2e8:  # fused multi-threaded kernel (float32 arithmetic): plenty for calibrating
+            S = symmetric_matrix(sample, sample[qi]).T
+        else:
+            S = np.stack([_sym_to(sample, sample[i]) for i in qi])
+        G = np.einsum("ij,ij->i", X, X)[None] - 2 * (X[qi] @ X.T)
+        G += np.einsum("ij,ij->i", X[qi], X[qi])[:, None]
+        G[np.arange(P), qi] = np.inf
+        T = min(CALIB_NEIGHBOURS, n - 1)
+        near = np.argpartition(G, T - 1, axis=1)[:, :T]
+        design = np.zeros((P * T, P + 1))
+        design[np.arange(P * T), np.repeat(np.arange(P), T)] = 1.0
+        design[:, P] = np.take_along_axis(G, near, 1).ravel()
+        slope = float(np.linalg.lstsq(design, np.take_along_axis(S, near, 1).ravel(), rcond=None)[0][P])
+        if math.isfinite(slope) and slope > 0:
+            self.scale_ = slope
+        c = _sym_to(sample, self.t0)
+        E = S - self.alpha * c[None]
+        E[np.arange(P), qi] = np.inf
+        k = max(1, min(CALIB_K, n // 10))
+        truth = np.argpartition(E, k - 1, axis=1)[:, :k]
+        D2 = (level[qi][:, None] - level[None]) ** 2
+        w0 = self.alpha / self.scale_
+        best = None
+        for lam in CALIB_LEVEL_GRID:
+            for f in CALIB_COMPLEXITY_GRID:
+                F = G + lam * D2 - f * w0 * c[None]
+                cand = np.argpartition(F, k - 1, axis=1)[:, :k]
+                hit = np.mean([np.isin(t, cc).mean() for t, cc in zip(truth, cand)])
+                key = (-hit, lam, abs(f - 1.0))
+                if best is None or key < best[0]:
+                    best = (key, lam, f * w0)
+        self.level_weight_, self.complexity_weight_ = best[1], best[2]
+        self.calibration_recall_ = -best[0][0]
+
+    def _fit_flat(self, vectors, n: int, d: int, sample, X_sample, level) -> None:
         rerank = self._rerank(n)
         build = rerank < n
         c = np.empty(n)
         if build:
             import faiss
 
-            index = faiss.IndexFlatIP(d + 1)
-        w = self.alpha / self.scale_
+            self._ensure_calibrated(sample, X_sample, level)
+
+            index = faiss.IndexFlatIP(d + 2)
+        w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
             c[idx] = _sym_to(rows, self.t0)
             if build:
-                X = self._surrogate(rows)
-                aug = np.empty((len(X), d + 1), dtype=np.float32)
+                X, lev = self._surrogate(rows)
+                aug = np.empty((len(X), d + 2), dtype=np.float32)
                 aug[:, :d] = 2 * X
-                aug[:, d] = -np.einsum("ij,ij->i", X, X) + w * c[idx]
+                aug[:, d] = 2 * lev
+                aug[:, d + 1] = -np.einsum("ij,ij->i", X, X) - lev * lev + w * c[idx]
                 index.add(aug)
         self.complexity_ = c
         if build:
             self.index_ = self._to_device(index)
 
-    def _fit_ivfpq(self, vectors, n: int, d: int, X_sample: np.ndarray, rng) -> None:
+    def _fit_ivfpq(self, vectors, n: int, d: int, sample, X_sample, level, rng) -> None:
         import faiss
 
-        ncomp = min(self.pca_dim - 1, d, len(X_sample))
+        self._ensure_calibrated(sample, X_sample, level)
+        ncomp = min(self.pca_dim - 2, d, len(X_sample))
         self.pca_mean_ = X_sample.mean(0)
         self.pca_components_ = _top_components(X_sample - self.pca_mean_, ncomp, self.seed)
         self.nlist_ = self.nlist or max(1, min(int(round(4 * math.sqrt(n))), n // 39))
         Y = np.zeros((n, self.pca_dim), dtype=np.float32)
         c = np.empty(n)
-        w = self.alpha / self.scale_
+        w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
             c[idx] = _sym_to(rows, self.t0)
-            y, r2 = self._project(rows)
+            y, r2, lev = self._project(rows)
             Y[idx, :ncomp] = y
-            Y[idx, -1] = np.sqrt(np.maximum(r2 - w * c[idx] + w, 0.0))
+            Y[idx, -2] = lev
+            Y[idx, -1] = np.sqrt(np.maximum(r2 - w * c[idx] + max(w, 0.0), 0.0))  # c in [0, 1]
         self.complexity_ = c
         quantizer = faiss.IndexFlatL2(self.pca_dim)
         index = faiss.IndexIVFPQ(quantizer, self.pca_dim, self.nlist_, self.pq_m, 8)
@@ -431,13 +515,13 @@ class AsymmetricIndex:
             index.add(Y[a:a + step])
         self.index_ = self._to_device(index)
 
-    def _project(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """PCA coordinates y of x(rows) and the squared norm of the PCA residual."""
-        Xc = self._surrogate(rows)
+    def _project(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """PCA coordinates y of x(rows), the squared norm of the PCA residual, the level coordinate."""
+        Xc, lev = self._surrogate(rows)
         Xc -= self.pca_mean_
         y = Xc @ self.pca_components_.T
         r2 = np.einsum("ij,ij->i", Xc, Xc) - np.einsum("ij,ij->i", y, y)
-        return y, np.maximum(r2, 0.0).astype(np.float64)
+        return y, np.maximum(r2, 0.0).astype(np.float64), lev
 
     def _to_device(self, index):
         if self.device_ != "cuda":
@@ -465,20 +549,25 @@ class AsymmetricIndex:
         if self.index_ is None:  # flat, every entry re-ranked: brute force
             return self._exhaustive(Q, k)
         n_cand = max(self._rerank(self.n_), k)
+        if self.device_ == "cuda" and n_cand > GPU_MAX_K:
+            raise SearchIndexError(f"faiss GPU indexes return at most {GPU_MAX_K} candidates, rerank is {n_cand} "
+                                   "(lower rerank or use device='cpu')")
         if self.kind == "flat":
-            X = self._surrogate(Q)
-            qv = np.hstack([X, np.ones((len(X), 1), np.float32)])
+            X, lev = self._surrogate(Q)
+            qv = np.hstack([X, lev[:, None], np.ones((len(X), 1), np.float32)])
         else:
             self._set_nprobe(self.nprobe)
             qv = np.zeros((len(Q), self.pca_dim), dtype=np.float32)
-            qv[:, :self.pca_components_.shape[0]] = self._project(Q)[0]
+            y, _, lev = self._project(Q)
+            qv[:, :y.shape[1]] = y
+            qv[:, -2] = lev
         _, cand = self.index_.search(np.ascontiguousarray(qv), n_cand)
         scores = np.empty((len(Q), k))
         indices = np.empty((len(Q), k), dtype=np.int64)
         for j, q in enumerate(Q):
             ids = np.unique(cand[j][cand[j] >= 0])  # sorted
             if len(ids) < k:  # IVF lists visited held too few entries: visit all
-                self._set_nprobe(self.nlist_)
+                self._set_nprobe(self.nlist_ if self.device_ != "cuda" else min(self.nlist_, GPU_MAX_K))
                 _, more = self.index_.search(np.ascontiguousarray(qv[j:j + 1]), n_cand)
                 self._set_nprobe(self.nprobe)
                 ids = np.unique(more[0][more[0] >= 0])
@@ -508,17 +597,19 @@ class AsymmetricIndex:
         return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
 
     def surrogate_scores(self, queries) -> np.ndarray:
-        """The flat surrogate s ||x(q) - x(m_i)||^2 - alpha c_i for every entry (Q, N): a diagnostic
-        for small zoos (dense, full dimension)."""
+        """The flat surrogate s (||x(q) - x(m_i)||^2 - w c_i) for every entry (Q, N), which tracks
+        d_asym up to a constant per query: a diagnostic for small zoos (dense, full dimension)."""
         if not hasattr(self, "n_"):
             raise SearchIndexError("search before fit: call fit(vectors) first")
         Q = _check_queries(queries, self.dim_)
-        Xq = self._surrogate(Q).astype(np.float64)
+        self._ensure_calibrated()
+        Xq = np.hstack([a.reshape(len(Q), -1) for a in self._surrogate(Q)]).astype(np.float64)
         out = np.empty((len(Q), self.n_))
         for idx in _chunks(self.n_, self.dim_):
-            Xm = self._surrogate(_fetch(self.vectors_, idx)).astype(np.float64)
+            Xm = np.hstack([a.reshape(len(idx), -1) for a in self._surrogate(_fetch(self.vectors_, idx))])
+            Xm = Xm.astype(np.float64)
             G = (Xq * Xq).sum(1)[:, None] + (Xm * Xm).sum(1)[None] - 2 * Xq @ Xm.T
-            out[:, idx] = self.scale_ * G - self.alpha * self.complexity_[idx]
+            out[:, idx] = self.scale_ * (G - self.complexity_weight_ * self.complexity_[idx])
         return out
 
 

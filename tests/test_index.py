@@ -59,6 +59,15 @@ def test_exact_scoring_matches_distance_symmetric():
     assert np.abs(_sym_to(V[:5] * 1e6, V[5]) - symmetric(V[:5] * 1e6, V[5])).max() < 1e-12
 
 
+def test_exact_scoring_does_not_depend_on_the_other_rows():
+    V = random_zoo(60, 1001, seed=3).astype(np.float32)
+    q = random_zoo(1, 1001, seed=4)[0]
+    full = _sym_to(V, q)
+    assert all(_sym_to(V[i:i + 1], q)[0] == full[i] for i in range(60))
+    perm = np.random.default_rng(0).permutation(60)
+    assert np.array_equal(_sym_to(V[perm], q), full[perm])
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_flat_equals_brute_force_on_random_zoos(seed):
     V = random_zoo(400, 64, seed=seed)
@@ -136,12 +145,21 @@ def test_surrogate_approximates_dsym_for_close_tasks():
     exact = symmetric(a, b)
     # without a floor: ||x(a) - x(b)||^2 = Var(log a - log b) / 2 ~ d_sym for a small spread
     index = AsymmetricIndex(t0, eps_rel=1e-9).fit(V)
-    X, Y = index._surrogate(a), index._surrogate(b)
+    X, Y = index._log_rows(a)[0], index._log_rows(b)[0]
     assert np.all(np.abs(((X - Y) ** 2).sum(1) / exact - 1) < 0.1)
     # the default floor shrinks differences; the fitted slope puts them back on d_sym's scale
-    index = AsymmetricIndex(t0).fit(V)
-    X, Y = index._surrogate(a), index._surrogate(b)
+    index = AsymmetricIndex(t0, rerank=100).fit(V)  # a surrogate index: calibrated at fit
+    assert index.calibration_recall_ is not None and index.scale_ > 1
+    X, Y = index._log_rows(a)[0], index._log_rows(b)[0]
     assert np.all(np.abs(index.scale_ * ((X - Y) ** 2).sum(1) / exact - 1) < 0.25)
+
+
+def test_exhaustive_flat_calibrates_only_on_demand():
+    V, Q, t0 = structured_zoo(300, 64, n_queries=2, seed=12)
+    index = AsymmetricIndex(t0).fit(V)
+    assert index.index_ is None and index.calibration_recall_ is None and index.scale_ == 1.0
+    sur = index.surrogate_scores(Q)
+    assert sur.shape == (2, 300) and index.calibration_recall_ is not None
 
 
 def test_flat_with_fewer_candidates_than_entries_keeps_recall():
@@ -159,7 +177,7 @@ def test_flat_with_fewer_candidates_than_entries_keeps_recall():
 def test_ivfpq_recall():
     V, Q, t0 = structured_zoo(20000, 256, seed=8)
     index = AsymmetricIndex(t0, kind="ivfpq", pca_dim=32, pq_m=8, nprobe=32, seed=0).fit(V)
-    assert index.nlist_ == 512 and index.pca_components_.shape == (31, 256)
+    assert index.nlist_ == 512 and index.pca_components_.shape == (30, 256)
     s, i = index.search(Q, k=10)
     bs, bi = brute_force(V, Q, t0, k=10)
     assert recall(i, bi) >= 0.9
