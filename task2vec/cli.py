@@ -147,7 +147,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     taskmap.draw(D, coords, display, out, groups=groups, method=used)
     stem = out.with_suffix("")
     taskmap.write_coords_csv(coords, display, stem.with_suffix(".csv"))
-    info = [f"{e.meta.get('n_classes')} classes, {e.meta.get('n_images')} images, source {e.meta.get('dataset', {}).get('source', '')}"
+    info = [f"{e.meta.get('n_classes')} classes, {e.meta.get('n_images')} images, "
+            f"source {e.meta.get('dataset', {}).get('source', '')}"
             for e in embs]
     taskmap.write_html(coords, display, info, stem.with_suffix(".html"))
     print(f"task map of {len(embs)} tasks ({used}) -> {out}, {stem.with_suffix('.csv')}, {stem.with_suffix('.html')}")
@@ -155,7 +156,9 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="task2vec", description="Embed image-classification tasks (Task2Vec), compare and map them, and recommend the backbone to fine-tune.")
+    parser = argparse.ArgumentParser(
+        prog="task2vec",
+        description="Embed image-classification tasks (Task2Vec), compare and map them, and recommend the backbone to fine-tune.")
     parser.add_argument("--version", action="version", version=f"task2vec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("embed", help="embed a dataset (ImageFolder folder or CSV of path,label)",

@@ -20,6 +20,11 @@ from .io import atomic_open
 FORMAT = "task2vec.embedding/1"
 
 
+def method_family(method: str) -> str:
+    """Fisher embeddings (exact/montecarlo/empirical) compare with each other; variational ones only among themselves."""
+    return "variational" if method == "variational" else "fisher"
+
+
 @dataclass
 class Embedding:
     """One task's embedding.
@@ -59,8 +64,8 @@ class Embedding:
     def space(self) -> tuple:
         """What must agree for two embeddings to be comparable: probe, weights, resolution, method family."""
         probe = self.meta.get("probe", {})
-        family = "variational" if self.method == "variational" else "fisher"
-        return (probe.get("name"), probe.get("weights_hash"), probe.get("input_size"), family, len(self.vector))
+        return (probe.get("name"), probe.get("weights_hash"), probe.get("input_size"), method_family(self.method),
+                len(self.vector))
 
     def layer_slices(self) -> dict[str, slice]:
         """Where each layer's filters sit in ``vector``."""

@@ -48,7 +48,8 @@ TORCHVISION_PROBES: dict[str, _TorchvisionSpec] = {
     "resnet18": _TorchvisionSpec("resnet18", "fc"),
     "resnet34": _TorchvisionSpec("resnet34", "fc"),
     "resnet50": _TorchvisionSpec("resnet50", "fc"),
-    "efficientnet_b0": _TorchvisionSpec("efficientnet_b0", "classifier.1", DataConfig(crop_pct=224 / 256, interpolation="bicubic")),
+    "efficientnet_b0": _TorchvisionSpec("efficientnet_b0", "classifier.1",
+                                        DataConfig(crop_pct=224 / 256, interpolation="bicubic")),
     "densenet121": _TorchvisionSpec("densenet121", "classifier"),
 }
 

@@ -57,11 +57,15 @@ def imagenet_top1(model: str, input_size: int | None = None, results_csv: str | 
     """Published ImageNet-1k top-1 of ``model`` (timm or torchvision name), or None when unknown."""
     path = results_csv or default_results_csv()
     table = read_results(str(path)) if path else {}
-    for name in (model, f"{model}.tv_in1k"):
-        rows = table.get(name)
-        if name != model and model in TORCHVISION_TOP1:
-            return TORCHVISION_TOP1[model]  # torchvision's own evaluation of its own weights
-        if rows:
-            same = [r for r in rows if input_size is None or r[0] == input_size]
-            return max(same or rows, key=lambda r: r[1])[1]
+
+    def best(rows: list[tuple[int, float, float]]) -> float:
+        same = [r for r in rows if input_size is None or r[0] == input_size]
+        return max(same or rows, key=lambda r: r[1])[1]
+
+    if model in table:
+        return best(table[model])
+    if model in TORCHVISION_TOP1:  # torchvision's own evaluation of its own weights
+        return TORCHVISION_TOP1[model]
+    if f"{model}.tv_in1k" in table:
+        return best(table[f"{model}.tv_in1k"])
     return None

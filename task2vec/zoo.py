@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .distance import ALPHA, symmetric
-from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding
+from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
@@ -124,7 +124,8 @@ class Zoo:
     def create(cls, path: str | os.PathLike, probe: dict[str, Any], *, method: str = "exact",
                alpha: float = ALPHA, quality_weight: float = QUALITY_WEIGHT,
                embedding_settings: dict[str, Any] | None = None) -> "Zoo":
-        """A new, empty zoo in ``path`` (created if needed; other files there, such as its spec, are left alone) for embeddings of ``probe``.
+        """A new, empty zoo in ``path`` for embeddings of ``probe`` (the folder is created if needed;
+        other files there, such as its spec, are left alone).
 
         ``probe``: ``{"name", "weights_hash", "input_size"}`` (e.g. ``Probe.describe()``).
         """
@@ -260,8 +261,7 @@ class Zoo:
             if p.get(key) != mine[key]:
                 raise IncompatibleEmbeddingsError(
                     f"{emb!r} was made with {what} {p.get(key)!r}, but zoo {str(self.path)!r} uses {mine[key]!r}")
-        family = lambda m: "variational" if m == "variational" else "fisher"  # noqa: E731
-        if family(emb.method) != family(self.method):
+        if method_family(emb.method) != method_family(self.method):
             raise IncompatibleEmbeddingsError(
                 f"{emb!r} uses method {emb.method!r}; zoo {str(self.path)!r} holds {self.method!r} embeddings")
         dim = self.manifest.get("dim")
@@ -319,9 +319,7 @@ class Zoo:
 
     def _commit(self, entries: list[ZooEntry], source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None,
                 dim: int | None) -> None:
-        manifest = dict(self.manifest, entries=[asdict(e) for e in entries], dim=dim)
-        old = self.path / Path(self.manifest.get("arrays", {}).get("file", "-")).name
-        self.manifest = manifest
+        self.manifest = dict(self.manifest, entries=[asdict(e) for e in entries], dim=dim)
         self.entries, self.source, self.bias, self.t0 = entries, source, bias, t0
         try:
             self._write()
@@ -330,8 +328,6 @@ class Zoo:
             self.manifest, self.entries, self.source, self.bias, self.t0 = (
                 loaded.manifest, loaded.entries, loaded.source, loaded.bias, loaded.t0)
             raise
-        if old.name != self.manifest.get("arrays", {}).get("file") and old.is_file():
-            old.unlink()
 
     def _write(self) -> None:
         """Arrays file first (new name), then the manifest atomically; then stray arrays go."""
@@ -396,7 +392,8 @@ class Zoo:
             out.append(Recommendation(
                 rank, e.id, e.model, float(s), asym, asym - plain, float(quality[i]),
                 str(e.source.get("name", "?")), float(symmetric(f, q)),
-                e.metadata.get("params_m"), e.metadata.get("input_size"), e.metadata.get("imagenet_top1"), self.weights_location(e)))
+                e.metadata.get("params_m"), e.metadata.get("input_size"), e.metadata.get("imagenet_top1"),
+                self.weights_location(e)))
         return out
 
 

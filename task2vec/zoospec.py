@@ -32,6 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from .data import load_task
+from .distance import ALPHA
 from .embed import Task2Vec
 from .embedding import Embedding
 from .errors import ZooError
@@ -127,7 +128,7 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
             raise ZooError(f"zoo {str(zoo_dir)!r} was built with another probe ({zoo.probe}) than the spec's")
     else:
         zoo = Zoo.create(zoo_dir, probe.describe(), method=settings.get("method", "exact"),
-                         alpha=float(spec.get("alpha", 0.15)),
+                         alpha=float(spec.get("alpha", ALPHA)),
                          quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)), embedding_settings=settings)
     embedder = Task2Vec(probe, progress=progress, **{k: v for k, v in settings.items() if k != "device"})
     for e in spec["entries"]:

@@ -154,7 +154,7 @@ def test_empty_missing_and_hand_edited_zoos(zoo, tmp_path):
         "missing arrays": json.dumps({**m, "arrays": {**m["arrays"], "file": "arrays-missing.npz"}}),
         "entries not a list": json.dumps({**m, "entries": {}}),
     }
-    for what, text in edits.items():
+    for text in edits.values():
         mpath.write_text(text)
         with pytest.raises(ZooError):
             Zoo.load(zoo.path)
