@@ -6,8 +6,10 @@ from .distance import symmetric  # noqa: E402
 from .embed import METHODS, Task2Vec  # noqa: E402
 from .embedding import Embedding, check_compatible  # noqa: E402
 from .errors import (  # noqa: E402
+    CheckpointError,
     DatasetError,
     EmbeddingFileError,
+    FinetuneError,
     IncompatibleEmbeddingsError,
     OutputPathError,
     ProbeError,
@@ -23,4 +25,5 @@ __all__ = [
     "__version__", "Task2Vec", "Probe", "Embedding", "METHODS", "symmetric", "check_compatible",
     "Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
     "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
+    "FinetuneError", "CheckpointError",
 ]

@@ -39,3 +39,11 @@ class RecordsError(Task2VecError):
 
 class SearchIndexError(Task2VecError):
     """A nearest-model index was built or queried with invalid arrays or settings."""
+
+
+class FinetuneError(Task2VecError):
+    """A fine-tuning setting, model name, auxiliary-label table or class grouping is invalid."""
+
+
+class CheckpointError(Task2VecError):
+    """A file that should hold a task2vec fine-tuning checkpoint does not (missing, corrupt or foreign)."""

@@ -118,7 +118,7 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _build(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], DataConfig, Callable[[], nn.Module]]:
+def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], DataConfig, Callable[[], nn.Module]]:
     """Return (random-init model, classifier remover, data config, pretrained builder)."""
     if name in TORCHVISION_PROBES:
         import torchvision
@@ -154,6 +154,96 @@ def _build(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], DataConfig
     return model, strip_timm, config, lambda: timm.create_model(name, pretrained=True)
 
 
+@dataclass
+class Network:
+    """A classification network whose classifier was replaced by ``nn.Identity``.
+
+    ``body`` maps images to ``feature_dim`` features; ``weights_hash`` hashes the weights as
+    loaded (the whole network, or the body alone for ``body_only`` loads).
+    """
+
+    name: str
+    body: nn.Module
+    feature_dim: int
+    config: DataConfig
+    weights_source: str
+    weights_hash: str
+
+
+def known_architecture(name: str) -> bool:
+    """True for a torchvision registry name or a timm model name."""
+    if name in TORCHVISION_PROBES:
+        return True
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+def _body_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A task2vec fine-tuning state (``body.*``, ``classifier.*``, ``aux_heads.*``) -> the body's keys."""
+    if any(k.startswith("body.") for k in state):
+        return {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")}
+    return state
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+
+
+def build_network(name: str, weights: str | os.PathLike | None = None, *, pretrained: bool | None = None,
+                  random_init: bool = False, seed: int = 0, body_only: bool = False) -> Network:
+    """Build ``name`` (torchvision registry or timm) with weights, its classifier removed.
+
+    Weights come, in order, from ``weights`` (.safetensors/.pth/.pt), from
+    ``$TASK2VEC_WEIGHTS/<name>*``, then from torchvision/timm's download (unless
+    ``pretrained=False``). ``random_init=True`` skips all of that. ``body_only`` accepts files
+    whose classifier has another number of classes (fine-tuned experts, task2vec checkpoints):
+    the body must match exactly, the classifier's weights are ignored.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # random init is reproducible and leaves the global RNG alone
+        model, strip, config, download = _architecture(name)
+    full_keys = set(model.state_dict())
+    feature_dim: int | None = None  # set once the classifier is removed
+    if random_init:
+        source = f"random-init(seed={seed})"
+    else:
+        path = Path(weights) if weights is not None else find_local_weights(name)
+        if path is not None:
+            state = load_state_dict_file(path)
+            if body_only:
+                state = _body_state(state)
+                unknown = sorted(set(state) - full_keys)
+                if unknown:
+                    raise WeightsError(f"weights file {str(path)!r} does not fit {name!r}: unexpected key {unknown[0]!r}")
+                feature_dim = strip(model)
+                body_keys = set(model.state_dict())
+                state = {k: v for k, v in state.items() if k in body_keys}
+            try:
+                model.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise WeightsError(f"weights file {str(path)!r} does not fit {name!r}: {_first_line(exc)}") from exc
+            source = str(path)
+        elif pretrained is False:
+            raise WeightsError(
+                f"no weights for {name!r}: pass --weights FILE or set {WEIGHTS_ENV} to a folder "
+                f"holding {name}*.safetensors (random weights only with random_init=True)")
+        else:
+            try:
+                model = download()
+            except Exception as exc:  # offline, hub unreachable, no pretrained tag
+                raise WeightsError(
+                    f"no local weights for {name!r} and the download failed "
+                    f"({type(exc).__name__}): pass --weights FILE or set {WEIGHTS_ENV} to a folder "
+                    f"holding {name}*.safetensors") from exc
+            source = "pretrained-download"
+    weights_hash = state_dict_hash(model.state_dict())
+    if feature_dim is None:
+        feature_dim = strip(model)
+    return Network(name, model, feature_dim, config, source, weights_hash)
+
+
 class Probe:
     """A frozen feature extractor in eval mode plus what is needed to feed it.
 
@@ -185,41 +275,13 @@ class Probe:
         that (for tests only). ``image_size`` overrides the model's resolution.
         """
         device = resolve_device(device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # random init is reproducible and leaves the global RNG alone
-            model, strip, config, download = _build(name)
-        if random_init:
-            source = f"random-init(seed={seed})"
-        else:
-            path = Path(weights) if weights is not None else find_local_weights(name)
-            if path is not None:
-                state = load_state_dict_file(path)
-                try:
-                    model.load_state_dict(state, strict=True)
-                except RuntimeError as exc:
-                    raise WeightsError(f"weights file {str(path)!r} does not fit probe {name!r}: "
-                                       f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}") from exc
-                source = str(path)
-            elif pretrained is False:
-                raise WeightsError(
-                    f"no weights for probe {name!r}: pass --weights FILE or set {WEIGHTS_ENV} to a folder "
-                    f"holding {name}*.safetensors (random weights only with random_init=True)")
-            else:
-                try:
-                    model = download()
-                except Exception as exc:  # offline, hub unreachable, no pretrained tag
-                    raise WeightsError(
-                        f"no local weights for probe {name!r} and the download failed "
-                        f"({type(exc).__name__}): pass --weights FILE or set {WEIGHTS_ENV} to a folder "
-                        f"holding {name}*.safetensors") from exc
-                source = "pretrained-download"
-        weights_hash = state_dict_hash(model.state_dict())
-        feature_dim = strip(model)
+        net = build_network(name, weights, pretrained=pretrained, random_init=random_init, seed=seed)
+        config = net.config
         if image_size is not None:
             if image_size < 32:
                 raise ProbeError(f"image_size must be at least 32, got {image_size}")
             config = replace(config, input_size=int(image_size))
-        return cls(name, model, feature_dim, config, weights_hash, source, device)
+        return cls(name, net.body, net.feature_dim, config, net.weights_hash, net.weights_source, device)
 
     def layers(self) -> list[tuple[str, nn.Module]]:
         """The body's convolutions and linear layers, in module order (the embedding's layout)."""

@@ -342,7 +342,7 @@ def test_weights_found_through_environment(weights_dir, monkeypatch):
 def test_weights_of_a_similarly_named_model_are_not_taken(tmp_path, monkeypatch):
     (tmp_path / "resnet18d.pth").write_bytes(b"")  # another architecture: must not match "resnet18"
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
-    with pytest.raises(WeightsError, match="no weights for probe 'resnet18'"):
+    with pytest.raises(WeightsError, match="no weights for 'resnet18'"):
         Probe.create("resnet18", pretrained=False, device="cpu")
 
 

@@ -31,7 +31,7 @@ def test_every_method_runs(tmp_path, method):
 
 def test_weights_that_do_not_fit_the_probe(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18_test.pth")
-    with pytest.raises(WeightsError, match="does not fit probe 'resnet34'"):
+    with pytest.raises(WeightsError, match="does not fit 'resnet34'"):
         Probe.create("resnet34", weights=tmp_path / "resnet18_test.pth")
 
 

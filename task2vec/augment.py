@@ -1,0 +1,186 @@
+"""Training augmentation: per-image transforms, batch Möbius maps, mixup and cutmix.
+
+An :class:`AugmentConfig` says what is applied; :func:`preset` gives the four named
+settings (``none``, ``light``, ``standard``, ``strong``) and ``dataclasses.replace`` (or the
+CLI flags) overrides single fields. Three stages:
+
+1. per image, in the DataLoader (torchvision.transforms.v2 on uint8 tensors): random resized
+   crop ("zoom"), flips, rotation, colour jitter, TrivialAugment or RandAugment, random erasing;
+2. per batch, on the training device: random Möbius maps (:mod:`task2vec.mobius`);
+3. per batch: mixup or cutmix (:class:`BatchMix`), which returns the pairing and weight so
+   the trainer mixes every loss (main, auxiliary, groups) with the same pairs.
+
+Evaluation always uses the model's own resize + centre crop (:func:`eval_transform`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+from .errors import FinetuneError
+from .probe import DataConfig
+
+AUTO_AUGMENT = ("none", "trivial", "randaugment")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What augmentation training uses. Probabilities in [0, 1]; 0 turns a stage off.
+
+    ``zoom``: smallest crop area fraction of RandomResizedCrop (1.0: plain resize + crop).
+    ``rotate``: maximum rotation in degrees. ``color_jitter``: brightness/contrast/saturation
+    strength. ``erasing``: probability of random erasing (cutout). ``mixup`` / ``cutmix``: Beta
+    concentration α (0: off); when both are on, each batch uses one of them at random.
+    ``mix_prob``: probability that a batch is mixed at all. ``mobius``: probability of a random
+    Möbius map per image, ``mobius_strength`` its size (see :mod:`task2vec.mobius`).
+    """
+
+    hflip: float = 0.0
+    vflip: float = 0.0
+    rotate: float = 0.0
+    zoom: float = 1.0
+    color_jitter: float = 0.0
+    auto_augment: str = "none"
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    mobius: float = 0.0
+    mobius_strength: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip", "erasing", "mix_prob", "mobius"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise FinetuneError(f"augmentation {name} must be a probability in [0, 1], got {v}")
+        if not 0.0 < self.zoom <= 1.0:
+            raise FinetuneError(f"augmentation zoom (smallest crop area) must be in (0, 1], got {self.zoom}")
+        for name in ("rotate", "color_jitter", "mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise FinetuneError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
+        if self.rotate > 180:
+            raise FinetuneError(f"augmentation rotate is in degrees, at most 180, got {self.rotate}")
+        if self.auto_augment not in AUTO_AUGMENT:
+            raise FinetuneError(f"auto_augment must be one of {', '.join(AUTO_AUGMENT)}, got {self.auto_augment!r}")
+        if not 0.0 <= self.mobius_strength < 1.0:
+            raise FinetuneError(f"mobius_strength must be in [0, 1), got {self.mobius_strength}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    "light": AugmentConfig(hflip=0.5, zoom=0.6),
+    "standard": AugmentConfig(hflip=0.5, zoom=0.25, color_jitter=0.3, auto_augment="trivial", erasing=0.25),
+    "strong": AugmentConfig(hflip=0.5, rotate=15.0, zoom=0.2, color_jitter=0.4, auto_augment="trivial", erasing=0.25,
+                            mixup=0.2, cutmix=1.0, mix_prob=0.5, mobius=0.3, mobius_strength=0.2),
+}
+
+
+def preset(name: str) -> AugmentConfig:
+    """The named preset: ``none``, ``light``, ``standard`` or ``strong``."""
+    if name not in PRESETS:
+        raise FinetuneError(f"unknown augmentation preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _mode(config: DataConfig) -> InterpolationMode:
+    return InterpolationMode.BICUBIC if config.interpolation == "bicubic" else InterpolationMode.BILINEAR
+
+
+def eval_transform(config: DataConfig) -> Callable:
+    """PIL RGB image -> uint8 CHW tensor: the model's resize to size/crop_pct and centre crop."""
+    size = config.input_size
+    return v2.Compose([v2.PILToTensor(), v2.Resize(int(size / config.crop_pct), interpolation=_mode(config), antialias=True),
+                       v2.CenterCrop(size)])
+
+
+def train_transform(config: DataConfig, aug: AugmentConfig) -> Callable:
+    """PIL RGB image -> augmented uint8 CHW tensor at the model's input size."""
+    size = config.input_size
+    ops: list = [v2.PILToTensor()]
+    if aug.zoom < 1.0:
+        ops.append(v2.RandomResizedCrop(size, scale=(aug.zoom, 1.0), interpolation=_mode(config), antialias=True))
+    else:
+        ops += [v2.Resize(int(size / config.crop_pct), interpolation=_mode(config), antialias=True), v2.CenterCrop(size)]
+    if aug.hflip:
+        ops.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.vflip:
+        ops.append(v2.RandomVerticalFlip(aug.vflip))
+    if aug.rotate:
+        ops.append(v2.RandomRotation(aug.rotate, interpolation=_mode(config)))
+    if aug.color_jitter:
+        j = aug.color_jitter
+        ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if aug.auto_augment == "trivial":
+        ops.append(v2.TrivialAugmentWide(interpolation=_mode(config)))
+    elif aug.auto_augment == "randaugment":
+        ops.append(v2.RandAugment(interpolation=_mode(config)))
+    if aug.erasing:
+        ops.append(v2.RandomErasing(p=aug.erasing, value=0))
+    return v2.Compose(ops)
+
+
+@dataclass
+class Mixed:
+    """A mixed batch: sample i is ``lam * x_i + (1 - lam) * x_perm[i]`` (or a pasted box of it).
+
+    Any loss is then ``lam * L(targets) + (1 - lam) * L(targets[perm])`` (:meth:`loss`), which
+    covers the main labels, auxiliary targets and group labels alike.
+    """
+
+    images: torch.Tensor
+    perm: torch.Tensor
+    lam: float
+
+    def loss(self, fn: Callable[[torch.Tensor], torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """``fn(rows)`` computes a loss for the targets of batch rows ``rows``; mix it over the pairs."""
+        return self.lam * fn(index) + (1.0 - self.lam) * fn(index[self.perm])
+
+
+class BatchMix:
+    """Mixup (Zhang et al. 2018) and cutmix (Yun et al. 2019) on a float NCHW batch.
+
+    Written here rather than taken from torchvision's ``v2.MixUp``/``v2.CutMix`` because the
+    trainer must mix auxiliary targets (attributes, groups) with the same pairs and weights,
+    which those classes do not expose.
+    """
+
+    def __init__(self, mixup: float = 0.0, cutmix: float = 0.0, prob: float = 1.0):
+        if mixup < 0 or cutmix < 0 or not 0 <= prob <= 1:
+            raise FinetuneError(f"mixup/cutmix alphas must be >= 0 and prob in [0, 1], got {mixup}, {cutmix}, {prob}")
+        self.mixup, self.cutmix, self.prob = mixup, cutmix, prob
+
+    @property
+    def active(self) -> bool:
+        return (self.mixup > 0 or self.cutmix > 0) and self.prob > 0
+
+    def __call__(self, images: torch.Tensor, rng: np.random.Generator) -> Mixed | None:
+        """Mix the batch, or return ``None`` when this batch is left as it is (``rng`` makes it reproducible)."""
+        n = images.shape[0]
+        if not self.active or n < 2 or rng.random() >= self.prob:
+            return None
+        use_cutmix = self.cutmix > 0 and (self.mixup == 0 or rng.random() < 0.5)
+        alpha = self.cutmix if use_cutmix else self.mixup
+        lam = float(rng.beta(alpha, alpha))
+        perm = torch.from_numpy(rng.permutation(n)).to(images.device)
+        if not use_cutmix:
+            out = lam * images + (1 - lam) * images[perm]
+        else:
+            h, w = images.shape[-2:]
+            ch, cw = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+            y0, y1 = max(cy - ch // 2, 0), min(cy + (ch - ch // 2), h)
+            x0, x1 = max(cx - cw // 2, 0), min(cx + (cw - cw // 2), w)
+            out = images.clone()
+            out[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+            lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)  # the pasted area decides the label weight
+        return Mixed(out, perm, lam)
