@@ -17,6 +17,7 @@ from .cli_zoo import add_zoo_parsers
 from .distance import ALPHA, KINDS, pairwise
 from .embed import METHODS, Task2Vec
 from .data import load_task
+from .cli_finetune import add_finetune_parsers
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError
 from .io import atomic_open, check_writable
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_map)
 
     add_zoo_parsers(sub, add_embedding_args)
+    add_finetune_parsers(sub)
     return parser
 
 

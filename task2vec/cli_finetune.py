@@ -1,0 +1,195 @@
+"""The fine-tuning commands of the CLI (`task2vec finetune`, `predict`, `cam`): a thin layer over
+:mod:`task2vec.finetune` and :mod:`task2vec.cam`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from . import cam as cam_mod
+from .augment import AUTO_AUGMENT, PRESETS, preset
+from .data import load_rgb
+from .errors import DatasetError, FinetuneError
+from .finetune import BALANCE, FREEZE_HELP, FinetunedModel, FitResult, RepeatsResult, append_transfer_record, fit
+from .io import atomic_open, check_writable
+
+# explicit augmentation flags: CLI flag -> AugmentConfig field (each overrides the preset's value)
+_AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "color_jitter": float,
+              "auto_augment": str, "erasing": float, "mixup": float, "cutmix": float, "mix_prob": float,
+              "mobius": float, "mobius_strength": float}
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if args.records is not None:
+        check_writable(args.records)
+    if args.embedding is not None and not Path(args.embedding).is_file():
+        raise FinetuneError(f"--embedding {args.embedding!r} does not exist")
+    overrides = {k: getattr(args, k) for k in _AUG_FLAGS if getattr(args, k) is not None}
+    try:
+        augment = dataclasses.replace(preset(args.augment), **overrides)
+    except TypeError as exc:
+        raise FinetuneError(str(exc)) from None
+    result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume,
+                 model=args.model, weights=args.weights, zoo=args.zoo, random_init=args.random_init,
+                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, body_lr=args.body_lr,
+                 weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                 label_smoothing=args.label_smoothing, augment=augment, freeze=args.freeze, train_bn=args.train_bn,
+                 balance=args.balance, aux_labels=args.aux_labels,
+                 aux_columns=args.aux_columns.split(",") if args.aux_columns else None, aux_weight=args.aux_weight,
+                 groups=args.groups, group_weight=args.group_weight, val_fraction=args.val_fraction,
+                 image_size=args.image_size, patience=args.patience, grad_clip=args.grad_clip, dropout=args.dropout,
+                 amp=not args.no_amp, device=args.device, workers=args.workers, seed=args.seed,
+                 overfit_batch=args.overfit_batch, label_column=args.label_column, progress=not args.quiet)
+    runs = result.runs if isinstance(result, RepeatsResult) else [result]
+    _print_run(runs[0] if len(runs) == 1 else None, result)
+    if args.records is not None or args.embedding is not None:
+        path = append_transfer_record(runs, records=args.records, embedding=args.embedding)
+        print(f"transfer record appended to {path}")
+    return 0
+
+
+def _print_run(run: FitResult | None, result: FitResult | RepeatsResult) -> None:
+    if run is not None:
+        val = run.val
+        top = ", ".join(f"top-{k} {v:.4f}" for k, v in val["topk"].items() if str(k) != "1")
+        print(f"{run.run_dir}: best epoch {run.best_epoch}/{run.epochs_run}, val accuracy {val['accuracy']:.4f}"
+              f" (balanced {val['balanced_accuracy']:.4f}{', ' + top if top else ''}), {run.seconds:.0f} s")
+        if run.test is not None:
+            print(f"test accuracy {run.test['accuracy']:.4f} on {run.test['n_samples']} images")
+        pairs = [p for p in val.get("most_confused", []) if p[2] > 0][:3]
+        if pairs:
+            print("most confused: " + "; ".join(f"{t} -> {p} ({n})" for t, p, n, _ in pairs))
+        return
+    s = result.summary
+    line = f"{s['seeds']} seeds: val accuracy {s['val']['mean']['accuracy']:.4f} ± {s['val']['std']['accuracy']:.4f}"
+    if "test" in s:
+        line += f"; test accuracy {s['test']['mean']['accuracy']:.4f} ± {s['test']['std']['accuracy']:.4f}"
+    print(line)
+
+
+def _images(paths: list[str]) -> list:
+    out = []
+    for p in paths:
+        try:
+            out.append(load_rgb(p))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DatasetError(f"cannot read image {p!r} ({type(exc).__name__})") from None
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.json:
+        check_writable(args.json)
+    model = FinetunedModel.load(args.checkpoint, device=args.device)
+    preds = model.predict(_images(args.images), topk=args.topk)
+    rows = []
+    for path, pred in zip(args.images, preds):
+        print(f"{path}  " + "  ".join(f"{c} {p:.3f}" for c, p in pred))
+        rows.append({"image": path, "top": [{"class": c, "probability": p} for c, p in pred]})
+    if args.json:
+        with atomic_open(args.json, "w") as f:
+            json.dump({"checkpoint": str(args.checkpoint), "predictions": rows}, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    check_writable(args.output)
+    model = FinetunedModel.load(args.checkpoint, device=args.device)
+    class_idx = None
+    if args.target_class is not None:
+        if args.target_class not in model.classes:
+            raise FinetuneError(f"unknown class {args.target_class!r}: the model's classes are {', '.join(model.classes)}")
+        class_idx = model.classes.index(args.target_class)
+    images = _images(args.images)
+    res = cam_mod.grad_cam(model.model, model.preprocess(images), class_idx=class_idx, layer=args.layer)
+    shown = [model.transform(im) for im in images]  # the model's view: resized and centre-cropped
+    cam_mod.save_cam_figure(shown, res.maps, res.titles(model.classes), args.output)
+    for path, title in zip(args.images, res.titles(model.classes)):
+        print(f"{path}: {title}")
+    print(f"Grad-CAM of layer {res.layer} -> {args.output}")
+    return 0
+
+
+def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `finetune`, `predict` and `cam` on the top-level sub-parsers."""
+    p = sub.add_parser("finetune", help="fine-tune a backbone on a dataset",
+                       description="Fine-tune a pretrained backbone (or a zoo entry or the top recommendation).")
+    p.add_argument("dataset", help="ImageFolder (train/ val/ test/ kept when present) or CSV")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (created; never overwritten)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mobilenet_v2",
+                   help="timm/torchvision name, ZOO_DIR:ID, an id with --zoo, or a 'recommend --json' file (top entry)")
+    g.add_argument("--weights", metavar="FILE", help="weights for the model (default: $TASK2VEC_WEIGHTS, then a download)")
+    g.add_argument("--zoo", metavar="DIR", help="read --model as an entry id of this zoo")
+    g.add_argument("--random-init", action="store_true", help="train from random weights (a baseline)")
+    g.add_argument("--image-size", type=int, metavar="PX", help="override the model's input resolution")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (default 0)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=15)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=1e-3, help="classifier learning rate (AdamW; default 1e-3)")
+    g.add_argument("--body-lr", type=float, default=0.1, help="body rate as a fraction of --lr (default 0.1; 0 freezes)")
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--warmup-epochs", type=float, default=1.0)
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    g.add_argument("--patience", type=int, default=5, help="early stopping: epochs without val improvement (0: off)")
+    g.add_argument("--freeze", default="none", help=FREEZE_HELP)
+    g.add_argument("--train-bn", action="store_true", default=None,
+                   help="update BatchNorm statistics (default: frozen for pretrained weights, trained for --random-init)")
+    g.add_argument("--balance", choices=BALANCE, default="none", help="class rebalancing")
+    g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    g = p.add_argument_group("augmentation (a preset, then single overrides)")
+    g.add_argument("--augment", choices=list(PRESETS), default="standard")
+    g.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
+    g.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
+    g.add_argument("--rotate", type=float, metavar="DEG", help="maximum rotation in degrees")
+    g.add_argument("--zoom", type=float, metavar="S", help="smallest crop area of RandomResizedCrop (1: none)")
+    g.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation strength")
+    g.add_argument("--auto-augment", choices=AUTO_AUGMENT, help="TrivialAugment, RandAugment or none")
+    g.add_argument("--erasing", type=float, metavar="P", help="random erasing (cutout) probability")
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup Beta(α, α) (0: off)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="cutmix Beta(α, α) (0: off)")
+    g.add_argument("--mix-prob", type=float, metavar="P", help="probability that a batch is mixed")
+    g.add_argument("--mobius", type=float, metavar="P", help="probability of a random Möbius map per image")
+    g.add_argument("--mobius-strength", type=float, metavar="S", help="size of the Möbius maps (see task2vec.mobius)")
+    g = p.add_argument_group("multi-task heads (training only)")
+    g.add_argument("--aux-labels", metavar="CSV", help="auxiliary targets per image (path column) or per class")
+    g.add_argument("--aux-columns", metavar="A,B", help="which CSV columns (default: all but the keys)")
+    g.add_argument("--aux-weight", type=float, default=0.3, help="λ of the auxiliary losses (default 0.3)")
+    g.add_argument("--groups", metavar="JSON", help="superclasses: {group: [class, ...]}")
+    g.add_argument("--group-weight", type=float, default=0.3, help="λ of the superclass loss (default 0.3)")
+    g = p.add_argument_group("run")
+    g.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when the data has no val/ split")
+    g.add_argument("--label-column", metavar="COL", help="label column of a CSV dataset")
+    g.add_argument("--repeats", type=int, default=1, metavar="R", help="train R seeds and report mean ± std")
+    g.add_argument("--overfit-batch", type=int, default=0, metavar="N", help="train on one batch of N images (a check)")
+    g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    g.add_argument("--workers", type=int, default=0, metavar="W", help="DataLoader worker processes")
+    g.add_argument("--records", metavar="CSV", help="append a transfer record (task, model, accuracy) for MODEL2VEC")
+    g.add_argument("--embedding", metavar="EMB.npz", help="the task's embedding, named by the transfer record")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="classify images with a fine-tuned checkpoint")
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", metavar="OUT.json", help="also write the predictions as JSON")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("cam", help="Grad-CAM heat maps: where the fine-tuned model looks")
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("--target-class", metavar="NAME", help="explain this class (default: the predicted one)")
+    p.add_argument("--layer", help="feature-map module, dotted (default: the last spatial one)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_cam)
+

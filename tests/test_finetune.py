@@ -1,0 +1,256 @@
+"""The fine-tuner: splits, freezing, losses wiring, checkpoints, resume, bad input, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from task2vec.augment import BatchMix, preset
+from task2vec.cli import main
+from task2vec.data import load_task
+from task2vec.errors import CheckpointError, FinetuneError
+from task2vec.finetune import (FinetunedModel, Trainer, _class_weights, append_transfer_record, fit, freeze_body,
+                               load_checkpoint, split_task, stratified_split)
+from task2vec.model2vec import read_records
+from task2vec.probe import build_network
+
+SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+FAST = dict(model="mobilenet_v2", random_init=True, image_size=32, batch_size=8, epochs=2, progress=False,
+            augment="light", lr=3e-3, body_lr=1.0)
+
+
+def _make_images(root: Path, per_class: int = 8, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = np.clip(np.array(rgb) + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / name / f"{name}_{i}.png")
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("colours")
+    _make_images(root)
+    return root
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+# ---------------------------------------------------------------- splits and freezing
+def test_stratified_split_is_seeded_and_keeps_every_class_in_both_parts():
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    tr, va = stratified_split(labels, 0.2, seed=3)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(17))
+    assert [int((labels[va] == c).sum()) for c in range(3)] == [2, 1, 1]
+    assert (labels[tr] == 2).sum() == 1
+    tr2, va2 = stratified_split(labels, 0.2, seed=3)
+    assert np.array_equal(va, va2)
+    assert not np.array_equal(va, stratified_split(labels, 0.2, seed=4)[1])
+
+
+def test_split_folders_are_kept_and_train_alone_is_split(tmp_path):
+    for split in ("train", "val", "test"):
+        _make_images(tmp_path / "full" / split, per_class=3)
+    _make_images(tmp_path / "trainonly" / "train", per_class=5)
+    task = load_task(tmp_path / "full")
+    s = split_task(task, 0.2, 0)
+    rel = task.relative_paths()
+    for name in ("train", "val", "test"):
+        assert len(s[name]) == 9 and all(rel[i].startswith(name + "/") for i in s[name])
+    s = split_task(load_task(tmp_path / "trainonly"), 0.2, 0)
+    assert len(s["train"]) == 12 and len(s["val"]) == 3 and len(s["test"]) == 0
+
+
+def test_freeze_body_modes():
+    body = build_network("mobilenet_v2", random_init=True).body
+    n = len(list(body.parameters()))
+    assert freeze_body(body, "none") == 0 and all(p.requires_grad for p in body.parameters())
+    assert freeze_body(body, "body") == n and not any(p.requires_grad for p in body.parameters())
+    frozen = freeze_body(body, "until:features.16")
+    names = [k for k, p in body.named_parameters() if p.requires_grad]
+    assert 0 < frozen < n and names[0].startswith("features.17.")
+    with pytest.raises(FinetuneError, match="no module 'features.99'"):
+        freeze_body(body, "until:features.99")
+    with pytest.raises(FinetuneError, match="unknown --freeze 'half'"):
+        freeze_body(body, "half")
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one():
+    w = _class_weights(np.array([0, 0, 0, 1]), 2).numpy()
+    assert np.allclose(w, [4 / 6, 4 / 2])
+
+
+def test_batch_mix_pairs_and_cutmix_area():
+    x = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).view(4, 3, 8, 8)
+    rng = np.random.default_rng(0)
+    mixed = BatchMix(cutmix=1.0)(x, rng)
+    pasted = (mixed.images != x).any(1)  # pixels taken from the partner image
+    moved = [i for i in range(4) if int(mixed.perm[i]) != i]
+    assert moved and 0 < mixed.lam < 1
+    for i in moved:
+        assert mixed.lam == pytest.approx(1 - pasted[i].float().mean().item())
+    labels = torch.tensor([0, 1, 2, 3])
+    fn = lambda rows: torch.nn.functional.one_hot(labels[rows], 4).float()  # noqa: E731
+    soft = mixed.loss(fn, torch.arange(4))
+    assert torch.allclose(soft.sum(1), torch.ones(4))
+    assert soft[moved[0], moved[0]] == pytest.approx(mixed.lam)
+    assert BatchMix(0.0, 0.0)(x, rng) is None and BatchMix(1.0, prob=0.0)(x, rng) is None
+    with pytest.raises(FinetuneError, match="unknown augmentation preset 'wild'"):
+        preset("wild")
+
+
+# ---------------------------------------------------------------- a full run, checkpoints, resume
+def test_fit_writes_a_complete_run_and_checkpoints_load_weights_only(colours, tmp_path):
+    res = Trainer(**FAST).fit(colours, tmp_path / "run")
+    run = tmp_path / "run"
+    for f in ("config.json", "split.csv", "metrics.csv", "metrics.json", "best.pt", "last.pt", "report.json",
+              "confusion.csv", "confusion.png"):
+        assert (run / f).is_file(), f
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files left
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    assert ckpt["classes"] == ["blue", "green", "red"] and ckpt["arch"] == "mobilenet_v2"
+    assert {"model_state", "optimizer", "scheduler", "epoch", "config"} <= set(ckpt)
+    assert len(res.history) == 2 and res.val["n_samples"] == 6
+    with open(run / "metrics.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    split = list(csv.DictReader(open(run / "split.csv")))
+    assert {r["split"] for r in split} == {"train", "val"} and len(split) == 24
+    model = FinetunedModel.load(run / "best.pt", device="cpu")
+    img = Image.open(next((colours / "red").iterdir())).convert("RGB")
+    top = model.predict([img], topk=2)[0]
+    assert len(top) == 2 and sum(p for _, p in top) <= 1 + 1e-6
+
+
+def test_existing_run_is_never_overwritten(colours, tmp_path):
+    Trainer(**{**FAST, "epochs": 1}).fit(colours, tmp_path / "run")
+    before = _files(tmp_path / "run")
+    with pytest.raises(FinetuneError, match="already holds a run"):
+        Trainer(**{**FAST, "epochs": 1}).fit(colours, tmp_path / "run")
+    assert _files(tmp_path / "run") == before
+
+
+def test_resume_continues_exactly_where_it_stopped(colours, tmp_path):
+    kw = {**FAST, "epochs": 3, "augment": "strong", "patience": 0}
+    straight = Trainer(**kw).fit(colours, tmp_path / "a")
+
+    def stop_after_one(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**kw).fit(colours, tmp_path / "b", on_epoch_end=stop_after_one)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = Trainer(**kw).fit(colours, tmp_path / "b", resume=True)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    with pytest.raises(FinetuneError, match="setting 'lr' differs"):
+        Trainer(**{**kw, "lr": 1e-2}).fit(colours, tmp_path / "b", resume=True)
+    with pytest.raises(FinetuneError, match="cannot resume"):
+        Trainer(**kw).fit(colours, tmp_path / "nothing", resume=True)
+
+
+def test_overfit_batch_learns_the_batch(colours, tmp_path):
+    res = Trainer(**{**FAST, "overfit_batch": 6, "epochs": 4}).fit(colours, tmp_path / "o")
+    assert res.val["n_samples"] == 6 and res.history[-1]["train_accuracy"] == 1.0
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_multitask_run_with_aux_labels_and_groups(colours, tmp_path):
+    aux = tmp_path / "aux.csv"
+    aux.write_text("class,warm,brightness,kind\nred,1.0,3.2,hot\ngreen,0.2,5.1,cold\nblue,0.0,1.0,cold\n")
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"warm": ["red"], "cool": ["green", "blue"]}))
+    res = Trainer(**FAST, aux_labels=aux, groups=groups, balance="sampler").fit(colours, tmp_path / "mt")
+    row = res.history[-1]
+    assert {"train_main_loss", "train_aux_loss", "train_groups_loss"} <= set(row)
+    assert any(k.startswith("aux_heads.") for k in load_checkpoint(tmp_path / "mt" / "best.pt")["model_state"])
+    model = FinetunedModel.load(tmp_path / "mt" / "best.pt", device="cpu")  # aux heads are not part of the model
+    assert model.model.aux_heads is None
+
+
+def test_bad_input_fails_before_anything_is_written(colours, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(FinetuneError, match="unknown model 'resnet_9000'"):
+        Trainer(**{**FAST, "model": "resnet_9000"}).fit(colours, out)
+    bad_aux = tmp_path / "aux.csv"
+    bad_aux.write_text("class,warm\nred,1.0\ngreen,0.5\n")  # blue is missing
+    with pytest.raises(FinetuneError, match="blue"):
+        Trainer(**FAST, aux_labels=bad_aux).fit(colours, out)
+    bad_groups = tmp_path / "g.json"
+    bad_groups.write_text(json.dumps({"a": ["red", "purple"], "b": ["blue"]}))
+    with pytest.raises(FinetuneError, match="purple"):
+        Trainer(**FAST, groups=bad_groups).fit(colours, out)
+    with pytest.raises(FinetuneError, match="batch_size must be an integer >= 1"):
+        Trainer(**{**FAST, "batch_size": 0})
+    with pytest.raises(FinetuneError, match="unknown balance 'smote'"):
+        Trainer(**FAST, balance="smote")
+    assert not out.exists()
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a task2vec fine-tuning checkpoint"):
+        FinetunedModel.load(foreign)
+
+
+def test_repeats_report_mean_and_std_and_records_feed_model2vec(colours, tmp_path):
+    res = fit(colours, tmp_path / "rep", repeats=2, **{**FAST, "epochs": 1})
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    accs = [r.val_accuracy for r in res.runs]
+    assert summary["seeds"] == 2 and summary["val"]["mean"]["accuracy"] == pytest.approx(np.mean(accs))
+    assert summary["val"]["std"]["accuracy"] == pytest.approx(np.std(accs, ddof=1))
+    assert "val,accuracy," in (tmp_path / "rep" / "summary.csv").read_text()
+    assert (tmp_path / "rep" / "seed-0" / "best.pt").is_file() and (tmp_path / "rep" / "seed-1" / "best.pt").is_file()
+    # a transfer record names the task's embedding; read_records (MODEL2VEC's reader) accepts it
+    from task2vec.embedding import Embedding
+
+    emb = Embedding(np.ones(4), {"probe": {"name": "p", "weights_hash": "h", "input_size": 32},
+                                 "method": {"name": "exact"}, "layers": [{"name": "a", "filters": 4}]})
+    emb.save(tmp_path / "colours.t2v.npz")
+    records = tmp_path / "records.csv"
+    append_transfer_record(res.runs, records=records, embedding=tmp_path / "colours.t2v.npz")
+    append_transfer_record(res.runs[:1], records=records, embedding=tmp_path / "colours.t2v.npz")  # replaces
+    rec = read_records(records)
+    assert len(rec) == 1 and rec.error[0] == pytest.approx(1 - res.runs[0].val_accuracy)
+    with pytest.raises(FinetuneError, match="needs the task's embedding"):
+        append_transfer_record(res.runs, records=records)
+
+
+# ---------------------------------------------------------------- the real thing: small_books, CLI
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="needs ../shared")
+def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys):
+    data = SHARED / "data" / "small_books"
+    run = tmp_path / "books"
+    rc = main(["finetune", str(data), "-o", str(run), "--weights", str(WEIGHTS), "--image-size", "64",
+               "--epochs", "2", "--augment", "strong", "--balance", "loss-weights", "--quiet", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "val accuracy" in out.out
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["weights"] == str(WEIGHTS) and cfg["split_sizes"]["test"] == 0  # test/ is unlabelled
+    photos = sorted((data / "test").glob("*.jpg"))[:2]
+    rc = main(["predict", str(run / "best.pt"), *map(str, photos), "--topk", "3", "--json", str(tmp_path / "p.json")])
+    assert rc == 0
+    preds = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    assert len(preds) == 2 and len(preds[0]["top"]) == 3
+    rc = main(["cam", str(run / "best.pt"), str(photos[0]), "-o", str(tmp_path / "cam.png")])
+    assert rc == 0 and (tmp_path / "cam.png").stat().st_size > 1000
+    capsys.readouterr()
+    rc = main(["finetune", str(data), "-o", str(run), "--weights", str(WEIGHTS), "--quiet"])
+    assert rc == 2 and "already holds a run" in capsys.readouterr().err
+    rc = main(["predict", str(run / "config.json"), str(photos[0])])
+    assert rc == 2 and "not a task2vec checkpoint" in capsys.readouterr().err
+    rc = main(["cam", str(run / "best.pt"), str(photos[0]), "-o", str(tmp_path / "c2.png"), "--target-class", "x"])
+    assert rc == 2 and "unknown class 'x'" in capsys.readouterr().err
