@@ -182,6 +182,7 @@ def from_csv(
         raise DatasetError(f"CSV {str(csv_path)!r} has no rows")
     by_class: dict[str, list[Path]] = {}
     missing: list[str] = []
+    seen: dict[Path, tuple[int, str]] = {}  # an image listed twice is one image; with two labels it is an error
     for line, row in enumerate(rows, start=2):
         rel, label = (row.get(path_column) or "").strip(), (row.get(label_column) or "").strip()
         if not rel or not label:
@@ -192,6 +193,13 @@ def from_csv(
         if not full.is_file():
             missing.append(rel)
             continue
+        if full in seen:
+            first, first_label = seen[full]
+            if first_label != label:
+                raise DatasetError(f"CSV {str(csv_path)!r} lines {first} and {line}: {rel!r} has two labels "
+                                   f"({first_label!r}, {label!r})")
+            continue
+        seen[full] = (line, label)
         by_class.setdefault(label, []).append(full)
     if missing:
         raise DatasetError(

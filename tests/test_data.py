@@ -662,3 +662,16 @@ def test_torchtask_labels_must_fit_classes():
         TorchTask(PlainDataset(["x", "y", "z"]), classes=["x", "y"])
     gaps = TorchTask(PlainDataset([0, 0, 5, 5]))  # no names: the labels present are the classes
     assert gaps.classes == ["0", "5"] and gaps.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_csv_rows_repeating_an_image_count_once_and_conflicting_labels_fail(tmp_path):
+    from PIL import Image
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "t.csv").write_text("path,label\na.png,x\nb.png,y\na.png,x\nc.png,y\n")
+    task = load_task(tmp_path / "t.csv")
+    assert len(task) == 3
+    (tmp_path / "u.csv").write_text("path,label\na.png,x\nb.png,y\na.png,y\n")
+    with pytest.raises(DatasetError, match="lines 2 and 4: 'a.png' has two labels"):
+        load_task(tmp_path / "u.csv")
