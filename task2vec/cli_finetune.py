@@ -41,7 +41,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                  groups=args.groups, group_weight=args.group_weight, val_fraction=args.val_fraction,
                  image_size=args.image_size, patience=args.patience, grad_clip=args.grad_clip, dropout=args.dropout,
                  amp=not args.no_amp, device=args.device, workers=args.workers, seed=args.seed,
-                 overfit_batch=args.overfit_batch, label_column=args.label_column, progress=not args.quiet)
+                 overfit_batch=args.overfit_batch, max_train_images=args.max_train_images,
+                 label_column=args.label_column, progress=not args.quiet)
     runs = result.runs if isinstance(result, RepeatsResult) else [result]
     _print_run(runs[0] if len(runs) == 1 else None, result)
     if args.records is not None or args.embedding is not None:
@@ -167,6 +168,7 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--label-column", metavar="COL", help="label column of a CSV dataset")
     g.add_argument("--repeats", type=int, default=1, metavar="R", help="train R seeds and report mean ± std")
     g.add_argument("--overfit-batch", type=int, default=0, metavar="N", help="train on one batch of N images (a check)")
+    g.add_argument("--max-train-images", type=int, metavar="N", help="train on a class-balanced subset of N images")
     g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import metrics as metrics_mod
 from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
-from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, report_bad
+from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
 from .errors import CheckpointError, FinetuneError
 from .io import atomic_open
 from .mobius import RandomMobius
@@ -160,6 +160,7 @@ class Trainer:
     ``aux_labels``: a CSV of auxiliary targets (:mod:`task2vec.multitask`), weighted by
     ``aux_weight``; ``groups``: a JSON of superclasses, weighted by ``group_weight``.
     ``overfit_batch``: train on one batch of that many images only (a pipeline check).
+    ``max_train_images``: train on a seeded, class-balanced subset of the training split (quick runs).
     ``train_bn``: update BatchNorm statistics; ``None`` means only for ``random_init`` (pretrained
     statistics are better than those of a few small batches).
     """
@@ -173,7 +174,8 @@ class Trainer:
                  aux_weight: float = 0.3, groups: str | os.PathLike | None = None, group_weight: float = 0.3,
                  val_fraction: float = 0.2, image_size: int | None = None, patience: int = 5,
                  grad_clip: float = 1.0, dropout: float = 0.0, amp: bool = True, device: str = "auto",
-                 workers: int = 0, seed: int = 0, overfit_batch: int = 0, label_column: str | None = None,
+                 workers: int = 0, seed: int = 0, overfit_batch: int = 0, max_train_images: int | None = None,
+                 label_column: str | None = None,
                  progress: bool = True, max_bad_fraction: float = 0.05):
         self.model, self.weights, self.zoo, self.random_init = model, weights, zoo, random_init
         self.epochs, self.batch_size, self.lr, self.body_lr = epochs, batch_size, lr, body_lr
@@ -184,6 +186,7 @@ class Trainer:
         self.val_fraction, self.image_size, self.patience = val_fraction, image_size, patience
         self.grad_clip, self.dropout, self.amp, self.device = grad_clip, dropout, amp, device
         self.workers, self.seed, self.overfit_batch, self.label_column = workers, seed, overfit_batch, label_column
+        self.max_train_images = max_train_images
         self.progress, self.max_bad_fraction = progress, max_bad_fraction
         self._check_params()
 
@@ -212,6 +215,8 @@ class Trainer:
             raise FinetuneError(f"unknown balance {self.balance!r}: choose one of {', '.join(BALANCE)}")
         if not (self.freeze in ("none", "body") or self.freeze.startswith("until:")):
             raise FinetuneError(f"unknown --freeze {self.freeze!r}: {FREEZE_HELP}")
+        if self.max_train_images is not None and (not isinstance(self.max_train_images, int) or self.max_train_images < 2):
+            raise FinetuneError(f"max_train_images must be an integer >= 2, got {self.max_train_images!r}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 32):
             raise FinetuneError(f"image_size must be an integer >= 32, got {self.image_size!r}")
         self.augment_config()
@@ -377,6 +382,9 @@ class Trainer:
         splits = split_task(task, self.val_fraction, self.seed)
         if not len(splits["train"]) or not len(splits["val"]):
             raise FinetuneError("the dataset is too small to split into train and val (need >= 2 images per class)")
+        if self.max_train_images is not None and len(splits["train"]) > self.max_train_images:
+            labels = np.asarray(task.labels)[splits["train"]]
+            splits["train"] = np.sort(splits["train"][balanced_indices(labels, self.max_train_images, self.seed)])
         if self.overfit_batch:  # one image of each class first, then file order; val is the same batch
             train = splits["train"]
             first = np.unique(np.asarray(task.labels)[train], return_index=True)[1]
@@ -704,6 +712,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a task2vec fine-tuning checkpoint (no {CHECKPOINT_FORMAT!r} format)")
     return ckpt
+
+
+def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write the body of a fine-tuned model as ``.safetensors`` (the architecture's own key names).
+
+    This is what a zoo entry's ``checkpoint`` holds: :func:`task2vec.models.create_body` loads it
+    into the same architecture, with a new classifier for the next task.
+    """
+    from safetensors.torch import save
+
+    ckpt = load_checkpoint(checkpoint)
+    body = {k[len("body."):]: v.contiguous() for k, v in ckpt["model_state"].items() if k.startswith("body.")}
+    if not body:
+        raise CheckpointError(f"{str(checkpoint)!r} holds no body weights")
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        f.write(save(body, metadata={"format": "task2vec.body/1", "arch": str(ckpt["arch"]),
+                                     "classes": json.dumps(ckpt["classes"])}))
+    return path
 
 
 def _write_json(path: Path, obj: Any) -> None:

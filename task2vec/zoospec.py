@@ -16,10 +16,20 @@ entries:
     label_column: digit                         # optional, CSV datasets
     name: MNIST digits                          # optional source-task name
     metadata: {imagenet_top1: 71.878, license: BSD-3-Clause}
+    finetune: {epochs: 4}                       # optional: overrides of the top-level finetune settings
+finetune:                        # optional: how missing expert checkpoints are trained
+  from: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors   # the weights fine-tuning starts from
+  epochs: 3
+  image_size: 112
+  max_train_images: 1000
 ```
 
 ``${VAR}`` is expanded from the environment; relative paths are relative to the spec file.
 Entries already in the zoo are skipped, so an interrupted build resumes where it stopped.
+With a ``finetune`` section, an entry whose ``checkpoint`` file is missing is trained first
+(:func:`task2vec.finetune.fit` on its source dataset, run kept in ``<zoo>/runs/<id>/``, body
+exported with :func:`task2vec.finetune.export_weights`); a clone that has the manifest but
+not the weights gets them back with the same command.
 """
 
 from __future__ import annotations
@@ -42,8 +52,8 @@ from .trivial import trivial_embedding
 from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry
 
 ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
-              "name", "metadata"}
-TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries"}
+              "name", "metadata", "finetune"}
+TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune"}
 EMBED_KEYS = {"method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "workers",
               "device", "max_bad_fraction"}
 
@@ -80,6 +90,11 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
         raise ZooError(f"zoo spec {str(path)!r}: 'embedding' may only set {sorted(EMBED_KEYS)}")
     base = path.resolve().parent
     spec["zoo"] = _expand(spec["zoo"], base, str(path))
+    tune = spec.get("finetune") or {}
+    if not isinstance(tune, dict):
+        raise ZooError(f"zoo spec {str(path)!r}: 'finetune' must be a mapping of fine-tuning settings")
+    if tune.get("from"):
+        tune["from"] = _expand(str(tune["from"]), base, str(path))
     if spec.get("weights"):
         spec["weights"] = _expand(spec["weights"], base, str(path))
     ids = []
@@ -95,6 +110,8 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ZooError(f"{where} ({e['id']}): give exactly one of source_dataset and source_embedding")
         if e.get("pretrained") and e.get("checkpoint"):
             raise ZooError(f"{where} ({e['id']}): give pretrained or checkpoint, not both")
+        if not isinstance(e.get("finetune") or {}, dict):
+            raise ZooError(f"{where} ({e['id']}): 'finetune' must be a mapping")
         for key in ("source_dataset", "source_embedding"):  # checkpoints stay as written: see Zoo.weights_location
             if e.get(key):
                 e[key] = _expand(str(e[key]), base, where)
@@ -132,6 +149,7 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
                          quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)), embedding_settings=settings)
     embedder = Task2Vec(probe, progress=progress, **{k: v for k, v in settings.items() if k != "device"})
     for e in spec["entries"]:
+        _train_missing_expert(zoo, spec, e, log, progress)
         if e["id"] in zoo.ids:
             log(f"{e['id']}: already in the zoo, skipped")
             continue
@@ -146,3 +164,28 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
         zoo.add(entry, emb, t0)
         log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
     return zoo
+
+
+def _train_missing_expert(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], log: Callable[[str], None],
+                          progress: bool) -> None:
+    """Fine-tune an entry whose checkpoint is missing, when the spec says how."""
+    if spec.get("finetune") is None or not e.get("checkpoint") or "://" in e["checkpoint"]:
+        return
+    target = Path(os.path.expandvars(e["checkpoint"]))
+    target = target if target.is_absolute() else zoo.path / target
+    if target.is_file() or not e.get("source_dataset"):
+        return
+    from .finetune import export_weights, fit
+
+    settings = {**spec["finetune"], **(e.get("finetune") or {})}
+    start = settings.pop("from", None)
+    run_dir = zoo.path / "runs" / e["id"]
+    log(f"{e['id']}: training the expert on {e['source_dataset']} -> {target}")
+    try:
+        result = fit(e["source_dataset"], run_dir, resume=(run_dir / "last.pt").is_file(), model=e["model"],
+                     weights=start, label_column=e.get("label_column"), progress=progress, **settings)
+    except TypeError as exc:  # an unknown setting name
+        raise ZooError(f"entry {e['id']!r}: bad finetune setting ({exc})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    export_weights(run_dir / "best.pt", target)
+    log(f"{e['id']}: expert val accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch})")

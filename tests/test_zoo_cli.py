@@ -116,3 +116,39 @@ def test_build_from_spec_is_resumable(shared, tmp_path, capsys):
     path.write_text("zoo: [unclosed")
     code, _, err = run(capsys, "zoo", "build", path)
     assert code == 2 and "YAML" in err
+
+
+def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(shared, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from task2vec.finetune import load_checkpoint
+
+    spec = {
+        "zoo": "z", "probe": "mobilenet_v2", "weights": str(WEIGHTS), "image_size": 64,
+        "embedding": {"method": "exact", "max_samples": 16},
+        "finetune": {"from": str(WEIGHTS), "image_size": 32, "epochs": 1, "max_train_images": 12, "batch_size": 6},
+        "entries": [{"id": "bees", "model": "mobilenet_v2", "checkpoint": "experts/bees.safetensors",
+                     "source_dataset": str(shared / "data" / "hymenoptera"), "finetune": {"augment": "light"}}],
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code, out, err = run(capsys, "zoo", "build", path, "--quiet")
+    assert code == 0, err
+    expert = tmp_path / "z" / "experts" / "bees.safetensors"
+    assert "training the expert" in out and expert.is_file()
+    body = load_file(str(expert))
+    best = load_checkpoint(tmp_path / "z" / "runs" / "bees" / "best.pt")["model_state"]
+    assert body.keys() == {k[5:] for k in best if k.startswith("body.")}
+    assert all((body[k] == best["body." + k]).all() for k in body)
+    assert json.loads((tmp_path / "z" / "runs" / "bees" / "config.json").read_text())["params"]["augment"]["hflip"] == 0.5
+    code, out, _ = run(capsys, "zoo", "build", path, "--quiet")  # nothing left to do
+    assert code == 0 and "training" not in out
+    code, out, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "--model", f"{tmp_path / 'z'}:bees",
+                         "-o", tmp_path / "run", "--image-size", "32", "--epochs", "1", "--max-train-images", "8",
+                         "--quiet")
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model_id"] == "bees" and cfg["weights"] == str(expert) and cfg["zoo"] == str(tmp_path / "z")
+    code, _, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "--zoo", tmp_path / "z", "--model", "wasps",
+                       "-o", tmp_path / "run2")
+    assert code == 2 and "no entry 'wasps'" in err
