@@ -1,6 +1,6 @@
 """Does the fine-tuner's recipe pay off on small data? Two studies on real data from ../shared/data.
 
-    python examples/finetune_study.py books      [--seeds 5] [--size 112] [--epochs 15] [--val-fraction 0.6]
+    python examples/finetune_study.py books      [--seeds 5] [--size 64] [--epochs 15] [--val-fraction 0.8]
     python examples/finetune_study.py multitask  [--seeds 5] [--size 64]  [--epochs 12] [--per-class 20]
 
 ``books``: small_books (about 9 photos per book, 27 backgrounds) with the ImageNet MobileNetV2:
@@ -102,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--per-class", type=int, default=20, help="multitask: training images per digit")
-    ap.add_argument("--val-fraction", type=float, default=0.6,
-                    help="books: share of the photos held out (default 0.6: about 4 training photos per book)")
+    ap.add_argument("--val-fraction", type=float, default=0.8,
+                    help="books: share of the photos held out (default 0.8: 2 training photos per book)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "finetune")
     args = ap.parse_args(argv)
     if not WEIGHTS.is_file():
         sys.exit(f"needs {WEIGHTS} (set TASK2VEC_SHARED)")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.study == "books":
-        base = dict(model="mobilenet_v2", weights=WEIGHTS, image_size=args.size or 112, epochs=args.epochs or 15,
+        base = dict(model="mobilenet_v2", weights=WEIGHTS, image_size=args.size or 64, epochs=args.epochs or 15,
                     batch_size=16, balance="loss-weights", patience=0, val_fraction=args.val_fraction)
         configs = {
             "pretrained + strong augmentation": {**base, "augment": "strong"},
