@@ -183,3 +183,33 @@ def test_fit_model2vec_command(zoo, tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("task,model,error\ntask0.npz,unknown-model,0.1\n")
     assert main(["zoo", "fit-model2vec", str(zoo.path), "--records", str(tmp_path / "bad.csv")]) == 2
     assert "unknown-model" in capsys.readouterr().err and snapshot(zoo.path) == before
+
+
+def test_resolve_model_from_names_zoo_entries_and_recommendations(zoo, tmp_path):
+    from task2vec.errors import FinetuneError
+    from task2vec.models import resolve_model
+
+    assert resolve_model("resnet18").arch == "resnet18" and resolve_model("resnet18").weights is None
+    with pytest.raises(FinetuneError, match="checkpoint .*m1.safetensors' does not exist"):
+        resolve_model(f"{zoo.path}:m1")
+    (zoo.path / "ckpt").mkdir()
+    (zoo.path / "ckpt" / "m1.safetensors").write_bytes(b"x")
+    choice = resolve_model(f"{zoo.path}:m1")
+    assert (choice.arch, choice.model_id, choice.zoo) == ("mobilenet_v2", "m1", str(zoo.path))
+    assert choice.weights == str(zoo.path / "ckpt" / "m1.safetensors")
+    assert resolve_model("m1", zoo=zoo.path) == choice
+    with pytest.raises(FinetuneError, match="has no entry 'm9'"):
+        resolve_model("m9", zoo=zoo.path)
+    ranking = tmp_path / "ranking.json"
+    ranking.write_text(json.dumps({"zoo": str(zoo.path), "recommendations": [{"id": "m1", "model": "mobilenet_v2"}]}))
+    assert resolve_model(str(ranking)) == choice
+    ranking.write_text(json.dumps({"zoo": "/nowhere", "recommendations": [{"id": "r", "model": "resnet18",
+                                                                          "weights": "pretrained"}]}))
+    assert resolve_model(str(ranking)).arch == "resnet18"  # the zoo moved: the architecture still serves
+    ranking.write_text("{}")
+    with pytest.raises(FinetuneError, match="is not a 'task2vec recommend --json' file"):
+        resolve_model(str(ranking))
+    with pytest.raises(FinetuneError, match="unknown model 'not-a-net'"):
+        resolve_model("not-a-net")
+    with pytest.raises(FinetuneError, match="weights file .* does not exist"):
+        resolve_model("resnet18", weights=tmp_path / "none.pt")
