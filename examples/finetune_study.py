@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--per-class", type=int, default=20, help="multitask: training images per digit")
+    ap.add_argument("--aux-weights", type=float, nargs="+", default=[0.3, 0.05],
+                    help="multitask: the λ values compared (per auxiliary column)")
     ap.add_argument("--val-fraction", type=float, default=0.8,
                     help="books: share of the photos held out (default 0.8: 2 training photos per book)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "finetune")
@@ -124,12 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         base = dict(model="mobilenet_v2", weights=WEIGHTS, image_size=args.size or 64, epochs=args.epochs or 12,
                     batch_size=32, patience=0)
         aug = replace(preset("light"), hflip=0.0, rotate=10.0)  # digits must not be mirrored
-        configs = {
-            "digits only": {**base, "augment": aug},
-            "digits + morphometrics heads (λ=0.3)": {**base, "augment": aug, "aux_labels": data / "morphometrics.csv",
-                                                     "aux_columns": ["area", "length", "thickness", "slant", "width",
-                                                                     "height"], "aux_weight": 0.3},
-        }
+        heads = dict(aux_labels=data / "morphometrics.csv",
+                     aux_columns=["area", "length", "thickness", "slant", "width", "height"])
+        configs = {"digits only": {**base, "augment": aug}}
+        for lam in args.aux_weights:  # λ per column: six columns, so the auxiliary total is 6 λ
+            configs[f"digits + morphometrics heads (λ={lam:g} each)"] = {**base, "augment": aug, **heads, "aux_weight": lam}
         run("multitask", data, configs, args.seeds, args.out)
     return 0
 

@@ -73,7 +73,8 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
                               ("imagenet_top1", args.imagenet_top1), ("license", args.license),
                               ("notes", args.notes)) if v is not None}
     entry = ZooEntry(args.id, args.model, args.pretrained, args.checkpoint,
-                     {"name": args.name} if args.name else {}, entry_metadata(args.model, meta, args.input_size))
+                     {"name": args.name} if args.name else {}, entry_metadata(args.model, meta, args.input_size,
+                                                                                    pretrained=args.pretrained))
     zoo.add(entry, emb, t0)
     print(f"added {args.id} ({args.model}, source {emb.name}) to {zoo.path}: {len(zoo)} entries")
     return 0

@@ -122,10 +122,15 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
-def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | None = None) -> dict[str, Any]:
-    """Metadata for an entry: what was given, plus ImageNet top-1 from the published tables when known."""
+def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | None = None, *,
+                   pretrained: bool) -> dict[str, Any]:
+    """Metadata for an entry: what was given, plus ImageNet top-1 from the published tables when known.
+
+    The published figure describes the published weights only: a checkpoint (a fine-tuned
+    expert) gets a top-1 only when one is given.
+    """
     meta = dict(given or {})
-    if "imagenet_top1" not in meta:
+    if pretrained and "imagenet_top1" not in meta:
         top1 = imagenet_top1(model, input_size)
         if top1 is not None:
             meta["imagenet_top1"] = top1
@@ -160,7 +165,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
             emb = embedder.embed(task, name=e.get("name") or e["id"])
         t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
         entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
-                         {"name": e["name"]} if e.get("name") else {}, entry_metadata(e["model"], e.get("metadata")))
+                         {"name": e["name"]} if e.get("name") else {}, entry_metadata(e["model"], e.get("metadata"),
+                                                                           pretrained=bool(e.get("pretrained", False))))
         zoo.add(entry, emb, t0)
         log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
     return zoo
