@@ -235,14 +235,18 @@ class Zoo:
 
     def weights_location(self, entry: ZooEntry) -> str:
         """Where the entry's weights come from: "pretrained", a URI, a resolved local path
-        (``${VAR}`` expanded, relative to the zoo folder) marked "(missing)" when absent, or "none"."""
+        (``${VAR}`` expanded against the working directory, other relative paths against the zoo
+        folder) marked "(missing)" when absent, or "none"."""
         if entry.pretrained:
             return "pretrained"
         if not entry.checkpoint:
             return "none"
         if "://" in entry.checkpoint:
             return entry.checkpoint
-        path = Path(os.path.expandvars(entry.checkpoint))
+        # ${VAR} names a folder relative to the working directory; the rest is relative to the zoo
+        text = re.sub(r"\$\{(\w+)\}", lambda m: str(Path(os.environ[m.group(1)]).resolve())
+                      if m.group(1) in os.environ else m.group(0), entry.checkpoint)
+        path = Path(text)
         path = path if path.is_absolute() else self.path / path
         return str(path) if path.is_file() else f"{path} (missing)"
 

@@ -213,3 +213,15 @@ def test_resolve_model_from_names_zoo_entries_and_recommendations(zoo, tmp_path)
         resolve_model("not-a-net")
     with pytest.raises(FinetuneError, match="weights file .* does not exist"):
         resolve_model("resnet18", weights=tmp_path / "none.pt")
+
+
+def test_checkpoint_variables_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    z = Zoo.create(tmp_path / "zoo", PROBE, quality_weight=0.0)
+    z.add(ZooEntry("g", "mobilenet_v2", checkpoint="${WEIGHTS_DIR}/w.safetensors"), emb(1), emb(999))
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "w.safetensors").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WEIGHTS_DIR", "w")  # relative to where the user runs the command, not to the zoo
+    assert z.weights_location(z.entry("g")) == str(tmp_path / "w" / "w.safetensors")
+    monkeypatch.delenv("WEIGHTS_DIR")
+    assert z.weights_location(z.entry("g")).endswith("(missing)")
