@@ -58,6 +58,7 @@ version, not the group of the arg-max), computed as logsumexp(member logits) - l
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -131,30 +132,36 @@ class AuxLabels:
         }
 
 
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    """The file's text (UTF-8, BOM dropped); a missing or unreadable file is a one-line error."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise FinetuneError(f"{what} {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise FinetuneError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise FinetuneError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+
+
 def _read_table(csv_path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, trimmed rows padded to the header's width, and each row's line number."""
     src = str(csv_path)
+    text = _read_text(csv_path, "aux CSV")
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            rows, lines = [], []
-            for raw in reader:
-                cells = [c.strip() for c in raw]
-                if not any(cells):
-                    continue
-                if len(cells) > len(header) and any(cells[len(header):]):
-                    raise FinetuneError(f"aux CSV {src!r} line {reader.line_num} has more cells than its header")
-                rows.append((cells + [""] * len(header))[: len(header)])
-                lines.append(reader.line_num)
-    except FileNotFoundError as exc:
-        raise FinetuneError(f"aux CSV {src!r} does not exist") from exc
-    except UnicodeDecodeError as exc:
-        raise FinetuneError(f"aux CSV {src!r} is not UTF-8 text (byte {exc.start})") from exc
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip() for h in next(reader, [])]
+        rows, lines = [], []
+        for raw in reader:
+            cells = [c.strip() for c in raw]
+            if not any(cells):
+                continue
+            if len(cells) > len(header) and any(cells[len(header):]):
+                raise FinetuneError(f"aux CSV {src!r} line {reader.line_num} has more cells than its header")
+            rows.append((cells + [""] * len(header))[: len(header)])
+            lines.append(reader.line_num)
     except csv.Error as exc:
         raise FinetuneError(f"aux CSV {src!r} is malformed: {exc}") from exc
-    except OSError as exc:
-        raise FinetuneError(f"aux CSV {src!r} cannot be read: {exc.strerror or exc}") from exc
     if not header or not any(header):
         raise FinetuneError(f"aux CSV {src!r} is empty")
     if "" in header:
@@ -451,15 +458,9 @@ def load_groups(json_path: str | os.PathLike, classes: Sequence[str]) -> Groups:
     """Read superclass groups from a JSON file (see the module docstring)."""
     src = str(json_path)
     try:
-        mapping = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FinetuneError(f"groups file {src!r} does not exist") from exc
-    except UnicodeDecodeError as exc:
-        raise FinetuneError(f"groups file {src!r} is not UTF-8 text (byte {exc.start})") from exc
+        mapping = json.loads(_read_text(json_path, "groups file"))
     except json.JSONDecodeError as exc:
         raise FinetuneError(f"groups file {src!r} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except OSError as exc:
-        raise FinetuneError(f"groups file {src!r} cannot be read: {exc.strerror or exc}") from exc
     return make_groups(mapping, classes, source=src)
 
 
