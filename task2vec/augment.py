@@ -116,14 +116,14 @@ def train_transform(config: DataConfig, aug: AugmentConfig) -> Callable:
     if aug.vflip:
         ops.append(v2.RandomVerticalFlip(aug.vflip))
     if aug.rotate:
-        ops.append(v2.RandomRotation(aug.rotate, interpolation=_mode(config)))
+        ops.append(v2.RandomRotation(aug.rotate, interpolation=InterpolationMode.BILINEAR))  # bicubic: resize only
     if aug.color_jitter:
         j = aug.color_jitter
         ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     if aug.auto_augment == "trivial":
-        ops.append(v2.TrivialAugmentWide(interpolation=_mode(config)))
+        ops.append(v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR))
     elif aug.auto_augment == "randaugment":
-        ops.append(v2.RandAugment(interpolation=_mode(config)))
+        ops.append(v2.RandAugment(interpolation=InterpolationMode.BILINEAR))
     if aug.erasing:
         ops.append(v2.RandomErasing(p=aug.erasing, value=0))
     return v2.Compose(ops)

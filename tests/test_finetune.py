@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,19 @@ def test_freeze_body_modes():
 def test_class_weights_are_inverse_frequency_with_mean_one():
     w = _class_weights(np.array([0, 0, 0, 1]), 2).numpy()
     assert np.allclose(w, [4 / 6, 4 / 2])
+
+
+@pytest.mark.parametrize("name", ["none", "light", "standard", "strong"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_presets_transform_any_model_config(name, interpolation):
+    from task2vec.augment import train_transform
+    from task2vec.probe import DataConfig
+
+    cfg = DataConfig(input_size=48, interpolation=interpolation)
+    aug = preset(name) if name != "strong" else replace(preset("strong"), auto_augment="randaugment")
+    torch.manual_seed(0)
+    out = train_transform(cfg, aug)(Image.new("RGB", (90, 70), (10, 200, 30)))
+    assert out.shape == (3, 48, 48) and out.dtype == torch.uint8
 
 
 def test_batch_mix_pairs_and_cutmix_area():
@@ -254,3 +268,13 @@ def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys):
     assert rc == 2 and "not a task2vec checkpoint" in capsys.readouterr().err
     rc = main(["cam", str(run / "best.pt"), str(photos[0]), "-o", str(tmp_path / "c2.png"), "--target-class", "x"])
     assert rc == 2 and "unknown class 'x'" in capsys.readouterr().err
+
+
+def test_a_timm_model_with_bicubic_preprocessing_fine_tunes_and_predicts(colours, tmp_path):
+    res = Trainer(**{**FAST, "model": "resnet10t", "augment": "standard", "freeze": "until:layer2"}).fit(
+        colours, tmp_path / "timm")
+    cfg = json.loads((tmp_path / "timm" / "config.json").read_text())
+    assert cfg["arch"] == "resnet10t" and cfg["data_config"]["interpolation"] == "bicubic"
+    assert cfg["frozen_parameters"] > 0 and len(res.history) == 2
+    model = FinetunedModel.load(tmp_path / "timm" / "best.pt", device="cpu")
+    assert model.arch == "resnet10t" and len(model.predict([Image.new("RGB", (40, 40), (200, 30, 30))])[0]) == 3
