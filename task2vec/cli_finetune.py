@@ -10,10 +10,13 @@ from pathlib import Path
 
 from . import cam as cam_mod
 from .augment import AUTO_AUGMENT, PRESETS, preset
-from .data import load_rgb
-from .errors import DatasetError, FinetuneError
+from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
+from .data import load_rgb, load_task
+from .errors import DatasetError, FinetuneError, WeightsError
 from .finetune import BALANCE, FREEZE_HELP, FinetunedModel, FitResult, RepeatsResult, append_transfer_record, fit
 from .io import atomic_open, check_writable
+from .models import resolve_model
+from .zoo import Zoo
 
 # explicit augmentation flags: CLI flag -> AugmentConfig field (each overrides the preset's value)
 _AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "color_jitter": float,
@@ -21,11 +24,43 @@ _AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "c
               "mobius": float, "mobius_strength": float}
 
 
+def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """Where the transfer record goes and the task embedding it names; embeds the dataset with
+    the zoo's probe (cached in ``<zoo>/tasks/``) when the model is a zoo entry and no embedding is given."""
+    if args.no_records:
+        return None, None
+    choice = resolve_model(args.model, weights=args.weights, zoo=args.zoo)
+    records = Path(args.records) if args.records else (Path(choice.zoo) / "records.csv" if choice.zoo else None)
+    if records is None:
+        if args.embedding is not None:
+            raise FinetuneError("--embedding names the task for a transfer record: give --records CSV too")
+        return None, None
+    check_writable(records)
+    if args.embedding is not None:
+        if not Path(args.embedding).is_file():
+            raise FinetuneError(f"--embedding {args.embedding!r} does not exist")
+        return records, Path(args.embedding)
+    if choice.zoo is None:
+        raise FinetuneError("--records needs the task's embedding: pass --embedding EMB.npz")
+    zoo = Zoo.load(choice.zoo)
+    task = load_task(args.dataset, label_column=args.label_column)
+    cached = zoo.path / "tasks" / f"{task.fingerprint()[:16]}.t2v.npz"
+    if not cached.is_file():
+        settings = argparse.Namespace(weights=None, device=args.device, workers=args.workers, max_bad_fraction=0.05,
+                                      quiet=args.quiet, label_column=args.label_column,
+                                      **{k: None for k in ZOO_EMBEDDING_FLAGS})
+        try:
+            emb, _ = embed_for_zoo(zoo, settings, args.dataset, name=Path(args.dataset).name)
+        except WeightsError as exc:
+            raise FinetuneError(f"the transfer record for zoo {str(zoo.path)!r} needs the task embedded with the zoo's "
+                                f"probe ({exc}); or pass --embedding EMB.npz or --no-records") from None
+        cached.parent.mkdir(exist_ok=True)
+        emb.save(cached)
+    return records, cached
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
-    if args.records is not None:
-        check_writable(args.records)
-    if args.embedding is not None and not Path(args.embedding).is_file():
-        raise FinetuneError(f"--embedding {args.embedding!r} does not exist")
+    records, embedding = _record_target(args)  # before training: a bad records setting fails first
     overrides = {k: getattr(args, k) for k in _AUG_FLAGS if getattr(args, k) is not None}
     try:
         augment = dataclasses.replace(preset(args.augment), **overrides)
@@ -45,8 +80,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                  label_column=args.label_column, progress=not args.quiet)
     runs = result.runs if isinstance(result, RepeatsResult) else [result]
     _print_run(runs[0] if len(runs) == 1 else None, result)
-    if args.records is not None or args.embedding is not None:
-        path = append_transfer_record(runs, records=args.records, embedding=args.embedding)
+    if records is not None and not args.overfit_batch:
+        path = append_transfer_record(runs, records=records, embedding=embedding)
         print(f"transfer record appended to {path}")
     return 0
 
@@ -173,8 +208,13 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     g.add_argument("--workers", type=int, default=0, metavar="W", help="DataLoader worker processes")
-    g.add_argument("--records", metavar="CSV", help="append a transfer record (task, model, accuracy) for MODEL2VEC")
-    g.add_argument("--embedding", metavar="EMB.npz", help="the task's embedding, named by the transfer record")
+    g.add_argument("--records", metavar="CSV",
+                   help="append a transfer record (task, model, accuracy) for MODEL2VEC (default for a zoo model: "
+                        "ZOO/records.csv)")
+    g.add_argument("--embedding", metavar="EMB.npz",
+                   help="the task's embedding, named by the transfer record (default for a zoo model: embedded with "
+                        "the zoo's probe, cached in ZOO/tasks/)")
+    g.add_argument("--no-records", action="store_true", help="append no transfer record (not even to the zoo's)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=cmd_finetune)
 

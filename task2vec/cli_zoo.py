@@ -19,8 +19,8 @@ from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
 from .zoospec import build_zoo, entry_metadata
 
 # Embedding settings a zoo command falls back to when neither the flag nor the zoo sets them.
-_DEFAULTS = {"method": "exact", "max_samples": 10_000, "max_rank": 16, "samples_per_image": 1, "batch_size": 32,
-             "seed": 0}
+ZOO_EMBEDDING_FLAGS = {"method": "exact", "max_samples": 10_000, "max_rank": 16, "samples_per_image": 1,
+                       "batch_size": 32, "seed": 0}
 
 
 def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
@@ -35,8 +35,9 @@ def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
 
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the flags given, else the zoo's settings, else the defaults."""
-    s = {**_DEFAULTS, **{k: v for k, v in zoo.manifest.get("embedding_settings", {}).items() if k in _DEFAULTS}}
-    s.update({k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None})
+    saved = zoo.manifest.get("embedding_settings", {})
+    s = {**ZOO_EMBEDDING_FLAGS, **{k: v for k, v in saved.items() if k in ZOO_EMBEDDING_FLAGS}}
+    s.update({k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None})
     return Task2Vec(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet, **s)
 
 
@@ -164,7 +165,7 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     def embedding_flags(p: argparse.ArgumentParser) -> None:
         add_embedding_args(p, probe_flags=False)
         p.add_argument("--weights", metavar="FILE", help="the zoo's probe weights (default: $TASK2VEC_WEIGHTS lookup)")
-        p.set_defaults(**{k: None for k in _DEFAULTS})  # unset flags fall back to the zoo's settings
+        p.set_defaults(**{k: None for k in ZOO_EMBEDDING_FLAGS})  # unset flags fall back to the zoo's settings
 
     zp = sub.add_parser("zoo", help="create and edit a zoo of candidate models",
                         description="A zoo: candidate models with the embeddings of their source tasks.")

@@ -118,7 +118,7 @@ def test_build_from_spec_is_resumable(shared, tmp_path, capsys):
     assert code == 2 and "YAML" in err
 
 
-def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(shared, tmp_path, capsys):
+def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(shared, tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
 
     from task2vec.finetune import load_checkpoint
@@ -143,12 +143,26 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
     assert json.loads((tmp_path / "z" / "runs" / "bees" / "config.json").read_text())["params"]["augment"]["hflip"] == 0.5
     code, out, _ = run(capsys, "zoo", "build", path, "--quiet")  # nothing left to do
     assert code == 0 and "training" not in out
-    code, out, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "--model", f"{tmp_path / 'z'}:bees",
-                         "-o", tmp_path / "run", "--image-size", "32", "--epochs", "1", "--max-train-images", "8",
-                         "--quiet")
+    monkeypatch.delenv("TASK2VEC_WEIGHTS", raising=False)
+    args = ["finetune", shared / "data" / "hymenoptera", "--model", f"{tmp_path / 'z'}:bees", "--image-size", "32",
+            "--epochs", "1", "--max-train-images", "8", "--quiet"]
+    code, _, err = run(capsys, *args, "-o", tmp_path / "run")
+    assert code == 2 and "needs the task embedded with the zoo's probe" in err and not (tmp_path / "run").exists()
+    monkeypatch.setenv("TASK2VEC_WEIGHTS", str(WEIGHTS.parent))  # where the zoo's probe weights are
+    code, out, err = run(capsys, *args, "-o", tmp_path / "run")
     assert code == 0, err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model_id"] == "bees" and cfg["weights"] == str(expert) and cfg["zoo"] == str(tmp_path / "z")
+    # the run left a transfer record in the zoo, naming the task's embedding made with the zoo's probe
+    from task2vec.model2vec import read_records
+
+    zoo = Zoo.load(tmp_path / "z")
+    rec = read_records(tmp_path / "z" / "records.csv", model_ids=zoo.ids, like=None)
+    assert len(rec) == 1 and rec.models[rec.model_idx[0]] == "bees" and len(list((tmp_path / "z" / "tasks").iterdir())) == 1
+    assert "transfer record appended" in out
+    code, _, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "-o", tmp_path / "run3", "--records",
+                       tmp_path / "r.csv", "--quiet")
+    assert code == 2 and "--records needs the task's embedding" in err and not (tmp_path / "run3").exists()
     code, _, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "--zoo", tmp_path / "z", "--model", "wasps",
                        "-o", tmp_path / "run2")
     assert code == 2 and "no entry 'wasps'" in err
