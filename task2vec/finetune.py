@@ -39,7 +39,7 @@ from .io import atomic_open
 from .mobius import RandomMobius
 from .models import ModelChoice, create_body, data_config_dict, data_config_from_dict, new_classifier, resolve_model
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
-from .probe import DataConfig, build_network, resolve_device
+from .probe import DataConfig, build_network, normalize_batch, resolve_device
 
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
 FREEZE_HELP = "none | body | until:<module> (train only what comes after that block of the body)"
@@ -419,8 +419,7 @@ class Trainer:
         model.train()
         if not (self.random_init if self.train_bn is None else self.train_bn):
             _set_bn_eval(model)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and self.amp \
-            else _null_context()
+        autocast = _autocast(device, self.amp)
         loader = loaders.train_loader(epoch_seed, self.overfit_batch > 0)
         total, n_seen, n_correct, n_scored, t0 = 0.0, 0, 0, 0, time.perf_counter()
         parts: dict[str, float] = {}
@@ -611,8 +610,6 @@ class _Loaders:
         self.workers, self.balance, self.device, self.max_bad_fraction = workers, balance, device, max_bad_fraction
         self.train_tf, self.eval_tf = train_transform(config, aug), eval_transform(config)
         self.bad: set[int] = set()
-        self.mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
 
     def _loader(self, indices: np.ndarray, transform, **kw) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -637,8 +634,7 @@ class _Loaders:
         return self._loader(self.splits[split], self.eval_tf, shuffle=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.to(self.device, non_blocking=True).float() / 255.0 - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+        return normalize_batch(images, self.config, self.device)
 
     def note_bad(self, bad: list[int]) -> None:
         self.bad.update(bad)
@@ -653,7 +649,7 @@ def predict_logits(model: nn.Module, loader: torch.utils.data.DataLoader, normal
                    device: torch.device, amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Main-head logits (float32) and labels over a loader of uint8 batches, in eval mode."""
     model.eval()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and amp else _null_context()
+    autocast = _autocast(device, amp)
     outs, labels_all = [], []
     for images, labels, _, _ in loader:
         if images is None:
@@ -683,12 +679,9 @@ def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) ->
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class _null_context:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and amp)
 
 
 # ---------------------------------------------------------------------------- files
@@ -818,10 +811,7 @@ class FinetunedModel:
 
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         """PIL images -> a normalised float batch on the model's device."""
-        batch = torch.stack([self.transform(im) for im in images]).to(self.device).float() / 255.0
-        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
-        return (batch - mean) / std
+        return normalize_batch(torch.stack([self.transform(im) for im in images]), self.config, self.device)
 
     @torch.no_grad()
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:

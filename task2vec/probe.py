@@ -244,6 +244,14 @@ def build_network(name: str, weights: str | os.PathLike | None = None, *, pretra
     return Network(name, model, feature_dim, config, source, weights_hash)
 
 
+def normalize_batch(batch: torch.Tensor, config: DataConfig, device: torch.device) -> torch.Tensor:
+    """uint8 NCHW batch -> float on ``device``, normalised with the model's mean/std (channels_last on CUDA)."""
+    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
+    x = (batch.to(device, non_blocking=True).float() / 255.0 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
 class Probe:
     """A frozen feature extractor in eval mode plus what is needed to feed it.
 
@@ -305,11 +313,7 @@ class Probe:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW batch -> float, normalised, on the probe's device."""
-        batch = batch.to(self.device, non_blocking=True)
-        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
-        x = (batch.float() / 255.0 - mean) / std
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+        return normalize_batch(batch, self.config, self.device)
 
     def describe(self) -> dict:
         return {"name": self.name, "weights_hash": self.weights_hash, "weights_source": self.weights_source,
