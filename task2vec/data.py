@@ -222,6 +222,47 @@ def load_task(source: str | os.PathLike, label_column: str | None = None) -> Ima
     raise DatasetError(f"dataset path {str(path)!r} is neither a folder nor a .csv file")
 
 
+HALVES = ("source", "target")
+
+
+def image_half(relative_path: str, seed: int = 0) -> str:
+    """``"source"`` or ``"target"``: a seeded hash of the image's relative path.
+
+    The half of an image never depends on which other images are listed, so experts
+    trained on source halves and target tasks drawn from target halves never share an image.
+    """
+    return HALVES[hashlib.sha256(f"{seed}\0{relative_path}".encode()).digest()[0] & 1]
+
+
+def subset(task: ImageTask, *, classes: Sequence[str] | None = None, half: str | None = None,
+           seed: int = 0) -> ImageTask:
+    """The images of ``task`` in the given ``classes`` (renumbered in that order) and/or ``half``."""
+    keep = np.ones(len(task), dtype=bool)
+    names = list(task.classes)
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        unknown = [c for c in classes if c not in task.classes]
+        if unknown:
+            raise DatasetError(f"class {unknown[0]!r} is not in {task.source!r} (classes: {', '.join(task.classes[:8])}"
+                               f"{', ...' if len(task.classes) > 8 else ''})")
+        if len(set(classes)) < 2:
+            raise DatasetError(f"a subset needs at least 2 distinct classes, got {classes}")
+        names = list(dict.fromkeys(classes))
+        keep &= np.isin(task.labels, [task.classes.index(c) for c in names])
+    if half is not None:
+        if half not in HALVES:
+            raise DatasetError(f"half must be one of {HALVES}, got {half!r}")
+        keep &= np.array([image_half(r, seed) == half for r in task.relative_paths()])
+    idx = np.flatnonzero(keep)
+    remap = {task.classes.index(c): i for i, c in enumerate(names)}
+    labels = np.array([remap[int(y)] for y in task.labels[idx]], dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise DatasetError(f"the subset of {task.source!r} has fewer than 2 classes with images")
+    parts = [task.source] + ([f"classes={len(names)}"] if classes is not None else []) + (
+        [f"half={half}/{seed}"] if half is not None else [])
+    return ImageTask([task.paths[i] for i in idx], labels, names, task.root, task.transform, source="|".join(parts))
+
+
 class TorchTask(torch.utils.data.Dataset):
     """Adapter giving any torch Dataset of ``(image, label)`` the interface of :class:`ImageTask`.
 

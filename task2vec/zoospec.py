@@ -7,6 +7,7 @@ weights: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors   # option
 image_size: 112                  # optional: the probe's resolution
 embedding: {method: exact, max_samples: 300, seed: 0}                   # Task2Vec settings
 alpha: 0.15                      # optional
+split_seed: 0                    # optional: the seed of data.image_half (entries with `half`)
 quality_weight: 0.05             # optional
 entries:
   - id: mnist-expert
@@ -14,6 +15,8 @@ entries:
     checkpoint: experts/mnist.safetensors      # or pretrained: true; kept as written, relative to the zoo
     source_dataset: ${TASK2VEC_SHARED}/data/mnist_test   # or source_embedding: x.npz
     label_column: digit                         # optional, CSV datasets
+    classes: ["0", "1", "2"]                    # optional: only these classes of the source dataset
+    half: source                                # optional: only the images data.image_half puts in that half
     name: MNIST digits                          # optional source-task name
     metadata: {imagenet_top1: 71.878, license: BSD-3-Clause}
     finetune: {epochs: 4}                       # optional: overrides of the top-level finetune settings
@@ -41,7 +44,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .data import load_task
+from .data import ImageTask, load_task, subset
 from .distance import ALPHA
 from .embed import Task2Vec
 from .embedding import Embedding
@@ -52,8 +55,9 @@ from .trivial import trivial_embedding
 from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry
 
 ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
-              "name", "metadata", "finetune"}
-TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune"}
+              "name", "metadata", "finetune", "classes", "half"}
+TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune",
+            "split_seed"}
 EMBED_KEYS = {"method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "workers",
               "device", "max_bad_fraction"}
 
@@ -110,6 +114,10 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ZooError(f"{where} ({e['id']}): give exactly one of source_dataset and source_embedding")
         if e.get("pretrained") and e.get("checkpoint"):
             raise ZooError(f"{where} ({e['id']}): give pretrained or checkpoint, not both")
+        if e.get("half") is not None and e["half"] not in ("source", "target"):
+            raise ZooError(f"{where} ({e['id']}): 'half' must be source or target, got {e['half']!r}")
+        if e.get("classes") is not None and not isinstance(e["classes"], list):
+            raise ZooError(f"{where} ({e['id']}): 'classes' must be a list of class names")
         if not isinstance(e.get("finetune") or {}, dict):
             raise ZooError(f"{where} ({e['id']}): 'finetune' must be a mapping")
         for key in ("source_dataset", "source_embedding"):  # checkpoints stay as written: see Zoo.weights_location
@@ -137,6 +145,14 @@ def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | N
     return meta
 
 
+def entry_task(spec: dict[str, Any], e: dict[str, Any]) -> ImageTask:
+    """The source task of a spec entry: its dataset, restricted to its ``classes`` and ``half``."""
+    task = load_task(e["source_dataset"], label_column=e.get("label_column"))
+    if e.get("classes") is None and e.get("half") is None:
+        return task
+    return subset(task, classes=e.get("classes"), half=e.get("half"), seed=int(spec.get("split_seed", 0)))
+
+
 def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = True) -> Zoo:
     """Create or complete the zoo that ``spec_path`` describes; returns it."""
     spec = read_spec(spec_path)
@@ -161,8 +177,7 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
         if e.get("source_embedding"):
             emb = Embedding.load(e["source_embedding"])
         else:
-            task = load_task(e["source_dataset"], label_column=e.get("label_column"))
-            emb = embedder.embed(task, name=e.get("name") or e["id"])
+            emb = embedder.embed(entry_task(spec, e), name=e.get("name") or e["id"])
         t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
         entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
                          {"name": e["name"]} if e.get("name") else {}, entry_metadata(e["model"], e.get("metadata"),
@@ -188,8 +203,8 @@ def _train_missing_expert(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], log
     run_dir = zoo.path / "runs" / e["id"]
     log(f"{e['id']}: training the expert on {e['source_dataset']} -> {target}")
     try:
-        result = fit(e["source_dataset"], run_dir, resume=(run_dir / "last.pt").is_file(), model=e["model"],
-                     weights=start, label_column=e.get("label_column"), progress=progress, **settings)
+        result = fit(entry_task(spec, e), run_dir, resume=(run_dir / "last.pt").is_file(), model=e["model"],
+                     weights=start, progress=progress, **settings)
     except TypeError as exc:  # an unknown setting name
         raise ZooError(f"entry {e['id']!r}: bad finetune setting ({exc})") from None
     target.parent.mkdir(parents=True, exist_ok=True)

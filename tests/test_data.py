@@ -18,8 +18,10 @@ from task2vec.data import (
     from_csv,
     from_folder,
     half_split,
+    image_half,
     load_rgb,
     load_task,
+    subset,
 )
 from task2vec.errors import DatasetError, Task2VecError
 
@@ -675,3 +677,30 @@ def test_csv_rows_repeating_an_image_count_once_and_conflicting_labels_fail(tmp_
     (tmp_path / "u.csv").write_text("path,label\na.png,x\nb.png,y\na.png,y\n")
     with pytest.raises(DatasetError, match="lines 2 and 4: 'a.png' has two labels"):
         load_task(tmp_path / "u.csv")
+
+
+# ----------------------------------------------------------------------------- subsets and halves
+def test_image_half_is_a_seeded_function_of_the_path_alone(tmp_path):
+    task = from_folder(make_folder(tmp_path / "d", {"cat": 40, "dog": 40, "eel": 40}))
+    halves = {r: image_half(r) for r in task.relative_paths()}
+    assert set(halves.values()) == {"source", "target"}
+    assert 0.3 < sum(h == "source" for h in halves.values()) / len(halves) < 0.7
+    other_seed = [image_half(r, seed=1) for r in task.relative_paths()]
+    assert other_seed != list(halves.values())
+    # a subset's halves are those of the full set: listing other images changes nothing
+    src, tgt = subset(task, half="source"), subset(task, half="target")
+    assert set(src.paths).isdisjoint(tgt.paths) and len(src) + len(tgt) == len(task)
+    assert all(halves[r] == "source" for r in src.relative_paths())
+    small = subset(task, classes=["dog", "cat"], half="target")
+    assert small.classes == ["dog", "cat"]
+    assert names(small) == sorted(n for n in names(tgt) if n[1] in ("cat", "dog"))
+
+
+def test_subset_errors_name_the_problem(tmp_path):
+    task = from_folder(make_folder(tmp_path / "d", {"cat": 3, "dog": 3}))
+    with pytest.raises(DatasetError, match="'cow' is not in"):
+        subset(task, classes=["cat", "cow"])
+    with pytest.raises(DatasetError, match="at least 2 distinct classes"):
+        subset(task, classes=["cat", "cat"])
+    with pytest.raises(DatasetError, match="half must be one of"):
+        subset(task, half="train")

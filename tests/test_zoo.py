@@ -225,3 +225,22 @@ def test_checkpoint_variables_resolve_against_the_working_directory(tmp_path, mo
     assert z.weights_location(z.entry("g")) == str(tmp_path / "w" / "w.safetensors")
     monkeypatch.delenv("WEIGHTS_DIR")
     assert z.weights_location(z.entry("g")).endswith("(missing)")
+
+
+def test_spec_classes_and_half_select_the_source_task(tmp_path, shared, monkeypatch):
+    from task2vec.zoospec import entry_task, read_spec
+
+    monkeypatch.setenv("TASK2VEC_SHARED", str(shared))
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text("zoo: z\nprobe: mobilenet_v2\nsplit_seed: 3\nentries:\n"
+                         "  - id: a\n    model: mobilenet_v2\n    pretrained: true\n    half: source\n"
+                         "    classes: ['4', '9']\n    source_dataset: ${TASK2VEC_SHARED}/data/mnist_test\n")
+    spec = read_spec(spec_path)
+    task = entry_task(spec, spec["entries"][0])
+    assert task.classes == ["4", "9"] and 700 < len(task) < 1300  # about half of 1,991 images
+    spec["entries"][0]["half"] = "target"
+    other = entry_task(spec, spec["entries"][0])
+    assert set(task.paths).isdisjoint(other.paths)
+    spec_path.write_text(spec_path.read_text().replace("half: source", "half: test"))
+    with pytest.raises(ZooError, match="'half' must be source or target"):
+        read_spec(spec_path)

@@ -1,0 +1,607 @@
+"""Does the recommender pick well? The Task2Vec paper's Table 1, at small scale, on real data.
+
+For every target task (``model_selection_targets.py``, drawn from the target halves of
+../shared/data) and every model of the demo zoo (the ImageNet generalist and 12 experts
+fine-tuned on source halves), the ground truth is the test accuracy of a logistic regression
+(regularisation cross-validated) on the model's frozen features; for the targets in
+``FINETUNE_CHECK`` also of a short full fine-tune. Each method scores every model from the
+target's *training* images only, and is judged by the ground truth of its pick:
+
+  oracle, chance (expectation), always the generalist (= the ImageNet-top-1 prior here: every
+  model is a MobileNetV2 and only the generalist has a published ImageNet figure), symmetric
+  Task2Vec, asymmetric Task2Vec (alpha chosen leave-one-target-out from a sweep), MODEL2VEC
+  (biases learned leave-one-target-out), the domain embedding, LogME, LEEP and NCE.
+
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py            # full: 41 targets
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --quick    # 4 targets, CI-sized
+
+Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
+are cached under ``--cache`` (default ``$TASK2VEC_CACHE/model_selection``) keyed by target
+definition and model weights, so a second run recomputes nothing. Results go to ``--out``:
+``summary.csv``, ``per_target.csv``, ``alpha_sweep.csv``, ``results.json``, ``fig3.png``, ``taskmap.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr, weightedtau
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_selection_targets import FINETUNE_CHECK, QUICK, TARGETS, Target, TargetData, build_target  # noqa: E402
+
+from task2vec import distance  # noqa: E402
+from task2vec.data import ImageTask, load_rgb  # noqa: E402
+from task2vec.embed import Task2Vec  # noqa: E402
+from task2vec.embedding import Embedding  # noqa: E402
+from task2vec.finetune import FinetunedModel, Trainer  # noqa: E402
+from task2vec.io import atomic_open  # noqa: E402
+from task2vec.model2vec import Model2Vec  # noqa: E402
+from task2vec.probe import Probe, build_network, load_state_dict_file  # noqa: E402
+from task2vec.taskmap import draw, layout  # noqa: E402
+from task2vec.transferability import SCORES  # noqa: E402
+from task2vec.trivial import cache_dir  # noqa: E402
+from task2vec.zoo import Zoo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TASK2VEC_SHARED", ROOT.parent / "shared"))
+ALPHAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+CS = np.logspace(-3, 2, 6)  # inverse regularisation strengths tried by the ground-truth classifier
+SOURCE_DOMAIN_IMAGES = 300
+LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE"}
+
+
+# ---------------------------------------------------------------------------- small utilities
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+def _read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class Model:
+    """A zoo entry as the benchmark uses it: weights file, source-classifier checkpoint, cache key."""
+
+    id: str
+    weights: str
+    head: str | None   # a file holding the source classifier (LEEP / NCE need it)
+    key: str
+
+
+def zoo_models(zoo: Zoo) -> list[Model]:
+    models = []
+    for e in zoo.entries:
+        weights = zoo.weights_location(e)
+        if weights.endswith("(missing)") or weights in ("none", "pretrained") or "://" in weights:
+            sys.exit(f"error: zoo entry {e.id!r} has no local weights ({weights}); run task2vec zoo build on its spec")
+        run = zoo.path / "runs" / e.id / "best.pt"
+        head = str(run) if run.is_file() else (weights if "classifier.1.weight" in load_state_dict_file(weights)
+                                                else None)
+        models.append(Model(e.id, weights, head, f"{e.id}-{_file_hash(weights)}"))
+    return models
+
+
+class Network(torch.nn.Module):
+    """Body features and source-class logits of one zoo model, from one forward pass."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.body = build_network("mobilenet_v2", model.weights, body_only=True).body
+        self.head = None
+        if model.head and model.head.endswith(".pt"):
+            self.head = FinetunedModel.load(model.head, device="cpu").model.classifier
+        elif model.head:
+            net = build_network("mobilenet_v2", model.head)  # the body again; the classifier from the file
+            state = load_state_dict_file(model.head)
+            self.head = torch.nn.Linear(net.feature_dim, state["classifier.1.weight"].shape[0])
+            self.head.load_state_dict({"weight": state["classifier.1.weight"], "bias": state["classifier.1.bias"]})
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        f = self.body(x)
+        return f, (self.head(f) if self.head is not None else None)
+
+
+# ---------------------------------------------------------------------------- cached stages
+class Bench:
+    def __init__(self, zoo: Zoo, cache: Path, data_root: Path, split_seed: int, device: torch.device):
+        self.zoo, self.cache, self.data_root, self.split_seed, self.device = zoo, cache, data_root, split_seed, device
+        self.models = zoo_models(zoo)
+        self.probe = Probe.create(zoo.probe["name"], weights=self.models[self._generalist()].weights,
+                                  image_size=zoo.probe["input_size"], device=str(device))
+        if self.probe.weights_hash != zoo.probe["weights_hash"]:
+            sys.exit("error: the generalist's weights are not the zoo's probe")
+        self.timings = _read_json(cache / "timings.json", {})
+        self._nets: dict[str, Network] = {}
+
+    def _generalist(self) -> int:
+        for i, e in enumerate(self.zoo.entries):
+            if e.metadata.get("imagenet_top1") is not None:
+                return i
+        sys.exit("error: the zoo has no generalist (an entry with metadata imagenet_top1)")
+
+    @property
+    def generalist(self) -> int:
+        return self._generalist()
+
+    def net(self, model: Model) -> Network:
+        if model.id not in self._nets:
+            self._nets = {model.id: Network(model).to(self.device)}  # one network in memory at a time
+        return self._nets[model.id]
+
+    def save_timings(self) -> None:
+        _write_json(self.cache / "timings.json", self.timings)
+
+    # -------- targets
+    def target(self, t: Target) -> TargetData:
+        path = self.cache / "targets" / f"{t.key()}-s{self.split_seed}.json"
+        saved = _read_json(path, None)
+        if saved is None:
+            data = build_target(t, self.data_root, self.split_seed)
+            _write_json(path, {"classes": data.train.classes, "root": str(data.train.root),
+                               **{part: [[str(p), int(y)] for p, y in zip(task.paths, task.labels)]
+                                  for part, task in (("train", data.train), ("test", data.test))}})
+            return data
+
+        def task(part: str) -> ImageTask:
+            rows = saved[part]
+            return ImageTask([Path(p) for p, _ in rows], np.array([y for _, y in rows], dtype=np.int64),
+                             saved["classes"], Path(saved["root"]), source=f"target:{t.name}:{part}")
+
+        return TargetData(t, task("train"), task("test"))
+
+    def pixels(self, task: ImageTask) -> torch.Tensor:
+        """uint8 NCHW at the probe's resolution (every zoo model shares it)."""
+        return torch.stack([self.probe.transform(load_rgb(p)) for p in task.paths])
+
+    # -------- features: (train, test) x (features, source logits), per target and model
+    def features(self, t: Target, data: TargetData, images: dict[str, torch.Tensor] | None) -> dict[str, dict]:
+        out = {}
+        for m in self.models:
+            path = self.cache / "features" / t.key() / f"{m.key}.npz"
+            if not path.is_file():
+                if images is None:
+                    images = {"train": self.pixels(data.train), "test": self.pixels(data.test)}
+                net, arrays = self.net(m), {}
+                for part in ("train", "test"):
+                    start = time.perf_counter()
+                    feats, logits = [], []
+                    for batch in images[part].split(64):
+                        f, z = net(self.probe.normalize(batch))
+                        feats.append(f.float().cpu())
+                        logits.append(z.float().cpu() if z is not None else torch.zeros(len(f), 0))
+                    arrays[f"{part}_features"] = torch.cat(feats).numpy().astype(np.float16)
+                    arrays[f"{part}_logits"] = torch.cat(logits).numpy().astype(np.float16)
+                    if part == "train":
+                        self.timings[f"forward/{t.key()}/{m.key}"] = time.perf_counter() - start
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_open(path, "wb") as f:
+                    np.savez(f, **arrays)
+            with np.load(path) as z:
+                out[m.id] = {k: z[k].astype(np.float64) for k in z.files}
+        return out
+
+    # -------- ground truth
+    def linear_probe(self, t: Target, data: TargetData, feats: dict[str, dict]) -> np.ndarray:
+        path = self.cache / "ground_truth" / f"{t.key()}.json"
+        saved = _read_json(path, {})
+        for m in self.models:
+            if m.key not in saved:
+                saved[m.key] = logistic_accuracy(feats[m.id], data.train.labels, data.test.labels)
+        _write_json(path, saved)
+        return np.array([saved[m.key] for m in self.models])
+
+    def finetune(self, t: Target, data: TargetData, epochs: int) -> np.ndarray:
+        path = self.cache / "finetune" / f"{t.key()}-e{epochs}.json"
+        saved = _read_json(path, {})
+        for m in self.models:
+            if m.key in saved:
+                continue
+            run = self.cache / "finetune_runs" / t.key() / m.id
+            trainer = Trainer(f"{self.zoo.path}:{m.id}", epochs=epochs, image_size=self.zoo.probe["input_size"],
+                              val_fraction=0.2, augment="light", patience=0, progress=False, seed=0,
+                              device=str(self.device))
+            trainer.fit(data.train, run)
+            model = FinetunedModel.load(run / "best.pt", device=str(self.device))
+            probs = np.concatenate([model.predict_proba([load_rgb(p) for p in data.test.paths[i:i + 64]])
+                                    for i in range(0, len(data.test), 64)])
+            saved[m.key] = float((probs.argmax(1) == data.test.labels).mean())
+            _write_json(path, saved)
+        return np.array([saved[m.key] for m in self.models])
+
+    # -------- embeddings
+    def embedding(self, t: Target, data: TargetData) -> Embedding:
+        path = self.cache / "embeddings" / f"{t.key()}.t2v.npz"
+        if not path.is_file():
+            settings = {k: v for k, v in self.zoo.manifest.get("embedding_settings", {}).items() if k != "device"}
+            start = time.perf_counter()
+            emb = Task2Vec(self.probe, progress=False, **settings).embed(data.train, name=t.name)
+            self.timings[f"embed/{t.key()}"] = time.perf_counter() - start
+            path.parent.mkdir(parents=True, exist_ok=True)
+            emb.save(path)
+        return Embedding.load(path)
+
+    def source_domains(self, spec: dict) -> np.ndarray:
+        """Domain embedding of every zoo model's source task: mean probe features over source images."""
+        from task2vec.zoospec import entry_task
+
+        path = self.cache / "source_domains" / f"{self.zoo.manifest.get('arrays', 'zoo')}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                if list(z["ids"]) == [m.id for m in self.models]:
+                    return z["means"]
+        by_id = {e["id"]: e for e in spec["entries"]}
+        generalist = self.net(self.models[self.generalist])
+        means = []
+        for m in self.models:
+            task = entry_task(spec, by_id[m.id])
+            pick = np.random.default_rng(0).permutation(len(task))[:SOURCE_DOMAIN_IMAGES]
+            x = torch.stack([self.probe.transform(load_rgb(task.paths[i])) for i in pick])
+            means.append(torch.cat([generalist(self.probe.normalize(b))[0] for b in x.split(64)]).mean(0).numpy())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, ids=np.array([m.id for m in self.models]), means=np.stack(means))
+        return np.stack(means)
+
+
+def logistic_accuracy(f: dict, y_train: np.ndarray, y_test: np.ndarray) -> float:
+    """Test accuracy of a multinomial logistic regression on standardised frozen features, C by stratified CV."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(f["train_features"])
+    x_train, x_test = scaler.transform(f["train_features"]), scaler.transform(f["test_features"])
+    folds = int(min(5, np.bincount(y_train).min()))
+    if folds >= 2:
+        clf = LogisticRegressionCV(Cs=CS, cv=folds, max_iter=1000, n_jobs=1).fit(x_train, y_train)
+    else:
+        clf = LogisticRegression(C=1.0, max_iter=1000).fit(x_train, y_train)
+    return float((clf.predict(x_test) == y_test).mean())
+
+
+# ---------------------------------------------------------------------------- judging methods
+MEASURES = ("relative_error_increase", "regret", "weighted_tau", "top3", "top1")
+
+
+def judge(scores: np.ndarray, acc: np.ndarray) -> dict[str, float]:
+    """How good is the model with the highest score (ties: the first), and the ranking as a whole."""
+    pick = int(np.argmax(scores))
+    err, best = 1 - acc, float(acc.max())
+    top3 = np.argsort(-scores, kind="stable")[:3]
+    return {"pick": pick,
+            "relative_error_increase": (err[pick] - err.min()) / err.min() if err.min() > 0 else np.nan,
+            "regret": 100 * (best - acc[pick]),
+            "weighted_tau": float(weightedtau(scores, acc).correlation),
+            "top3": float(np.isclose(acc[top3], best).any()),
+            "top1": float(np.isclose(acc[pick], best))}
+
+
+def chance(acc: np.ndarray, n_perm: int = 400) -> dict[str, float]:
+    """Expectations under a uniformly random pick / ranking."""
+    err, best = 1 - acc, float(acc.max())
+    rng = np.random.default_rng(0)
+    taus = [weightedtau(rng.permutation(len(acc)).astype(float), acc).correlation for _ in range(n_perm)]
+    n_best = int(np.isclose(acc, best).sum())
+    m = len(acc)
+    miss3 = np.prod([(m - n_best - i) / (m - i) for i in range(min(3, m))]) if m - n_best >= 3 else 0.0
+    return {"pick": -1, "relative_error_increase": float(((err - err.min()) / err.min()).mean()) if err.min() > 0
+            else np.nan, "regret": float(100 * (best - acc).mean()), "weighted_tau": float(np.mean(taus)),
+            "top3": float(1 - miss3), "top1": n_best / m}
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in MEASURES}
+
+
+# ---------------------------------------------------------------------------- the run
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", default=str(ROOT / "zoo" / "demo"), help="the zoo folder (default zoo/demo)")
+    ap.add_argument("--spec", default=None, help="the zoo's spec (default ZOO/spec.yaml): source tasks, split seed")
+    ap.add_argument("--quick", action="store_true", help=f"only {len(QUICK)} targets, 1-epoch fine-tune check on one")
+    ap.add_argument("--targets", nargs="*", default=None, help="run only these target names")
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tune check")
+    ap.add_argument("--cache", default=str(cache_dir() / "model_selection"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model_selection"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--write-biases", action="store_true",
+                    help="fit MODEL2VEC on every target's records and store the biases in the zoo")
+    args = ap.parse_args(argv)
+
+    from task2vec.probe import resolve_device
+    from task2vec.zoospec import read_spec
+
+    zoo = Zoo.load(args.zoo)
+    spec = read_spec(args.spec or Path(args.zoo) / "spec.yaml")
+    names = args.targets or (QUICK if args.quick else [t.name for t in TARGETS])
+    unknown = sorted(set(names) - {t.name for t in TARGETS})
+    if unknown:
+        sys.exit(f"error: unknown target(s) {unknown}")
+    targets = [t for t in TARGETS if t.name in names]
+    ft_names = QUICK[:1] if args.quick else FINETUNE_CHECK
+    ft_epochs = 1 if args.quick else args.finetune_epochs
+    device = resolve_device(args.device)
+    bench = Bench(zoo, Path(args.cache), SHARED / "data", int(spec.get("split_seed", 0)), device)
+    models, g = bench.models, bench.generalist
+    print(f"{len(targets)} targets x {len(models)} models ({', '.join(m.id for m in models)}), device {device}")
+
+    start_all = time.perf_counter()
+    acc, ft_acc, embs, feats_train, labels = [], {}, [], [], []
+    for n, t in enumerate(targets):
+        t1 = time.perf_counter()
+        data = bench.target(t)
+        feats = bench.features(t, data, None)
+        acc.append(bench.linear_probe(t, data, feats))
+        embs.append(bench.embedding(t, data))
+        labels.append(data.train.labels)
+        feats_train.append({m.id: {"features": feats[m.id]["train_features"], "logits": feats[m.id]["train_logits"]}
+                            for m in models})
+        if t.name in ft_names and not args.no_finetune:
+            ft_acc[t.name] = bench.finetune(t, data, ft_epochs)
+        bench.save_timings()
+        best = int(np.argmax(acc[-1]))
+        print(f"[{n + 1}/{len(targets)}] {t.name}: {len(data.train.classes)} classes, {len(data.train)} train / "
+              f"{len(data.test)} test, best {models[best].id} {acc[-1][best]:.3f}, generalist {acc[-1][g]:.3f} "
+              f"({time.perf_counter() - t1:.0f} s)", flush=True)
+    acc = np.array(acc)
+    compute_s = time.perf_counter() - start_all
+    domains = bench.source_domains(spec)
+    results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc)
+    results["sizes"] = [[len(bench.target(t).train), len(bench.target(t).test)] for t in targets]
+    results["settings"] = {"zoo": str(zoo.path), "image_size": zoo.probe["input_size"], "targets": len(targets),
+                           "models": [m.id for m in models], "embedding": zoo.manifest.get("embedding_settings", {}),
+                           "finetune_epochs": ft_epochs, "device": str(device), "alphas": list(ALPHAS),
+                           "wall_s_this_run": compute_s, "torch_threads": torch.get_num_threads()}
+    report(results, Path(args.out), targets, models, embs, bench)
+    if args.write_biases:
+        write_biases(zoo, embs, acc)
+    return 0
+
+
+def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Embedding], feats: list[dict],
+             labels: list[np.ndarray], domains: np.ndarray, ft_acc: dict[str, np.ndarray]) -> dict:
+    """Scores of every method for every target, judged against the ground truth ``acc`` (targets x models)."""
+    zoo, models, g = bench.zoo, bench.models, bench.generalist
+    F, X, t0 = zoo.source, np.stack([e.vector for e in embs]), zoo.t0
+    n_t, n_m = acc.shape
+    d_sym = distance.symmetric_matrix(F, X).T                     # (targets, models)
+    complexity_src = distance.complexity(F, t0)                   # (models,)
+    complexity_tgt = np.atleast_1d(distance.complexity(X, t0))    # (targets,)
+    dom_t = np.stack([e.domain_mean for e in embs])
+    d_dom = 1 - (dom_t / np.linalg.norm(dom_t, axis=1, keepdims=True)) @ (
+        domains / np.linalg.norm(domains, axis=1, keepdims=True)).T
+
+    def asym(alpha: float) -> np.ndarray:
+        return -(d_sym - alpha * complexity_src[None, :])
+
+    # alpha sweep, and alpha chosen per held-out target on the others (mean weighted tau)
+    sweep = {a: [judge(asym(a)[i], acc[i]) for i in range(n_t)] for a in ALPHAS}
+    chosen = []
+    for i in range(n_t):
+        others = [j for j in range(n_t) if j != i] or [i]
+        chosen.append(max(ALPHAS, key=lambda a: (np.mean([sweep[a][j]["weighted_tau"] for j in others]), -a)))
+
+    scores: dict[str, np.ndarray] = {
+        "generalist": np.array([[1.0 if k == g else 0.0 for k in range(n_m)] for _ in range(n_t)]),
+        "task2vec sym": -d_sym,
+        "task2vec asym (alpha LOTO)": np.stack([asym(chosen[i])[i] for i in range(n_t)]),
+        "domain embedding": -d_dom,
+    }
+    seconds = {"generalist": [0.0] * n_t, "domain embedding": [], "task2vec sym": [],
+               "task2vec asym (alpha LOTO)": [], "model2vec (LOTO)": []}
+    layer_sizes = [int(layer["filters"]) for layer in embs[0].meta["layers"]] if embs[0].meta.get("layers") else None
+    m2v, fit_s = [], []
+    for i in range(n_t):
+        rows = [(j, k, 1 - acc[j, k]) for j in range(n_t) if j != i for k in range(n_m)]
+        if not rows:
+            m2v.append(scores["task2vec asym (alpha LOTO)"][i])
+            continue
+        ti, mi, e = (np.array(c) for c in zip(*rows))
+        s = time.perf_counter()
+        fitted = Model2Vec(chosen[i]).fit(F, X, (ti.astype(int), mi.astype(int), e), t0, layer_sizes)
+        fit_s.append(time.perf_counter() - s)
+        m2v.append(-fitted.score(X[i])[0])
+    scores["model2vec (LOTO)"] = np.stack(m2v)
+    for name, fn in SCORES.items():
+        key = "features" if name == "logme" else "logits"
+        rows, secs = [], []
+        for i, t in enumerate(targets):
+            row, s = [], 0.0
+            for m in models:
+                x = feats[i][m.id][key]
+                start = time.perf_counter()
+                if key == "logits":
+                    if x.shape[1] == 0:
+                        raise SystemExit(f"error: {m.id} has no source classifier for {name}")
+                    x = np.exp(x - x.max(1, keepdims=True))
+                    x /= x.sum(1, keepdims=True)
+                row.append(fn(x, labels[i]))
+                s += time.perf_counter() - start + bench.timings.get(f"forward/{t.key()}/{m.key}", np.nan)
+            rows.append(row)
+            secs.append(s)
+        scores[LABELS[name]] = np.array(rows)
+        seconds[LABELS[name]] = secs
+    for t in targets:
+        emb_s = bench.timings.get(f"embed/{t.key()}", np.nan)
+        seconds["task2vec sym"].append(emb_s)
+        seconds["task2vec asym (alpha LOTO)"].append(emb_s)
+        seconds["model2vec (LOTO)"].append(emb_s)
+        seconds["domain embedding"].append(bench.timings.get(f"forward/{t.key()}/{models[g].key}", np.nan))
+
+    per_method = {"oracle": [judge(acc[i], acc[i]) for i in range(n_t)],
+                  "chance": [chance(acc[i]) for i in range(n_t)]}
+    for name, s in scores.items():
+        per_method[name] = [judge(s[i], acc[i]) for i in range(n_t)]
+    summary = {name: {**summarise(rows), "seconds_per_target": float(np.nanmean(seconds.get(name, [0.0])))}
+               for name, rows in per_method.items()}
+    oracle_err = 1 - acc.max(1)
+    complexity = {
+        "spearman_complexity_vs_oracle_error": _spearman(complexity_tgt, oracle_err),
+        "spearman_norm_vs_oracle_error": _spearman(np.linalg.norm(X, axis=1), oracle_err),
+        "spearman_complexity_vs_generalist_error": _spearman(complexity_tgt, 1 - acc[:, g]),
+    }
+    check = {}
+    for t_name, a in ft_acc.items():
+        i = [t.name for t in targets].index(t_name)
+        check[t_name] = {"spearman": _spearman(acc[i], a), "weighted_tau": float(weightedtau(acc[i], a).correlation),
+                         "best_linear": models[int(np.argmax(acc[i]))].id, "best_finetune": models[int(np.argmax(a))].id,
+                         "finetune_acc": a.tolist(), "linear_acc": acc[i].tolist()}
+    return {"summary": summary, "acc": acc.tolist(), "complexity": complexity_tgt.tolist(),
+            "source_complexity": complexity_src.tolist(), "alpha_chosen": chosen,
+            "alpha_sweep": {str(a): summarise(rows) for a, rows in sweep.items()},
+            "model2vec_fit_s": float(np.mean(fit_s)) if fit_s else None, "correlations": complexity,
+            "finetune_check": check, "picks": {name: [r["pick"] for r in rows] for name, rows in per_method.items()},
+            "per_target": {name: rows for name, rows in per_method.items()}, "d_sym": d_sym.tolist()}
+
+
+def _spearman(a, b) -> float:
+    return float(spearmanr(a, b).statistic) if len(a) > 2 else float("nan")
+
+
+# ---------------------------------------------------------------------------- outputs
+ORDER = ("oracle", "chance", "generalist", "task2vec sym", "task2vec asym (alpha LOTO)", "model2vec (LOTO)",
+         "domain embedding", "LogME", "LEEP", "NCE")
+
+
+def report(results: dict, out: Path, targets: list[Target], models: list[Model], embs: list[Embedding],
+           bench: Bench) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = results["summary"]
+    lines = [f"{'method':<28} {'rel. err. +%':>12} {'regret pts':>10} {'w. tau':>7} {'top-3':>6} {'top-1':>6} "
+             f"{'s/target':>9}"]
+    with atomic_open(out / "summary.csv", "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["method", "relative_error_increase_pct", "regret_points", "weighted_tau", "top3", "top1",
+                    "seconds_per_target"])
+        for name in ORDER:
+            m = summary[name]
+            row = [100 * m["relative_error_increase"], m["regret"], m["weighted_tau"], m["top3"], m["top1"],
+                   m["seconds_per_target"]]
+            w.writerow([name] + [f"{v:.4g}" for v in row])
+            lines.append(f"{name:<28} {row[0]:>12.1f} {row[1]:>10.2f} {row[2]:>7.3f} {row[3]:>6.2f} {row[4]:>6.2f} "
+                         f"{row[5]:>9.2f}")
+    print("\n".join(lines))
+    with atomic_open(out / "alpha_sweep.csv", "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["alpha", *MEASURES])
+        for a, m in results["alpha_sweep"].items():
+            w.writerow([a] + [f"{m[k]:.4g}" for k in MEASURES])
+    acc = np.array(results["acc"])
+    picks = results["picks"]
+    shown = ("task2vec asym (alpha LOTO)", "model2vec (LOTO)", "domain embedding", "LogME", "LEEP", "NCE")
+    with atomic_open(out / "per_target.csv", "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["target", "family", "classes", "train_images", "complexity", "oracle", "oracle_acc",
+                    "generalist_acc"] + [f"{name} pick" for name in shown] + [f"{name} acc" for name in shown])
+        for i, t in enumerate(targets):
+            best = int(np.argmax(acc[i]))
+            w.writerow([t.name, t.family, embs[i].meta.get("n_classes"), results["sizes"][i][0],
+                        f"{results['complexity'][i]:.4f}", models[best].id, f"{acc[i, best]:.4f}",
+                        f"{acc[i, bench.generalist]:.4f}"] + [models[picks[n][i]].id for n in shown]
+                       + [f"{acc[i, picks[n][i]]:.4f}" for n in shown])
+    _write_json(out / "results.json", _plain(results))
+    figure3(results, targets, bench.generalist, out / "fig3.png")
+    task_map(results, targets, models, embs, bench, out / "taskmap.png")
+    print(f"wrote {out}/summary.csv, per_target.csv, alpha_sweep.csv, results.json, fig3.png, taskmap.png")
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.ndarray):
+        return _plain(x.tolist())
+    return x
+
+
+def figure3(results: dict, targets: list[Target], generalist: int, path: Path) -> None:
+    """The paper's Figure 3: targets by complexity; error of the generalist, of the picks and of the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc, comp = np.array(results["acc"]), np.array(results["complexity"])
+    order = np.argsort(comp)
+    x = np.arange(len(order))
+    fig, ax = plt.subplots(figsize=(max(8, 0.3 * len(order) + 3), 5.5))
+    err = 100 * (1 - acc[order])
+    for name, style in (("generalist", "s-"), ("task2vec asym (alpha LOTO)", "o-"), ("model2vec (LOTO)", "^-")):
+        picks = np.array(results["picks"][name])[order] if name != "generalist" else np.full(len(order), generalist)
+        ax.plot(x, err[np.arange(len(order)), picks], style, ms=4, lw=1, label=f"{name} pick")
+    ax.plot(x, err.min(1), "k*-", ms=6, lw=1.5, label="oracle (best expert)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([targets[i].name for i in order], rotation=90, fontsize=7)
+    ax.set_ylabel("test error of the linear probe on frozen features (%)")
+    ax.set_xlabel("targets, sorted by distance to the trivial task d_sym(t, t0)")
+    ax.set_title("Model selection on the demo zoo (the Task2Vec paper's Figure 3, small scale)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def task_map(results: dict, targets: list[Target], models: list[Model], embs: list[Embedding], bench: Bench,
+             path: Path) -> None:
+    """UMAP of sources (the zoo) and targets under the symmetric Task2Vec distance."""
+    V = np.concatenate([bench.zoo.source, np.stack([e.vector for e in embs])])
+    names = [f"[{m.id.removesuffix('-expert')}]" for m in models] + [t.name for t in targets]
+    groups = ["zoo source"] * len(models) + [t.family for t in targets]
+    D = distance.symmetric_matrix(V)
+    coords, method, _ = layout(D, "umap", seed=0)
+    draw(D, coords, names, path, groups=groups, method=method,
+         title=f"sources [in brackets] and targets ({method} of d_sym)")
+
+
+def write_biases(zoo: Zoo, embs: list[Embedding], acc: np.ndarray) -> None:
+    """MODEL2VEC fitted on every (target, model) record, stored in the zoo."""
+    n_t, n_m = acc.shape
+    ti, mi = np.repeat(np.arange(n_t), n_m), np.tile(np.arange(n_m), n_t)
+    X = np.stack([e.vector for e in embs])
+    layers = embs[0].meta.get("layers")
+    fitted = Model2Vec(zoo.alpha).fit(zoo.source, X, (ti, mi, 1 - acc.ravel()), zoo.t0,
+                                      [int(layer["filters"]) for layer in layers] if layers else None)
+    zoo.set_biases(fitted.biases_, {"records": "benchmarks/model_selection.py (linear-probe accuracies)",
+                                    "n_records": int(n_t * n_m), "n_tasks": int(n_t),
+                                    "temperature": float(fitted.temperature_)})
+    print(f"fitted MODEL2VEC biases on {n_t * n_m} records -> {zoo.path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

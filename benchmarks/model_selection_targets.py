@@ -1,0 +1,185 @@
+"""The target tasks of the model-selection benchmark, drawn from the *target halves* of ../shared/data.
+
+Every image of a data set is in the source half or the target half (``task2vec.data.image_half``
+with the demo zoo's ``split_seed``); experts train on source halves, targets below use target
+halves only, so no image is ever both. The two sets no expert trains on (``hymenoptera``,
+``small_books``) are used whole. Each target keeps ``shots`` training images per class
+(what the user has: embeddings, transferability scores and the ground-truth classifier see
+only these) and up to ``test`` held-out images per class (ground truth only).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from task2vec.data import ImageTask, image_half, load_task
+from task2vec.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target task: which images, which labels, how many per class."""
+
+    name: str
+    dataset: str                                     # under shared/data: a folder or a CSV
+    shots: int                                       # training images per class
+    test: int = 30                                   # at most this many test images per class
+    family: str = ""                                 # for the report: digits, letters, natural, ...
+    column: str | None = None                        # CSV label column
+    classes: tuple[str, ...] | None = None           # keep these source classes
+    prefix: str | None = None                        # keep classes whose name starts with this
+    ways: int | None = None                          # then sample this many of them (seeded)
+    groups: tuple[tuple[str, tuple[str, ...]], ...] | None = None   # new class <- source classes
+    attribute: tuple[str, str, str] | None = None    # (morphometrics column, low name, high name)
+    whole: bool = False                              # no expert trains on this set: use both halves
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+_ANIMALS = ("bird", "cat", "deer", "dog", "frog", "horse")
+_VEHICLES = ("airplane", "automobile", "ship", "truck")
+_DOGS = ("n02085620", "n02094433", "n02099601", "n02099712", "n02106662", "n02113799")
+_FOOD = ("n07579787", "n07583066", "n07614500", "n07695742", "n07711569", "n07747607", "n07753592",
+         "n07768694", "n07873807", "n07920052")
+_CARS = ("n02814533", "n03100240", "n03670208", "n03796401", "n03977966", "n04285008", "n04465501",
+         "n04487081", "n03444034", "n03930313")
+
+TARGETS: tuple[Target, ...] = (
+    # handwritten digits
+    Target("mnist-10way", "mnist_test", 10, 30, "digits"),
+    Target("mnist-3-5-8", "mnist_test", 10, 40, "digits", classes=("3", "5", "8")),
+    Target("mnist-4-vs-9", "mnist_test", 10, 40, "digits", classes=("4", "9")),
+    Target("mnist-1-vs-7", "mnist_test", 5, 40, "digits", classes=("1", "7")),
+    Target("mnist-odd-even", "mnist_test", 20, 60, "digits",
+           groups=(("even", ("0", "2", "4", "6", "8")), ("odd", ("1", "3", "5", "7", "9")))),
+    Target("mnist-thickness", "mnist_test", 20, 60, "digits", attribute=("thickness", "thin", "thick")),
+    Target("mnist-slant", "mnist_test", 20, 60, "digits", attribute=("slant", "left", "right")),
+    Target("mnist-size", "mnist_test", 20, 60, "digits", attribute=("area", "small", "large")),
+    # printed letters
+    Target("notmnist-10way", "notmnist_test", 10, 30, "letters"),
+    Target("notmnist-a-e", "notmnist_test", 10, 40, "letters", classes=("A", "B", "C", "D", "E")),
+    Target("notmnist-f-j", "notmnist_test", 10, 40, "letters", classes=("F", "G", "H", "I", "J")),
+    Target("notmnist-i-vs-j", "notmnist_test", 20, 60, "letters", classes=("I", "J")),
+    # oracle-bone characters
+    Target("oracle-10way", "oracle_mnist_test", 10, 30, "oracle"),
+    Target("oracle-5way-a", "oracle_mnist_test", 10, 40, "oracle", ways=5),
+    Target("oracle-3way", "oracle_mnist_test", 5, 40, "oracle", ways=3),
+    # Omniglot: alphabets, characters within one alphabet, drawers
+    Target("omniglot-alphabets", "omniglot_small/labels.csv", 10, 30, "omniglot", column="alphabet"),
+    Target("omniglot-balinese-chars", "omniglot_small/labels.csv", 3, 7, "omniglot", column="character",
+           prefix="Balinese/", ways=10),
+    Target("omniglot-sanskrit-chars", "omniglot_small/labels.csv", 3, 7, "omniglot", column="character",
+           prefix="Sanskrit/", ways=10),
+    Target("omniglot-greek-chars", "omniglot_small/labels.csv", 3, 7, "omniglot", column="character",
+           prefix="Greek/", ways=10),
+    Target("omniglot-korean-chars", "omniglot_small/labels.csv", 3, 7, "omniglot", column="character",
+           prefix="Korean/", ways=10),
+    Target("omniglot-drawer", "omniglot_small/labels.csv", 20, 40, "omniglot", column="drawer", ways=4),
+    # CIFAR-10
+    Target("cifar10-10way", "cifar10_test", 10, 30, "natural"),
+    Target("cifar10-animal-vehicle", "cifar10_test", 20, 60, "natural",
+           groups=(("animal", _ANIMALS), ("vehicle", _VEHICLES))),
+    Target("cifar10-cat-vs-dog", "cifar10_test", 20, 60, "natural", classes=("cat", "dog")),
+    Target("cifar10-vehicles", "cifar10_test", 10, 40, "natural", classes=_VEHICLES),
+    Target("cifar10-animals", "cifar10_test", 10, 40, "natural", classes=_ANIMALS),
+    # Tiny-ImageNet (25 target-half images per class)
+    Target("tiny-5way-a", "tiny_imagenet_val", 10, 15, "natural", ways=5),
+    Target("tiny-5way-b", "tiny_imagenet_val", 10, 15, "natural", ways=5),
+    Target("tiny-5way-c", "tiny_imagenet_val", 5, 15, "natural", ways=5),
+    Target("tiny-20way", "tiny_imagenet_val", 5, 15, "natural", ways=20),
+    Target("tiny-dogs", "tiny_imagenet_val", 10, 15, "natural", classes=_DOGS),
+    Target("tiny-food", "tiny_imagenet_val", 10, 15, "natural", classes=_FOOD),
+    Target("tiny-vehicles", "tiny_imagenet_val", 10, 15, "natural", classes=_CARS),
+    Target("tiny-animal-vs-object", "tiny_imagenet_val", 20, 40, "natural",
+           groups=(("animal", _DOGS + ("n01443537", "n01629819", "n02123045", "n02129165")),
+                   ("object", _CARS + _FOOD[:4]))),
+    # flowers, X-rays, and two sets no expert was trained on
+    Target("flowers-5way", "flowers5", 10, 40, "natural"),
+    Target("flowers-daisy-dandelion", "flowers5", 10, 40, "natural", classes=("daisy", "dandelion")),
+    Target("flowers-rose-tulip", "flowers5", 10, 40, "natural", classes=("rose", "tulip")),
+    Target("pneumonia-20shot", "pneumoniamnist", 20, 80, "x-ray"),
+    Target("pneumonia-5shot", "pneumoniamnist", 5, 80, "x-ray"),
+    Target("hymenoptera", "hymenoptera", 20, 60, "natural", whole=True),
+    Target("small-books", "small_books/train", 3, 10, "natural", whole=True),
+)
+
+QUICK = ("mnist-4-vs-9", "cifar10-cat-vs-dog", "mnist-thickness", "flowers-daisy-dandelion")
+FINETUNE_CHECK = ("mnist-4-vs-9", "notmnist-a-e", "oracle-5way-a", "omniglot-alphabets", "cifar10-cat-vs-dog",
+                  "tiny-dogs", "flowers-5way", "pneumonia-20shot")
+
+
+@dataclass
+class TargetData:
+    """The images of one target: ``train`` / ``test`` as :class:`ImageTask` with the same classes."""
+
+    target: Target
+    train: ImageTask
+    test: ImageTask
+
+
+def _rng(name: str) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little"))
+
+
+def _attribute_labels(root: Path, rel: list[str], column: str, names: tuple[str, str]) -> dict[str, str]:
+    """Lower vs upper tertile of a morphometrics column over the given images (middle third dropped)."""
+    table = root / "morphometrics.csv"
+    with open(table, newline="") as f:
+        values = {row["path"]: float(row[column]) for row in csv.DictReader(f)}
+    here = np.array([values[r] for r in rel if r in values])
+    lo, hi = np.quantile(here, [1 / 3, 2 / 3])
+    return {r: names[0] if values[r] <= lo else names[1] for r in rel if r in values and not lo < values[r] < hi}
+
+
+def build_target(target: Target, data_root: Path, split_seed: int = 0) -> TargetData:
+    """Draw a target's train/test images from the target half of its data set, seeded by its name."""
+    full = load_task(data_root / target.dataset, label_column=target.column)
+    rel = full.relative_paths()
+    keep = [i for i, r in enumerate(rel) if target.whole or image_half(r, split_seed) == "target"]
+    label_of = {i: full.classes[int(full.labels[i])] for i in keep}
+    if target.attribute is not None:
+        column, low, high = target.attribute
+        by_rel = _attribute_labels(full.root, [rel[i] for i in keep], column, (low, high))
+        label_of = {i: by_rel[rel[i]] for i in keep if rel[i] in by_rel}
+    elif target.groups is not None:
+        member = {c: new for new, olds in target.groups for c in olds}
+        label_of = {i: member[c] for i, c in label_of.items() if c in member}
+    else:
+        names = sorted(set(label_of.values()))
+        if target.classes is not None:
+            missing = [c for c in target.classes if c not in names]
+            if missing:
+                raise DatasetError(f"target {target.name!r}: class {missing[0]!r} not in {target.dataset!r}")
+            names = list(target.classes)
+        if target.prefix is not None:
+            names = [c for c in names if c.startswith(target.prefix)]
+        if target.ways is not None:  # sample among the classes with enough images
+            counts = {c: n for c, n in zip(*np.unique(list(label_of.values()), return_counts=True))}
+            names = [c for c in names if counts.get(c, 0) >= target.shots + 2]
+            names = sorted(_rng(target.name + "/classes").choice(names, size=target.ways, replace=False).tolist())
+        label_of = {i: c for i, c in label_of.items() if c in set(names)}
+    classes = sorted(set(label_of.values()))
+    rng = _rng(target.name)
+    train: list[tuple[Path, int]] = []
+    test: list[tuple[Path, int]] = []
+    for k, c in enumerate(classes):
+        members = rng.permutation(sorted(i for i, lab in label_of.items() if lab == c))
+        if len(members) < target.shots + 2:
+            raise DatasetError(f"target {target.name!r}: class {c!r} has {len(members)} target-half images, "
+                               f"fewer than {target.shots} + 2")
+        train += [(full.paths[i], k) for i in members[:target.shots]]
+        test += [(full.paths[i], k) for i in members[target.shots:target.shots + target.test]]
+
+    def task(items: list[tuple[Path, int]], part: str) -> ImageTask:
+        return ImageTask([p for p, _ in items], np.array([y for _, y in items], dtype=np.int64), classes,
+                         full.root, source=f"target:{target.name}:{part}")
+
+    return TargetData(target, task(train, "train"), task(test, "test"))

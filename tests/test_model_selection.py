@@ -1,0 +1,97 @@
+"""The model-selection benchmark end to end (--quick) on a tiny zoo built here: pipeline, not numbers."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from task2vec.zoospec import build_zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = """
+zoo: zoo
+probe: mobilenet_v2
+weights: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors
+image_size: 64
+embedding: {method: exact, max_samples: 24, seed: 0}
+split_seed: 0
+finetune:
+  from: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors
+  image_size: 64
+  epochs: 1
+  max_train_images: 40
+  val_fraction: 0.2
+  augment: none
+  patience: 0
+entries:
+  - id: generalist
+    model: mobilenet_v2
+    checkpoint: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors
+    source_dataset: ${TASK2VEC_SHARED}/data/flowers5
+    half: source
+    metadata: {imagenet_top1: 71.878}
+  - id: mnist-expert
+    model: mobilenet_v2
+    checkpoint: experts/mnist.safetensors
+    source_dataset: ${TASK2VEC_SHARED}/data/mnist_test
+    classes: ["4", "9"]
+    half: source
+  - id: pneumonia-expert
+    model: mobilenet_v2
+    checkpoint: experts/pneumonia.safetensors
+    source_dataset: ${TASK2VEC_SHARED}/data/pneumoniamnist
+    half: source
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory, shared):
+    base = tmp_path_factory.mktemp("ms")
+    (base / "spec.yaml").write_text(SPEC)
+    os.environ.setdefault("TASK2VEC_SHARED", str(shared))
+    build_zoo(base / "spec.yaml", log=lambda _: None, progress=False)
+    return base
+
+
+def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
+    env = {**os.environ, "TASK2VEC_SHARED": str(shared)}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "model_selection.py"), "--quick", "--zoo", str(tiny_zoo / "zoo"),
+           "--spec", str(tiny_zoo / "spec.yaml"), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "out"
+    for name in ("summary.csv", "per_target.csv", "alpha_sweep.csv", "results.json", "fig3.png", "taskmap.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = {r["method"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert set(rows) == {"oracle", "chance", "generalist", "task2vec sym", "task2vec asym (alpha LOTO)",
+                         "model2vec (LOTO)", "domain embedding", "LogME", "LEEP", "NCE"}
+    assert float(rows["oracle"]["regret_points"]) == 0 and float(rows["oracle"]["top1"]) == 1
+    for r in rows.values():
+        assert 0 <= float(r["top3"]) <= 1 and float(r["regret_points"]) >= 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["acc"]) == 4 and all(len(a) == 3 for a in res["acc"])
+    assert all(0 <= a <= 1 for row in res["acc"] for a in row)
+    assert len(res["finetune_check"]) == 1  # one target fine-tuned with every model
+    per = list(csv.DictReader(open(out / "per_target.csv")))
+    assert [r["target"] for r in per] == ["mnist-4-vs-9", "mnist-thickness", "cifar10-cat-vs-dog",
+                                          "flowers-daisy-dandelion"]
+    # a second run finds everything cached: nothing is embedded, trained or extracted again
+    timings = json.loads((tmp_path / "cache" / "timings.json").read_text())
+    second = subprocess.run(cmd + ["--write-biases"], env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads((tmp_path / "cache" / "timings.json").read_text()) == timings
+    manifest = json.loads((tiny_zoo / "zoo" / "zoo.json").read_text())
+    assert manifest["model2vec"]["n_tasks"] == 4
+
+
+def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
+    env = {**os.environ, "TASK2VEC_SHARED": str(shared)}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "model_selection.py"), "--zoo", str(tiny_zoo / "zoo"),
+           "--spec", str(tiny_zoo / "spec.yaml"), "--targets", "no-such-task", "--cache", str(tmp_path / "c")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "unknown target" in r.stderr
