@@ -113,11 +113,11 @@ class Network(torch.nn.Module):
         self.head = None
         if model.head and model.head.endswith(".pt"):
             self.head = FinetunedModel.load(model.head, device="cpu").model.classifier
-        elif model.head:
-            net = build_network("mobilenet_v2", model.head)  # the body again; the classifier from the file
+        elif model.head:  # a torchvision MobileNetV2 state dict: its classifier is classifier.1
             state = load_state_dict_file(model.head)
-            self.head = torch.nn.Linear(net.feature_dim, state["classifier.1.weight"].shape[0])
-            self.head.load_state_dict({"weight": state["classifier.1.weight"], "bias": state["classifier.1.bias"]})
+            weight, bias = state["classifier.1.weight"], state["classifier.1.bias"]
+            self.head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+            self.head.load_state_dict({"weight": weight, "bias": bias})
         self.eval()
 
     @torch.no_grad()
