@@ -11,7 +11,8 @@
   memorises the random labels (train accuracy 0.95, mean confidence 0.74), so this t0 is
   a *large* Fisher (about 100x a real task's) whose shape reflects the noise images' domain.
   d_sym(t, t0) therefore tracks how far a task's images are from natural-photo statistics
-  more than how hard the task is (Spearman with linear-probe error -0.51 over 14 tasks);
+  more than how hard the task is (Spearman with linear-probe error -0.51 over 14 tasks, -0.38
+  over the 41 targets of benchmarks/model_selection.py);
   see the README's "trivial task" section before reading it as task complexity.
 
 t0 is computed once per (probe, weights hash, resolution, method settings) and cached in
