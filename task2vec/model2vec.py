@@ -60,7 +60,7 @@ from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsErro
 
 PARAMETERISATIONS = ("layer", "filter")
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
-_CHUNK_ELEMENTS = 1 << 23  # pairs x filters per autograd chunk (64 MiB of float64)
+_CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
 
 
 # --------------------------------------------------------------------------- differentiable d_sym

@@ -73,6 +73,16 @@ def test_fit_learns_biases_scores_with_them_and_is_deterministic():
     assert per_filter.log_scales_.shape == F.shape and per_filter.temperature_ == 0.02
 
 
+def test_chunked_checkpointed_pairs_fit_the_same_biases(monkeypatch):
+    import task2vec.model2vec as m2v
+
+    F, X, rec, t0, layers = world(seed=3, n_tasks=12)
+    whole = Model2Vec(l2=0.01, max_iter=20).fit(F, X, rec, t0, layers)
+    monkeypatch.setattr(m2v, "_CHUNK_ELEMENTS", 5 * F.shape[1])  # 5 pairs per checkpointed chunk
+    chunked = Model2Vec(l2=0.01, max_iter=20).fit(F, X, rec, t0, layers)
+    np.testing.assert_allclose(chunked.biases_, whole.biases_, rtol=1e-9, atol=1e-12)
+
+
 def test_model_without_records_keeps_its_embedding_and_heavy_l2_gives_plain_embeddings():
     F, X, (ti, mi, e), t0, layers = world(seed=1, n_tasks=10)
     keep = mi != 4  # model 4 never recorded
