@@ -134,7 +134,8 @@ class Bench:
     def __init__(self, zoo: Zoo, cache: Path, data_root: Path, split_seed: int, device: torch.device):
         self.zoo, self.cache, self.data_root, self.split_seed, self.device = zoo, cache, data_root, split_seed, device
         self.models = zoo_models(zoo)
-        self.probe = Probe.create(zoo.probe["name"], weights=self.models[self._generalist()].weights,
+        self.generalist = self._generalist()
+        self.probe = Probe.create(zoo.probe["name"], weights=self.models[self.generalist].weights,
                                   image_size=zoo.probe["input_size"], device=str(device))
         if self.probe.weights_hash != zoo.probe["weights_hash"]:
             sys.exit("error: the generalist's weights are not the zoo's probe")
@@ -146,10 +147,6 @@ class Bench:
             if e.metadata.get("imagenet_top1") is not None:
                 return i
         sys.exit("error: the zoo has no generalist (an entry with metadata imagenet_top1)")
-
-    @property
-    def generalist(self) -> int:
-        return self._generalist()
 
     def net(self, model: Model) -> Network:
         if model.id not in self._nets:
@@ -376,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(targets)} targets x {len(models)} models ({', '.join(m.id for m in models)}), device {device}")
 
     start_all = time.perf_counter()
-    acc, ft_acc, embs, feats_train, labels = [], {}, [], [], []
+    acc, ft_acc, embs, feats_train, labels, sizes = [], {}, [], [], [], []
     for n, t in enumerate(targets):
         t1 = time.perf_counter()
         data = bench.target(t)
@@ -384,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         acc.append(bench.linear_probe(t, data, feats))
         embs.append(bench.embedding(t, data))
         labels.append(data.train.labels)
+        sizes.append([len(data.train), len(data.test)])
         feats_train.append({m.id: {"features": feats[m.id]["train_features"], "logits": feats[m.id]["train_logits"]}
                             for m in models})
         if t.name in ft_names and not args.no_finetune:
@@ -398,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     domains = bench.source_domains(spec)
     results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc, args.m2v_folds,
                        args.m2v_iter)
-    results["sizes"] = [[len(bench.target(t).train), len(bench.target(t).test)] for t in targets]
+    results["sizes"] = sizes
     results["settings"] = {"zoo": str(zoo.path), "image_size": zoo.probe["input_size"], "targets": len(targets),
                            "models": [m.id for m in models], "embedding": zoo.manifest.get("embedding_settings", {}),
                            "finetune_epochs": ft_epochs, "device": str(device), "alphas": list(ALPHAS),
@@ -649,7 +647,7 @@ def write_biases(zoo: Zoo, embs: list[Embedding], acc: np.ndarray) -> None:
     layers = embs[0].meta.get("layers")
     fitted = Model2Vec(zoo.alpha).fit(zoo.source, X, (ti, mi, 1 - acc.ravel()), zoo.t0,
                                       [int(layer["filters"]) for layer in layers] if layers else None)
-    zoo.set_biases(fitted.biases_, {"records": "benchmarks/model_selection.py (linear-probe accuracies)",
+    zoo.set_log_scales(fitted.log_scales_, fitted.group_, {"records": "benchmarks/model_selection.py (linear-probe accuracies)",
                                     "n_records": int(n_t * n_m), "n_tasks": int(n_t),
                                     "temperature": float(fitted.temperature_)})
     print(f"fitted MODEL2VEC biases on {n_t * n_m} records -> {zoo.path}")

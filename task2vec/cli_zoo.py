@@ -128,10 +128,10 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
               f"{m['weighted_tau']:>7.3f}")
     m2v = Model2Vec(zoo.alpha, **fit_kw).fit(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0,
                                             layer_sizes=rec.layer_sizes)
-    zoo.set_biases(m2v.biases_, {"records": str(args.records), "n_records": len(rec), "n_tasks": len(rec.tasks),
-                                 **fit_kw, "temperature": float(m2v.temperature_),
-                                 "held_out": {k: {kk: float(vv) for kk, vv in v.items()}
-                                              for k, v in held_out["summary"].items()}})
+    info = {"records": str(args.records), "n_records": len(rec), "n_tasks": len(rec.tasks), **fit_kw,
+            "temperature": float(m2v.temperature_),
+            "held_out": {k: {kk: float(vv) for kk, vv in v.items()} for k, v in held_out["summary"].items()}}
+    zoo.set_log_scales(m2v.log_scales_, m2v.group_, info)
     print(f"fitted MODEL2VEC biases on all {len(rec)} records -> {zoo.path}")
     return 0
 

@@ -92,6 +92,11 @@ def _pair_distances(m: torch.Tensor, tasks: torch.Tensor, mi: torch.Tensor, ti: 
     return torch.cat(parts)
 
 
+def scaled(F: np.ndarray, log_scales: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Model embeddings m = F * exp(log_scales[:, group]): what MODEL2VEC learns, from its log-scales."""
+    return F * np.exp(log_scales[:, group])
+
+
 def _asym_scores(models: np.ndarray, tasks: np.ndarray, t0: np.ndarray, alpha: float) -> np.ndarray:
     """(Q, M) matrix of d_asym(model_i -> task_q), float64 (numpy's d_sym)."""
     penalty = alpha * np.atleast_1d(symmetric(models, t0))
@@ -230,7 +235,8 @@ class Model2Vec:
     seed: kept for API symmetry; the fit starts from b = 0 and is deterministic.
 
     Attributes after :meth:`fit`: ``model_embeddings_`` (M, D), ``biases_`` (M, D) = m - F,
-    ``log_scales_`` (M, groups), ``n_records_`` (M,) records per model that entered the fit,
+    ``log_scales_`` (M, groups), ``group_`` (D,) the group of each filter, ``n_records_`` (M,)
+    records per model that entered the fit,
     ``temperature_``, ``loss_`` (objective at the end: KL + penalty), ``kl_`` and
     ``kl_plain_`` (mean KL at the end and with b = 0 at the same tau), ``n_iter_``.
     """
@@ -292,7 +298,8 @@ class Model2Vec:
         elif tau is None:
             tau = 0.01
         self.log_scales_ = C.detach().numpy().copy()
-        self.model_embeddings_ = F * np.exp(self.log_scales_[:, group])
+        self.group_ = group
+        self.model_embeddings_ = scaled(F, self.log_scales_, group)
         self.biases_ = self.model_embeddings_ - F
         self.temperature_ = float(tau)
         return self

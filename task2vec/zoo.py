@@ -40,6 +40,7 @@ from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
+from .model2vec import scaled
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
@@ -103,6 +104,10 @@ class Recommendation:
         return {**asdict(self), "why": self.why()}
 
 
+def _scaled_bias(source: np.ndarray, log_scales: np.ndarray, group: np.ndarray) -> np.ndarray:
+    return scaled(source, log_scales, group) - source
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -111,13 +116,15 @@ class Zoo:
     """A zoo folder loaded in memory. Create with :meth:`create`, open with :meth:`load`."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], entries: list[ZooEntry],
-                 source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None):
+                 source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None,
+                 scales: tuple[np.ndarray, np.ndarray] | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.entries = entries
         self.source = source
         self.bias = bias
         self.t0 = t0
+        self.scales = scales  # (log_scales (M, G), group (D,)) when the biases are MODEL2VEC's scales
 
     # ------------------------------------------------------------------ creation / loading
     @classmethod
@@ -192,15 +199,18 @@ class Zoo:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 a_ids = [str(x) for x in z["ids"]]
-                source, bias = z["source"].astype(np.float64), z["bias"].astype(np.float64)
+                source = z["source"].astype(np.float64)
                 t0 = z["t0"].astype(np.float64) if "t0" in z.files else None
-        except (ValueError, KeyError, zipfile.BadZipFile) as exc:
+                scales = (z["log_scales"].astype(np.float64), z["group"].astype(np.int64)) \
+                    if "log_scales" in z.files else None
+                bias = z["bias"].astype(np.float64) if scales is None else _scaled_bias(source, *scales)
+        except (ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
             raise ZooError(f"zoo arrays file {str(apath)!r} is unreadable ({exc})") from exc
         if a_ids != ids:
             raise ZooError(f"{str(mpath)!r}: entry ids do not match the arrays file's ids (hand-edited manifest?)")
         if source.shape != bias.shape or source.shape[0] != len(ids) or (t0 is not None and t0.shape != source.shape[1:]):
             raise ZooError(f"zoo arrays in {str(apath)!r} have inconsistent shapes")
-        return cls(path, manifest, entries, source, bias, t0)
+        return cls(path, manifest, entries, source, bias, t0, scales)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -301,7 +311,9 @@ class Zoo:
         row = embedding.vector[None, :]
         source = row if not len(self) else np.vstack([self.source, row])
         bias = np.zeros_like(row) if not len(self) else np.vstack([self.bias, np.zeros_like(row)])
-        self._commit(self.entries + [new], source, bias, t0_vec, dim=len(embedding.vector))
+        scales = None if self.scales is None else (np.vstack([self.scales[0], np.zeros((1, self.scales[0].shape[1]))]),
+                                                   self.scales[1])
+        self._commit(self.entries + [new], source, bias, t0_vec, dim=len(embedding.vector), scales=scales)
         return new
 
     def remove(self, entry_id: str) -> None:
@@ -309,7 +321,8 @@ class Zoo:
         self.entry(entry_id)
         keep = [i for i, e in enumerate(self.entries) if e.id != entry_id]
         self._commit([self.entries[i] for i in keep], self.source[keep], self.bias[keep], self.t0,
-                     dim=self.manifest.get("dim"))
+                     dim=self.manifest.get("dim"), scales=None if self.scales is None else
+                     (self.scales[0][keep], self.scales[1]))
 
     def set_biases(self, bias: np.ndarray, info: dict[str, Any]) -> None:
         """Store learned MODEL2VEC biases (one row per entry) and how they were fitted."""
@@ -321,16 +334,33 @@ class Zoo:
         self.manifest["model2vec"] = info
         self._commit(self.entries, self.source, bias, self.t0, dim=self.manifest.get("dim"))
 
+    def set_log_scales(self, log_scales: np.ndarray, group: np.ndarray, info: dict[str, Any]) -> None:
+        """Store MODEL2VEC's learned log-scales (``Model2Vec.log_scales_``, ``group_``): biases
+        F * (exp(log_scales[:, group]) - 1), kept as the scales (a few numbers per model, not D)."""
+        log_scales = np.asarray(log_scales, dtype=np.float64)
+        group = np.asarray(group)
+        if log_scales.ndim != 2 or log_scales.shape[0] != len(self) or group.shape != self.source.shape[1:] \
+                or group.dtype.kind not in "iu" or not len(group) or group.min() < 0 \
+                or group.max() >= log_scales.shape[1]:
+            raise ZooError(f"log-scales must be ({len(self)}, groups) with a group index per filter, got "
+                           f"{log_scales.shape} and {group.shape}")
+        if not np.isfinite(log_scales).all():
+            raise ZooError("log-scales must be finite")
+        self.manifest["model2vec"] = info
+        scales = (log_scales, group.astype(np.int64))
+        self._commit(self.entries, self.source, _scaled_bias(self.source, *scales), self.t0,
+                     dim=self.manifest.get("dim"), scales=scales)
+
     def _commit(self, entries: list[ZooEntry], source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None,
-                dim: int | None) -> None:
+                dim: int | None, scales: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.manifest = dict(self.manifest, entries=[asdict(e) for e in entries], dim=dim)
-        self.entries, self.source, self.bias, self.t0 = entries, source, bias, t0
+        self.entries, self.source, self.bias, self.t0, self.scales = entries, source, bias, t0, scales
         try:
             self._write()
         except BaseException:
             loaded = Zoo.load(self.path)  # the folder is unchanged: return to what it holds
-            self.manifest, self.entries, self.source, self.bias, self.t0 = (
-                loaded.manifest, loaded.entries, loaded.source, loaded.bias, loaded.t0)
+            self.manifest, self.entries, self.source, self.bias, self.t0, self.scales = (
+                loaded.manifest, loaded.entries, loaded.source, loaded.bias, loaded.t0, loaded.scales)
             raise
 
     def _write(self) -> None:
@@ -338,8 +368,9 @@ class Zoo:
         if self.entries:
             buf = io.BytesIO()
             np.savez_compressed(buf, format=np.array("task2vec.zoo.arrays/1"), ids=np.array(self.ids),
-                                source=self.source, bias=self.bias,
-                                **({"t0": self.t0} if self.t0 is not None else {}))
+                                source=self.source, **({"t0": self.t0} if self.t0 is not None else {}),
+                                **({"bias": self.bias} if self.scales is None else
+                                   {"log_scales": self.scales[0], "group": self.scales[1]}))
             data = buf.getvalue()
             digest = _sha256(data)
             name = f"arrays-{digest[:16]}.npz"

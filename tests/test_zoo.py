@@ -244,3 +244,29 @@ def test_spec_classes_and_half_select_the_source_task(tmp_path, shared, monkeypa
     spec_path.write_text(spec_path.read_text().replace("half: source", "half: test"))
     with pytest.raises(ZooError, match="'half' must be source or target"):
         read_spec(spec_path)
+
+
+def test_model2vec_log_scales_are_stored_compactly_and_give_the_exact_biases(zoo, tmp_path):
+    from task2vec.model2vec import Model2Vec
+
+    rng = np.random.default_rng(0)
+    tasks = np.stack([emb(100 + k).vector for k in range(5)])
+    records = (np.repeat(np.arange(5), 6), np.tile(np.arange(6), 5), rng.random(30) * 0.5)
+    fitted = Model2Vec(max_iter=20).fit(zoo.source, tasks, records, zoo.t0, [DIM // 2, DIM - DIM // 2])
+    full_size = (zoo.path / json.loads((zoo.path / MANIFEST).read_text())["arrays"]["file"]).stat().st_size
+    zoo.set_log_scales(fitted.log_scales_, fitted.group_, {"note": "scales"})
+    np.testing.assert_array_equal(zoo.bias, fitted.biases_)
+    again = Zoo.load(zoo.path)
+    np.testing.assert_array_equal(again.bias, fitted.biases_)
+    np.testing.assert_array_equal(again.model_embeddings(), fitted.model_embeddings_)
+    arrays = zoo.path / json.loads((zoo.path / MANIFEST).read_text())["arrays"]["file"]
+    with np.load(arrays) as z:
+        assert "bias" not in z.files and z["log_scales"].shape == (6, 2)
+    assert arrays.stat().st_size < full_size * 1.1  # D-sized biases are not stored
+    again.remove("m2")  # the scales follow the entries
+    np.testing.assert_array_equal(Zoo.load(zoo.path).bias, np.delete(fitted.biases_, 2, axis=0))
+    again.add(ZooEntry("new", "resnet18"), emb(77))
+    reloaded = Zoo.load(zoo.path)
+    assert reloaded.ids[-1] == "new" and not reloaded.bias[-1].any()
+    with pytest.raises(ZooError, match="log-scales must be"):
+        reloaded.set_log_scales(np.zeros((2, 2)), fitted.group_, {})
