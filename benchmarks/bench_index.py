@@ -13,7 +13,7 @@ L_k: K basis log-profiles; with ``--basis DIR`` the centred logs of the real emb
 MobileNetV2 embeddings). w_i ~ Dirichlet(0.3) over the K bases (1M x K stored), sigma_i ~
 U(0.08, 0.25) and scale_i ~ logN(0, 0.5). noise_i is a window, at a per-row offset, of one
 fixed 4M-value Gaussian sequence (full rank, cheap). Queries are further rows of the same
-generator (indices >= n, not in the zoo). t0: ``--t0 FILE`` or a synthetic far task.
+generator (indices >= n, not in the zoo). t0: ``--t0 FILE``, the trivial task of the first real embedding, or a synthetic prior.
 
 Reports: fit time, index memory, time of the exact streaming ground truth, recall@k against
 it for a few (nprobe, rerank), per-query latency (one query at a time after warm-up; the time
@@ -110,15 +110,20 @@ def make_basis(dim: int, basis_dir: str | None, t0_file: str | None, seed: int):
         dead = (V == 0).all(0)
         L = np.log(V + 1e-3 * V.mean())
         L -= L.mean(1, keepdims=True)
-        if t0_file:
-            t0 = Embedding.load(t0_file).vector[cols]
-        else:
-            t0 = np.exp(L.mean(0) + rng.normal(0, 1.0, dim)) * 100
+        t0 = _trivial(files[0], t0_file)[cols]
         return L, dead, t0, f"{len(files)} real embeddings from {basis_dir}"
     level = rng.normal(0, 2.5, dim)
     L = level + rng.normal(0, 0.57, (16, dim))
-    t0 = np.exp(level + rng.normal(0, 1.0, dim)) * 100
+    t0 = np.exp(level + rng.normal(0, 1.0, dim))  # a prior of the rows' own scale, as the real one is
     return L, None, t0, "16 random log-normal bases"
+
+
+def _trivial(first_file: str, t0_file: str | None) -> np.ndarray:
+    """t0: ``--t0 FILE``, else the trivial task of the first real embedding (task2vec.trivial)."""
+    from task2vec import Embedding
+    from task2vec.trivial import trivial_embedding
+
+    return Embedding.load(t0_file).vector if t0_file else trivial_embedding(Embedding.load(first_file)).vector
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -143,13 +148,14 @@ def spearman_surrogate(index, zoo, Q: np.ndarray, t0, alpha: float, m: int, seed
     """Spearman between the flat surrogate and the exact d_asym over m random zoo rows, per query."""
     from scipy.stats import spearmanr
 
+    from task2vec.distance import complexity
     from task2vec.index import _sym_to
 
     idx = np.sort(np.random.default_rng(seed).choice(len(zoo), size=min(m, len(zoo)), replace=False))
     rows = zoo[idx]
     flat = AsymmetricIndex(t0, alpha, kind="flat").fit(rows)
     sur = flat.surrogate_scores(Q)
-    c = _sym_to(rows, t0)
+    c = np.atleast_1d(complexity(rows, t0))
     rho = [spearmanr(sur[j], _sym_to(rows, q) - alpha * c).correlation for j, q in enumerate(Q)]
     return float(np.mean(rho)), float(np.min(rho))
 
@@ -161,8 +167,9 @@ def real_leave_one_out(basis_dir: str, t0_file: str | None, alpha: float) -> str
     from task2vec import Embedding
     from task2vec.distance import asymmetric
 
-    E = np.stack([Embedding.load(f).vector for f in sorted(glob.glob(os.path.join(basis_dir, "*.t2v.npz")))])
-    t0 = Embedding.load(t0_file).vector if t0_file else E.mean(0) * 100
+    files = sorted(glob.glob(os.path.join(basis_dir, "*.t2v.npz")))
+    E = np.stack([Embedding.load(f).vector for f in files])
+    t0 = _trivial(files[0], t0_file)
     rho, top3 = [], []
     for j in range(len(E)):
         zoo = np.delete(E, j, 0)
@@ -187,7 +194,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--alpha", type=float, default=ALPHA)
     ap.add_argument("--basis", default=None, help="folder of real *.t2v.npz used as the zoo's basis")
-    ap.add_argument("--t0", default=None, help="trivial-task embedding file (with --basis)")
+    ap.add_argument("--t0", default=None, help="trivial-task embedding file (with --basis; default: that of the first)")
     ap.add_argument("--nprobe", default="16,32,64,128", help="comma list of nprobe values to sweep")
     ap.add_argument("--rerank", default="100,200,400", help="comma list of rerank values to sweep")
     ap.add_argument("--flat-n", type=int, default=10_000)

@@ -53,7 +53,7 @@ from task2vec.model2vec import Model2Vec  # noqa: E402
 from task2vec.probe import Probe, build_network, load_state_dict_file  # noqa: E402
 from task2vec.taskmap import draw, layout  # noqa: E402
 from task2vec.transferability import SCORES  # noqa: E402
-from task2vec.trivial import cache_dir  # noqa: E402
+from task2vec.trivial import trivial_embedding  # noqa: E402
 from task2vec.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", nargs="*", default=None, help="run only these target names")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tune check")
-    ap.add_argument("--cache", default=str(cache_dir() / "model_selection"))
+    ap.add_argument("--cache", default=str(Path(os.environ.get("TASK2VEC_CACHE", Path.home() / ".cache" / "task2vec"))
+                                           / "model_selection"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model_selection"))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--m2v-folds", type=int, default=5,
@@ -416,7 +417,8 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     n_t, n_m = acc.shape
     d_sym = distance.symmetric_matrix(F, X).T                     # (targets, models)
     complexity_src = distance.complexity(F, t0)                   # (models,)
-    complexity_tgt = np.atleast_1d(distance.complexity(X, t0))    # (targets,)
+    # each target against the trivial task of its own size (task2vec.trivial)
+    complexity_tgt = np.array([distance.complexity(e, trivial_embedding(e, bench.probe)) for e in embs])
     dom_t = np.stack([e.domain_mean for e in embs])
     d_dom = 1 - (dom_t / np.linalg.norm(dom_t, axis=1, keepdims=True)) @ (
         domains / np.linalg.norm(domains, axis=1, keepdims=True)).T
@@ -509,7 +511,7 @@ def model2vec_crossfit(bench: Bench, targets: list[Target], acc: np.ndarray, X: 
     k = n_t if folds <= 0 else min(folds, n_t)
     fold = np.random.default_rng(0).permutation(n_t) % k
     blob = json.dumps([[t.key() for t in targets], [m.key for m in bench.models], alpha, k, max_iter,
-                       acc.round(6).tolist()])
+                       acc.round(6).tolist(), hashlib.sha256(zoo.t0.tobytes()).hexdigest(), "complexity d_sym(m+t0,t0)"])
     path = bench.cache / "model2vec" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as z:

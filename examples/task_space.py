@@ -146,8 +146,7 @@ def main() -> None:
         order = [j for j in np.argsort(D[i]) if j != i][:3]
         print(f"  {name:<20} " + ", ".join(f"{names[j]} {D[i, j]:.3f}" for j in order))
 
-    t0 = trivial_embedding(embs[0], probe)
-    d0 = np.array([complexity(e, t0) for e in embs])
+    d0 = np.array([complexity(e, trivial_embedding(e, probe)) for e in embs])  # t0 of each task's size
     norms = np.array([np.linalg.norm(e.vector) for e in embs])
     ok = ~np.isnan(errors)
     rho_t0, p_t0 = spearmanr(d0[ok], np.asarray(errors)[ok])

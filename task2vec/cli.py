@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sym (the paper's, default), asym (row -> column, uses the trivial task), cosine, "
                         "domain (mean features, label-blind), kl (variational embeddings)")
     p.add_argument("--alpha", type=float, default=ALPHA, help=f"asym: weight of the trivial-task term (default {ALPHA})")
-    p.add_argument("--weights", metavar="FILE", help="probe weights, to compute the trivial task when not cached")
+    p.add_argument("--weights", metavar="FILE",
+                   help="probe weights, for the trivial task of embeddings that do not record their prior")
     p.add_argument("--csv", metavar="OUT.csv", help="also write the matrix as CSV")
     p.set_defaults(func=cmd_distance)
 

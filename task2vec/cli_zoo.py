@@ -15,7 +15,7 @@ from .io import atomic_open, check_writable
 from .model2vec import Model2Vec, leave_one_task_out, read_records
 from .probe import Probe
 from .trivial import trivial_embedding
-from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
+from .zoo import FISHER_METHODS, QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
 from .zoospec import build_zoo, entry_metadata
 
 # Embedding settings a zoo command falls back to when neither the flag nor the zoo sets them.
@@ -177,7 +177,7 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     p.add_argument("--weights", metavar="FILE", help="probe weights (default: $TASK2VEC_WEIGHTS lookup, then download)")
     p.add_argument("--image-size", type=int, metavar="PX")
     p.add_argument("--random-init", action="store_true", help="random probe weights (for testing only)")
-    p.add_argument("--method", choices=("exact", "montecarlo", "empirical", "variational"), default="exact")
+    p.add_argument("--method", choices=FISHER_METHODS, default="exact")
     p.add_argument("--alpha", type=float, default=ALPHA, help=f"weight of the source-complexity term (default {ALPHA})")
     p.add_argument("--quality-weight", type=float, default=QUALITY_WEIGHT,
                    help=f"weight of standardised ImageNet top-1 in the score (default {QUALITY_WEIGHT})")

@@ -2,7 +2,8 @@
 
 - ``symmetric``: the paper's d_sym(a, b) = cosine distance between a/(a+b) and b/(a+b),
   element-wise (entries with a + b = 0 count as equal);
-- ``asymmetric``: d_asym(a -> b) = d_sym(a, b) - alpha * d_sym(a, t0), t0 the trivial task;
+- ``asymmetric``: d_asym(a -> b) = d_sym(a, b) - alpha * complexity(a), the complexity being the
+  distance of a's posterior from the trivial task t0 (:func:`complexity`);
 - ``cosine``: plain cosine distance;
 - ``domain``: cosine distance between mean penultimate features (label-blind baseline);
 - ``gaussian_kl``: KL between the zero-mean Gaussian posteriors of variational embeddings.
@@ -55,13 +56,22 @@ def cosine(a, b) -> np.ndarray | float:
     return _scalar(np.clip(1.0 - cos, 0.0, 2.0))
 
 
-def complexity(a, t0) -> np.ndarray | float:
-    """Distance of a task from the trivial task, d_sym(a, t0): the paper's measure of task complexity."""
-    return symmetric(a, t0)
+def complexity(a, t0, *, prior_included: bool | None = None) -> np.ndarray | float:
+    """Distance of a task from the trivial task t0 (:mod:`task2vec.trivial`): the paper's task complexity.
+
+    A Fisher embedding holds only what the task adds to the prior t0, so the task's posterior is
+    a + t0 and its complexity d_sym(a + t0, t0). A variational embedding already is a posterior:
+    d_sym(a, t0). ``prior_included`` defaults to whether ``t0`` is a variational embedding (False
+    for plain arrays).
+    """
+    if prior_included is None:
+        prior_included = getattr(t0, "method", None) == "variational"
+    A, T = _rows(a), _rows(t0)
+    return symmetric(A if prior_included else A + T, T)
 
 
 def asymmetric(a, b, t0, alpha: float = ALPHA) -> np.ndarray | float:
-    """d_asym(a -> b) = d_sym(a, b) - alpha * d_sym(a, t0): how well a model trained on source
+    """d_asym(a -> b) = d_sym(a, b) - alpha * complexity(a, t0): how well a model trained on source
     ``a`` transfers to target ``b``; subtracting the source's distance from the trivial task
     favours complex sources.
 

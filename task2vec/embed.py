@@ -16,7 +16,7 @@ from .errors import DatasetError, ProbeError
 from .fisher import LABEL_METHODS, FisherAccumulator
 from .head import fit_linear_head
 from .probe import Probe
-from .variational import variational_fisher
+from .variational import prior_inverse_variance, variational_fisher
 
 METHODS = LABEL_METHODS + ("variational",)
 
@@ -160,6 +160,7 @@ class Task2Vec:
             vector = acc.fisher()
             noise = float(symmetric(acc.fisher(0).numpy(), acc.fisher(1).numpy())) if acc.counts.min() > 0 else None
             meta_extra["fisher_mass_captured"] = acc.mass_captured
+            meta_extra["prior_inverse_variance"] = prior_inverse_variance([m for _, m in layers])
             layer_table = acc.layer_table()
         bar.close()
 

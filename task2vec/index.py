@@ -2,7 +2,9 @@
 
 For a target task q, model i of the zoo scores
 
-    d_asym(m_i -> q) = d_sym(m_i, q) - alpha * d_sym(m_i, t0)        (lower is better)
+    d_asym(m_i -> q) = d_sym(m_i, q) - alpha * d_sym(m_i + t0, t0)        (lower is better)
+
+(the second term is the model's complexity, :func:`task2vec.distance.complexity`).
 
 d_sym is not an inner product, so FAISS only *proposes candidates* with a decomposable
 surrogate and every candidate is then scored exactly.
@@ -32,7 +34,7 @@ at 100k entries, the 20 best surrogate scores held 36% of the true top-10 with l
 95% with lambda = 0.0115; on the 256-filter zoo of tests/test_index.py any lambda > 0 lowered
 that share and the grid keeps lambda = 0.) The surrogate score
 
-    G_i + lambda (l(q) - l(m_i))^2 - w c_i,     c_i = d_sym(m_i, t0) (exact, fitted)
+    G_i + lambda (l(q) - l(m_i))^2 - w c_i,     c_i = d_sym(m_i + t0, t0) (exact, fitted)
 
 is a nearest-neighbour problem on u(a) = [x(a), sqrt(lambda) l(a)]:
 
@@ -233,6 +235,11 @@ def _stream(vectors, n: int, d: int, name: str = "vectors"):
         yield idx, rows
 
 
+def _complexity(A: np.ndarray, t0: np.ndarray) -> np.ndarray:
+    """complexity(m_i) = d_sym(m_i + t0, t0) (:func:`task2vec.distance.complexity`), float64."""
+    return _sym_to(A + t0, t0)
+
+
 # --------------------------------------------------------------------------- brute force
 
 def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
@@ -254,11 +261,10 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
     best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
     qzero = [np.flatnonzero(q == 0) for q in Q]
     for idx, rows in _stream(vectors, n, d):
+        c = _complexity(rows, t0)
         if engine == "numba":
-            S = symmetric_matrix(rows, np.vstack([Q, t0]))
-            sym, c = S[:, :-1].T, S[:, -1]
+            sym = symmetric_matrix(rows, Q).T
         else:
-            c = _sym_to(rows, t0)
             sym = [_sym_to(rows, q, z) for q, z in zip(Q, qzero)]
         for j in range(len(Q)):
             best[j] = _merge_topk(*best[j], sym[j] - alpha * c, idx, k)
@@ -286,7 +292,7 @@ def _positive_int(value, name: str, allow_none: bool = False):
 # --------------------------------------------------------------------------- the index
 
 class AsymmetricIndex:
-    """Top-k zoo models for target tasks under d_asym(m -> q) = d_sym(m, q) - alpha d_sym(m, t0).
+    """Top-k zoo models for target tasks under d_asym(m -> q) = d_sym(m, q) - alpha d_sym(m + t0, t0).
 
     Parameters
     ----------
@@ -307,7 +313,7 @@ class AsymmetricIndex:
         (0.1 ranked best on the real and synthetic zoos measured; see benchmarks/README.md).
     seed: sampling for PCA / training / calibration.
 
-    Learned attributes: ``n_``, ``dim_``, ``complexity_`` (N,) = d_sym(m_i, t0),
+    Learned attributes: ``n_``, ``dim_``, ``complexity_`` (N,) = d_sym(m_i + t0, t0),
     ``filter_scale_`` (D,) (t_j of the floor), ``scale_`` (s), ``level_weight_`` (lambda),
     ``complexity_weight_`` (w), ``calibration_recall_`` (calibrated when a faiss index is built,
     else on the first :meth:`surrogate_scores` call; until then 1, 0, alpha, None), ``index_``
@@ -439,7 +445,7 @@ class AsymmetricIndex:
         slope = float(np.linalg.lstsq(design, np.take_along_axis(S, near, 1).ravel(), rcond=None)[0][P])
         if math.isfinite(slope) and slope > 0:
             self.scale_ = slope
-        c = _sym_to(sample, self.t0)
+        c = _complexity(sample, self.t0)
         E = S - self.alpha * c[None]
         E[np.arange(P), qi] = np.inf
         k = max(1, min(CALIB_K, n // 10))
@@ -470,7 +476,7 @@ class AsymmetricIndex:
             index = faiss.IndexFlatIP(d + 2)
         w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
-            c[idx] = _sym_to(rows, self.t0)
+            c[idx] = _complexity(rows, self.t0)
             if build:
                 X, lev = self._surrogate(rows)
                 aug = np.empty((len(X), d + 2), dtype=np.float32)
@@ -494,7 +500,7 @@ class AsymmetricIndex:
         c = np.empty(n)
         w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
-            c[idx] = _sym_to(rows, self.t0)
+            c[idx] = _complexity(rows, self.t0)
             y, r2, lev = self._project(rows)
             Y[idx, :ncomp] = y
             Y[idx, -2] = lev

@@ -6,7 +6,9 @@ task's embedding says everything about the model; MODEL2VEC instead embeds model
 m_i = F_i + b_i, with the bias b_i learned from *transfer records* (task t_k, model i, measured
 error e_ki), and ranks by
 
-    score_i(t) = d_sym(m_i, t) - alpha * d_sym(m_i, t0)          (lower = better).
+    score_i(t) = d_sym(m_i, t) - alpha * d_sym(m_i + t0, t0)     (lower = better),
+
+the second term being the model's complexity (:func:`task2vec.distance.complexity`).
 
 Fit: for every record task with at least two recorded models, the softmax over those models of
 -score_i(t_k) / tau should match the soft target softmax(-e_ki / T) built from the measured errors
@@ -54,7 +56,7 @@ import torch
 from scipy.stats import weightedtau
 from torch.utils.checkpoint import checkpoint
 
-from .distance import ALPHA, symmetric
+from .distance import ALPHA, complexity, symmetric
 from .embedding import Embedding, check_compatible
 from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError, Task2VecError
 
@@ -99,7 +101,7 @@ def scaled(F: np.ndarray, log_scales: np.ndarray, group: np.ndarray) -> np.ndarr
 
 def _asym_scores(models: np.ndarray, tasks: np.ndarray, t0: np.ndarray, alpha: float) -> np.ndarray:
     """(Q, M) matrix of d_asym(model_i -> task_q), float64 (numpy's d_sym)."""
-    penalty = alpha * np.atleast_1d(symmetric(models, t0))
+    penalty = alpha * np.atleast_1d(complexity(models, t0))
     return np.stack([np.atleast_1d(symmetric(models, t)) - penalty for t in tasks])
 
 
@@ -322,7 +324,7 @@ class Model2Vec:
 
         def scores(C):
             m = Ft * torch.exp(C[:, gt])
-            return _pair_distances(m, Xt, mi_t, ti_t) - self.alpha * symmetric_torch(m, t0t)[mi_t]
+            return _pair_distances(m, Xt, mi_t, ti_t) - self.alpha * symmetric_torch(m + t0t, t0t)[mi_t]
 
         def kl(score, tau):
             logits = torch.full((n_rows, width), -math.inf, dtype=torch.float64)

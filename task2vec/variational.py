@@ -54,6 +54,11 @@ class _NoiseInjector:
             h.remove()
 
 
+def prior_inverse_variance(layers: Sequence[nn.Module], prior_scale: float = 1.0) -> list[float]:
+    """1/lambda_l^2 per layer, lambda_l^2 = prior_scale^2 * mean(w^2) over the layer's weights."""
+    return [1.0 / (prior_scale ** 2 * float(m.weight.detach().double().square().mean())) for m in layers]
+
+
 def variational_fisher(model: nn.Module, head: nn.Module, layers: Sequence[nn.Module],
                        batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], n_images: int, *,
                        beta: float = 1e-2, prior_scale: float = 1.0, epochs: int = 10, lr: float = 0.05,
@@ -61,7 +66,7 @@ def variational_fisher(model: nn.Module, head: nn.Module, layers: Sequence[nn.Mo
                        ) -> tuple[torch.Tensor, list[float], float]:
     """Learn per-filter log-variances; return (inverse variance per filter, 1/lambda_l^2 per layer, final loss)."""
     device = next(iter(model.parameters())).device
-    prior_var = [prior_scale ** 2 * float(m.weight.detach().float().square().mean()) for m in layers]
+    prior_var = [1.0 / p for p in prior_inverse_variance(layers, prior_scale)]
     log_var = [torch.full((filter_count(m),), torch.log(torch.tensor(v)).item(), device=device, requires_grad=True)
                for m, v in zip(layers, prior_var)]
     n_per_filter = [weights_per_filter(m) for m in layers]

@@ -15,7 +15,7 @@ removed by the next change).
 Ranking (lower is better), for a target task t and model embedding m_i = F_i + b_i:
 
     score_i = d_asym(m_i -> t) - quality_weight * z_i
-            = d_sym(m_i, t) - alpha * d_sym(m_i, t0) - quality_weight * z_i
+            = d_sym(m_i, t) - alpha * d_sym(m_i + t0, t0) - quality_weight * z_i
 
 where z_i is the entry's ImageNet top-1 standardised over the zoo's entries that have one
 (0 for those without).
@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .distance import ALPHA, symmetric
+from .distance import ALPHA, complexity, symmetric
+from .fisher import LABEL_METHODS as FISHER_METHODS
 from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
@@ -146,6 +147,9 @@ class Zoo:
             raise ZooError(f"probe description lacks {missing}")
         if alpha < 0 or quality_weight < 0:
             raise ZooError(f"alpha and quality_weight must be >= 0, got {alpha} and {quality_weight}")
+        if method not in FISHER_METHODS:
+            raise ZooError(f"a zoo holds Fisher embeddings ({', '.join(FISHER_METHODS)}), not {method!r}: "
+                           "its complexity term adds t0 to each model embedding")
         path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
@@ -334,6 +338,16 @@ class Zoo:
         self.manifest["model2vec"] = info
         self._commit(self.entries, self.source, bias, self.t0, dim=self.manifest.get("dim"))
 
+    def set_trivial(self, t0: Embedding) -> None:
+        """Replace the zoo's trivial task (:func:`task2vec.trivial.trivial_embedding` of a source).
+        The MODEL2VEC biases were learned against the old one: they are dropped, to be refitted."""
+        if self.t0 is None:
+            raise ZooError(f"zoo {str(self.path)!r} is empty: its first entry brings t0")
+        self.check_embedding(t0)
+        self.manifest.pop("model2vec", None)
+        self._commit(self.entries, self.source, np.zeros_like(self.source), t0.vector.astype(np.float64),
+                     dim=self.manifest.get("dim"))
+
     def set_log_scales(self, log_scales: np.ndarray, group: np.ndarray, info: dict[str, Any]) -> None:
         """Store MODEL2VEC's learned log-scales (``Model2Vec.log_scales_``, ``group_``): biases
         F * (exp(log_scales[:, group]) - 1), kept as the scales (a few numbers per model, not D)."""
@@ -423,7 +437,7 @@ class Zoo:
             e = self.entries[i]
             f = self.source[i]
             asym = float(s - quality[i])
-            plain = float(symmetric(f, q) - alpha * symmetric(f, self.t0))
+            plain = float(symmetric(f, q) - alpha * complexity(f, self.t0))
             out.append(Recommendation(
                 rank, e.id, e.model, float(s), asym, asym - plain, float(quality[i]),
                 str(e.source.get("name", "?")), float(symmetric(f, q)),

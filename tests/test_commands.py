@@ -8,6 +8,8 @@ from PIL import Image
 
 from task2vec import Embedding, Probe, WeightsError
 from task2vec.cli import main
+from task2vec.distance import complexity
+from task2vec.trivial import trivial_embedding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = ["--random-init", "--probe", "resnet18", "--image-size", "32", "--max-samples", "8",
@@ -47,6 +49,16 @@ def test_distance_and_map_commands(tmp_path, capsys):
     assert "task0" in printed and "0.0000" in printed
     rows = (tmp_path / "d.csv").read_text().splitlines()
     assert rows[0] == "task,task0,task1,task2" and len(rows) == 4
+    # asym: t0 from the prior the embeddings record (no probe needed), row i loses alpha * complexity(i)
+    assert main(["distance", *files[:3], "--kind", "asym", "--alpha", "0.5", "--csv", str(tmp_path / "a.csv")]) == 0
+    sym = np.loadtxt(tmp_path / "d.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
+    asym = np.loadtxt(tmp_path / "a.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
+    embs = [Embedding.load(f) for f in files[:3]]
+    t0 = trivial_embedding(embs[0])
+    assert t0.meta["trivial_scale"]["n_images"] == embs[0].meta["n_images"]
+    c = np.array([complexity(e, t0) for e in embs])
+    assert (c > 0).all()
+    np.testing.assert_allclose(asym, sym - 0.5 * c[:, None], atol=1e-4)
     (tmp_path / "labels.csv").write_text("file,name,group\n" + "".join(
         f"task{i}.t2v.npz,T{i},{'ab'[i % 2]}\n" for i in range(6)))
     out = tmp_path / "map.png"
@@ -60,6 +72,24 @@ def test_distance_and_map_commands(tmp_path, capsys):
     np.savez(bogus, a=np.zeros(2))
     assert main(["distance", files[0], str(bogus)]) == 2
     assert capsys.readouterr().err.startswith("task2vec: error: ")
+
+
+def test_trivial_task_of_an_embedding_without_recorded_prior(tmp_path):
+    """Older embeddings lack meta["prior_inverse_variance"]: t0 then comes from the probe's weights,
+    the same t0, and a probe with other weights is refused."""
+    from task2vec import Task2Vec
+    from task2vec.errors import IncompatibleEmbeddingsError
+
+    probe = Probe.create("resnet18", random_init=True, image_size=32)
+    e = Task2Vec(probe, max_samples=8, batch_size=4, progress=False).embed(make_folder(tmp_path / "ds"))
+    t0 = trivial_embedding(e)
+    old = Embedding(e.vector, {k: v for k, v in e.meta.items() if k != "prior_inverse_variance"})
+    np.testing.assert_allclose(trivial_embedding(old, probe).vector, t0.vector, rtol=1e-12)
+    sizes = [layer["filters"] for layer in e.meta["layers"]]
+    prior = np.repeat(e.meta["prior_inverse_variance"], sizes)
+    np.testing.assert_allclose(t0.vector, prior * 0.01 / e.meta["n_images"], rtol=1e-12)
+    with pytest.raises(IncompatibleEmbeddingsError, match="differ from the embedding"):
+        trivial_embedding(old, Probe.create("resnet18", random_init=True, seed=1, image_size=32))
 
 
 def test_torch_dataset_and_worker_processes(tmp_path):

@@ -51,11 +51,25 @@ def test_asymmetric_prefers_complex_related_source():
     complex_related = target * rng.uniform(0.9, 1.1, 50) + 1.0  # close to target, far from t0
     trivial_source = t0 * 1.05  # a near-trivial source
     assert asymmetric(target, target, t0) < asymmetric(target, target, t0, alpha=0)
-    # d_asym(a -> b) = d_sym(a, b) - alpha d_sym(a, t0), by hand
+    # d_asym(a -> b) = d_sym(a, b) - alpha d_sym(a + t0, t0)
     a, b = complex_related, target
-    assert asymmetric(a, b, t0, alpha=0.3) == pytest.approx(symmetric(a, b) - 0.3 * symmetric(a, t0))
-    assert complexity(a, t0) == pytest.approx(symmetric(a, t0))
+    assert asymmetric(a, b, t0, alpha=0.3) == pytest.approx(symmetric(a, b) - 0.3 * symmetric(a + t0, t0))
     assert asymmetric(complex_related, target, t0) < asymmetric(trivial_source, target, t0)
+
+
+def test_complexity_is_the_posterior_distance_from_the_prior():
+    t0 = np.array([1.0, 1.0])
+    # Fisher embedding [3, 1]: posterior [4, 2], p = [4/5, 2/3], 1 - p = [1/5, 1/3]
+    by_hand = 1 - (4 / 25 + 2 / 9) / np.sqrt((16 / 25 + 4 / 9) * (1 / 25 + 1 / 9))
+    assert complexity([3.0, 1.0], t0) == pytest.approx(by_hand, rel=1e-12)
+    assert complexity([0.0, 0.0], t0) == 0.0  # no information: the prior itself
+    # more information along the same filters: farther from the prior
+    c = [complexity(s * np.array([3.0, 1.0]), t0) for s in (0.1, 1.0, 10.0)]
+    assert c[0] < c[1] < c[2]
+    # a variational embedding already is a posterior: d_sym(a, t0), detected from t0's method
+    var_t0 = emb(t0, method="variational")
+    assert complexity(emb([4.0, 2.0], method="variational"), var_t0) == pytest.approx(by_hand, rel=1e-12)
+    assert complexity([4.0, 2.0], t0, prior_included=True) == pytest.approx(by_hand, rel=1e-12)
 
 
 def test_pairwise_matrix_equals_pairs_and_is_symmetric():

@@ -270,3 +270,30 @@ def test_model2vec_log_scales_are_stored_compactly_and_give_the_exact_biases(zoo
     assert reloaded.ids[-1] == "new" and not reloaded.bias[-1].any()
     with pytest.raises(ZooError, match="log-scales must be"):
         reloaded.set_log_scales(np.zeros((2, 2)), fitted.group_, {})
+
+
+def test_set_trivial_replaces_t0_and_drops_the_biases_learned_against_the_old_one(zoo, tmp_path):
+    from task2vec.model2vec import Model2Vec
+
+    tasks = np.stack([emb(100 + k).vector for k in range(3)])
+    records = (np.repeat(np.arange(3), 6), np.tile(np.arange(6), 3), np.random.default_rng(0).random(18))
+    fitted = Model2Vec(max_iter=5).fit(zoo.source, tasks, records, zoo.t0)
+    zoo.set_log_scales(fitted.log_scales_, fitted.group_, {"note": "old t0"})
+    new_t0 = emb(555, "t0")
+    zoo.set_trivial(new_t0)
+    again = Zoo.load(zoo.path)
+    np.testing.assert_array_equal(again.t0, new_t0.vector)
+    assert not again.bias.any() and again.scales is None and "model2vec" not in again.manifest
+    target = emb(42, "target")
+    brute = np.array([asymmetric(again.source[i], target.vector, new_t0.vector, again.alpha) for i in range(6)])
+    assert [r.id for r in again.recommend(target, k=6)] == [f"m{i}" for i in np.argsort(brute, kind="stable")]
+    with pytest.raises(IncompatibleEmbeddingsError):
+        zoo.set_trivial(emb(1, probe={**PROBE, "input_size": 224}))
+    with pytest.raises(ZooError, match="empty"):
+        Zoo.create(tmp_path / "empty", PROBE).set_trivial(new_t0)
+
+
+def test_a_zoo_holds_fisher_embeddings_only(tmp_path):
+    with pytest.raises(ZooError, match="Fisher embeddings"):
+        Zoo.create(tmp_path / "v", PROBE, method="variational")
+    assert not (tmp_path / "v").exists()
