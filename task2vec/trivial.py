@@ -29,16 +29,20 @@ and mapping tasks").
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError
 
-BETA = 1e-2
+if TYPE_CHECKING:
+    from .probe import Probe
+
+BETA = 1e-2  # the variational embedding's default beta (Task2Vec(beta=...))
 
 
-def trivial_embedding(like: Embedding, probe=None) -> Embedding:
+def trivial_embedding(like: Embedding, probe: "Probe | None" = None) -> Embedding:
     """t0 in the same space as ``like`` (``probe`` is loaded from the embedding's metadata when
     needed and not given)."""
     prior = like.meta.get("prior_inverse_variance")
@@ -52,13 +56,15 @@ def trivial_embedding(like: Embedding, probe=None) -> Embedding:
     vector = np.repeat(np.asarray(prior, dtype=np.float64), sizes)
     meta = {**like.meta, "name": "t0", "trivial": True, "prior_inverse_variance": list(map(float, prior))}
     if like.method != "variational":
+        if not like.meta.get("n_images"):
+            raise IncompatibleEmbeddingsError(f"{like!r} does not record how many images it was made from")
         n = int(like.meta["n_images"])
         vector = vector * (BETA / n)
         meta["trivial_scale"] = {"beta": BETA, "n_images": n}
     return Embedding(vector, meta)
 
 
-def _probe_prior(like: Embedding, probe) -> list[float]:
+def _probe_prior(like: Embedding, probe: "Probe | None") -> list[float]:
     """1/lambda_l^2 of the probe layers ``like`` was embedded with (checked by weights hash)."""
     from .probe import Probe
     from .variational import prior_inverse_variance

@@ -90,6 +90,8 @@ def test_trivial_task_of_an_embedding_without_recorded_prior(tmp_path):
     np.testing.assert_allclose(t0.vector, prior * 0.01 / e.meta["n_images"], rtol=1e-12)
     with pytest.raises(IncompatibleEmbeddingsError, match="differ from the embedding"):
         trivial_embedding(old, Probe.create("resnet18", random_init=True, seed=1, image_size=32))
+    with pytest.raises(IncompatibleEmbeddingsError, match="how many images"):
+        trivial_embedding(Embedding(e.vector, {k: v for k, v in e.meta.items() if k != "n_images"}))
 
 
 def test_torch_dataset_and_worker_processes(tmp_path):
