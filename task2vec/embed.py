@@ -16,7 +16,7 @@ from .errors import DatasetError, ProbeError
 from .fisher import LABEL_METHODS, FisherAccumulator
 from .head import fit_linear_head
 from .probe import Probe
-from .variational import prior_inverse_variance, variational_fisher
+from .variational import BETA, prior_inverse_variance, variational_fisher
 
 METHODS = LABEL_METHODS + ("variational",)
 
@@ -38,7 +38,7 @@ class Task2Vec:
     def __init__(self, probe: Probe, method: str = "exact", *, max_samples: int = 10_000,
                  samples_per_image: int = 1, max_rank: int | None = 16, batch_size: int = 32,
                  head_l2: float = 1.0, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
-                 cache_bytes: int = 2 << 30, beta: float = 1e-2, prior_scale: float = 1.0,
+                 cache_bytes: int = 2 << 30, beta: float = BETA, prior_scale: float = 1.0,
                  variational_epochs: int = 10, progress: bool = True):
         if method not in METHODS:
             raise ProbeError(f"unknown method {method!r} (one of {', '.join(METHODS)})")

@@ -35,11 +35,10 @@ import numpy as np
 
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError
+from .variational import BETA, prior_inverse_variance
 
 if TYPE_CHECKING:
     from .probe import Probe
-
-BETA = 1e-2  # the variational embedding's default beta (Task2Vec(beta=...))
 
 
 def trivial_embedding(like: Embedding, probe: "Probe | None" = None) -> Embedding:
@@ -67,7 +66,6 @@ def trivial_embedding(like: Embedding, probe: "Probe | None" = None) -> Embeddin
 def _probe_prior(like: Embedding, probe: "Probe | None") -> list[float]:
     """1/lambda_l^2 of the probe layers ``like`` was embedded with (checked by weights hash)."""
     from .probe import Probe
-    from .variational import prior_inverse_variance
 
     p = like.meta["probe"]
     if probe is None:  # the weights file it was embedded with when still there, else the usual search

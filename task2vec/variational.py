@@ -54,6 +54,9 @@ class _NoiseInjector:
             h.remove()
 
 
+BETA = 1e-2  # default weight of the KL term; task2vec.trivial converts Fisher embeddings to posteriors with it
+
+
 def prior_inverse_variance(layers: Sequence[nn.Module], prior_scale: float = 1.0) -> list[float]:
     """1/lambda_l^2 per layer, lambda_l^2 = prior_scale^2 * mean(w^2) over the layer's weights."""
     return [1.0 / (prior_scale ** 2 * float(m.weight.detach().double().square().mean())) for m in layers]
@@ -61,7 +64,7 @@ def prior_inverse_variance(layers: Sequence[nn.Module], prior_scale: float = 1.0
 
 def variational_fisher(model: nn.Module, head: nn.Module, layers: Sequence[nn.Module],
                        batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]], n_images: int, *,
-                       beta: float = 1e-2, prior_scale: float = 1.0, epochs: int = 10, lr: float = 0.05,
+                       beta: float = BETA, prior_scale: float = 1.0, epochs: int = 10, lr: float = 0.05,
                        seed: int = 0, progress: Callable[[int], None] | None = None
                        ) -> tuple[torch.Tensor, list[float], float]:
     """Learn per-filter log-variances; return (inverse variance per filter, 1/lambda_l^2 per layer, final loss)."""
