@@ -29,19 +29,16 @@ and mapping tasks").
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError
+from .probe import Probe
 from .variational import BETA, prior_inverse_variance
 
-if TYPE_CHECKING:
-    from .probe import Probe
 
-
-def trivial_embedding(like: Embedding, probe: "Probe | None" = None) -> Embedding:
+def trivial_embedding(like: Embedding, probe: Probe | None = None) -> Embedding:
     """t0 in the same space as ``like`` (``probe`` is loaded from the embedding's metadata when
     needed and not given)."""
     prior = like.meta.get("prior_inverse_variance")
@@ -63,10 +60,8 @@ def trivial_embedding(like: Embedding, probe: "Probe | None" = None) -> Embeddin
     return Embedding(vector, meta)
 
 
-def _probe_prior(like: Embedding, probe: "Probe | None") -> list[float]:
+def _probe_prior(like: Embedding, probe: Probe | None) -> list[float]:
     """1/lambda_l^2 of the probe layers ``like`` was embedded with (checked by weights hash)."""
-    from .probe import Probe
-
     p = like.meta["probe"]
     if probe is None:  # the weights file it was embedded with when still there, else the usual search
         source = p.get("weights_source")
