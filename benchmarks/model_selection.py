@@ -84,6 +84,11 @@ def _file_hash(path: str) -> str:
     return h.hexdigest()[:12]
 
 
+def _hash(obj) -> str:
+    """A short stable key for JSON-able settings (cache file names)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
 @dataclass
 class Model:
     """A zoo entry as the benchmark uses it: weights file, source-classifier checkpoint, cache key."""
@@ -242,11 +247,12 @@ class Bench:
 
     # -------- embeddings
     def embedding(self, t: Target, data: TargetData) -> Embedding:
-        path = self.cache / "embeddings" / f"{t.key()}.t2v.npz"
+        settings = {k: v for k, v in self.zoo.manifest.get("embedding_settings", {}).items() if k != "device"}
+        embedder = Task2Vec(self.probe, progress=False, **settings)
+        path = self.cache / "embeddings" / f"{t.key()}-{_hash(embedder.settings())}.t2v.npz"
         if not path.is_file():
-            settings = {k: v for k, v in self.zoo.manifest.get("embedding_settings", {}).items() if k != "device"}
             start = time.perf_counter()
-            emb = Task2Vec(self.probe, progress=False, **settings).embed(data.train, name=t.name)
+            emb = embedder.embed(data.train, name=t.name)
             self.timings[f"embed/{t.key()}"] = time.perf_counter() - start
             path.parent.mkdir(parents=True, exist_ok=True)
             emb.save(path)

@@ -127,13 +127,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     probe = Probe.create("mobilenet_v2", weights=SHARED / "weights" / "mobilenet_v2_imagenet.safetensors",
                          image_size=a.size)
+    embedder = Task2Vec(probe, max_samples=a.images, progress=False)
     names, groups, embs, errors = [], [], [], []
     for name, (group, task) in (tasks() if a.tasks == "main" else holdout_tasks()).items():
         path = out / f"{name}.t2v.npz"
-        if path.is_file():
-            emb = Embedding.load(path)
-        else:
-            emb = Task2Vec(probe, max_samples=a.images, progress=False).embed(task, name=name)
+        emb = Embedding.load(path) if path.is_file() else None
+        if emb is None or emb.meta["method"] != embedder.settings() or emb.meta["probe"] != probe.describe():
+            emb = embedder.embed(task, name=name)  # missing, or made with other settings
             emb.save(path)
         err = probe_error(probe, task, a.images, seed=0)
         print(f"{name:<20} {emb.meta['n_classes']:>4} classes  linear-probe error {err:.3f}  "

@@ -41,6 +41,8 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True) -> 
     g.add_argument("--max-samples", type=int, default=10_000, metavar="N", help="images used, class-balanced (default 10000)")
     g.add_argument("--max-rank", type=int, default=16, metavar="R",
                    help="exact method: leading eigen-directions of the label distribution kept (default 16)")
+    g.add_argument("--head-prior", type=float, default=1.0, metavar="P",
+                   help="precision of the Gaussian prior on the task head's weights; its penalty per image is P/n (default 1)")
     g.add_argument("--samples-per-image", type=int, default=1, metavar="S", help="montecarlo method: labels drawn per image")
     g.add_argument("--batch-size", type=int, default=32, metavar="B")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
@@ -60,6 +62,7 @@ def probe_from_args(args: argparse.Namespace) -> Probe:
 def embedder_from_args(args: argparse.Namespace, probe: Probe) -> Task2Vec:
     return Task2Vec(probe, method=args.method, max_samples=args.max_samples, max_rank=args.max_rank,
                     samples_per_image=args.samples_per_image, batch_size=args.batch_size, seed=args.seed,
+                    head_prior=args.head_prior,
                     workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet)
 
 

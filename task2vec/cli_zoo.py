@@ -20,7 +20,7 @@ from .zoospec import build_zoo, entry_metadata
 
 # Embedding settings a zoo command falls back to when neither the flag nor the zoo sets them.
 ZOO_EMBEDDING_FLAGS = {"method": "exact", "max_samples": 10_000, "max_rank": 16, "samples_per_image": 1,
-                       "batch_size": 32, "seed": 0}
+                       "batch_size": 32, "seed": 0, "head_prior": 1.0}
 
 
 def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,14 +31,18 @@ class Task2Vec:
         (``samples_per_image`` sampled labels), ``empirical`` (true labels) or
         ``variational`` (the paper's robust Fisher).
       max_samples: images used, drawn class-balanced with ``seed``.
-      head_l2: L2 penalty of the task head (on standardised features).
+      head_prior: precision of the Gaussian prior on the task head's weights (acting on
+        standardised features). The head is the MAP fit of the *summed* class-balanced
+        cross-entropy, so the penalty per image is ``head_prior / n``: the head becomes as
+        confident as the task's evidence allows. (A fixed per-image penalty crushes heads
+        with many classes, each seen in n/C images, and makes hard tasks look trivial.)
       cache_bytes: decoded images are kept in memory between passes up to this size.
     Learned state after :meth:`embed`: ``head_`` (the fitted classifier), ``embedding_``.
     """
 
     def __init__(self, probe: Probe, method: str = "exact", *, max_samples: int = 10_000,
                  samples_per_image: int = 1, max_rank: int | None = 16, batch_size: int = 32,
-                 head_l2: float = 1.0, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
+                 head_prior: float = 1.0, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
                  cache_bytes: int = 2 << 30, beta: float = BETA, prior_scale: float = 1.0,
                  variational_epochs: int = 10, progress: bool = True):
         if method not in METHODS:
@@ -47,21 +52,24 @@ class Task2Vec:
                                  ("variational_epochs", variational_epochs, 1)):
             if int(value) != value or value < low:
                 raise ProbeError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (np.isfinite(head_prior) and head_prior > 0):
+            raise ProbeError(f"head_prior must be a positive number, got {head_prior!r}")
         if max_rank is not None and max_rank < 1:
             raise ProbeError(f"max_rank must be >= 1 or None, got {max_rank!r}")
         if not 0 <= max_bad_fraction <= 1:
             raise ProbeError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction!r}")
         self.probe, self.method = probe, method
         self.max_samples, self.samples_per_image, self.max_rank = max_samples, samples_per_image, max_rank
-        self.batch_size, self.head_l2, self.seed, self.workers = batch_size, head_l2, seed, workers
+        self.batch_size, self.head_prior, self.seed, self.workers = batch_size, head_prior, seed, workers
         self.max_bad_fraction, self.cache_bytes = max_bad_fraction, cache_bytes
         self.beta, self.prior_scale, self.variational_epochs = beta, prior_scale, variational_epochs
         self.progress = progress
 
     # ------------------------------------------------------------------ helpers
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the embedding, as recorded in its ``meta["method"]``."""
         s: dict[str, Any] = {"name": self.method, "max_samples": self.max_samples, "seed": self.seed,
-                             "head_l2": self.head_l2, "batch_size": self.batch_size}
+                             "head_prior": self.head_prior, "batch_size": self.batch_size}
         if self.method == "montecarlo":
             s["samples_per_image"] = self.samples_per_image
         if self.method == "exact":
@@ -126,11 +134,12 @@ class Task2Vec:
             raise DatasetError(f"class {task.classes[missing[0]]!r} has no readable images")
 
         # The task head, fitted on cached features.
-        head = fit_linear_head(X, y, n_classes, l2=self.head_l2).to(probe.device)
+        head_l2 = self.head_prior / len(y)
+        head = fit_linear_head(X, y, n_classes, l2=head_l2).to(probe.device)
         self.head_ = head
         with torch.no_grad():
             p = torch.softmax(head(X.to(probe.device)), 1).cpu()
-        head_stats = {"train_accuracy": float((p.argmax(1) == y).float().mean()),
+        head_stats = {"l2": head_l2, "train_accuracy": float((p.argmax(1) == y).float().mean()),
                       "mean_confidence": float(p.max(1).values.mean())}
 
         # Pass 2: the Fisher.
@@ -170,7 +179,7 @@ class Task2Vec:
             "task2vec_version": __version__,
             "name": name or (getattr(task, "source", "") or "task"),
             "probe": probe.describe(),
-            "method": self._settings(),
+            "method": self.settings(),
             "layers": layer_table,
             "n_images": int(len(y)),
             "n_skipped_images": len(bad),

@@ -59,7 +59,7 @@ ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "sour
 TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune",
             "split_seed"}
 EMBED_KEYS = {"method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "workers",
-              "device", "max_bad_fraction"}
+              "device", "max_bad_fraction", "head_prior"}
 
 
 def _expand(value: str, base: Path, where: str) -> str:

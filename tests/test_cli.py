@@ -120,6 +120,8 @@ def test_embed_writes_npz_and_summary(capsys, dataset, outdir):
     assert m["probe"]["weights_source"] == "random-init(seed=0)"
     assert np.isfinite(emb.vector).all() and (emb.vector >= 0).all() and emb.vector.sum() > 0
     assert emb.domain_mean is not None and emb.domain_mean.shape == (512,)
+    # The head is a MAP fit under a unit Gaussian prior: its penalty per image is 1/n.
+    assert m["method"]["head_prior"] == 1.0 and m["head"]["l2"] == pytest.approx(1 / 8)
 
 
 def test_embed_is_reproducible_and_default_output_name(capsys, dataset, tmp_path, monkeypatch):
@@ -174,6 +176,19 @@ def test_empty_folder(capsys, tmp_path, outdir):
     (tmp_path / "empty").mkdir()
     rc, _, err = run(capsys, "embed", tmp_path / "empty", "-o", outdir / "x.npz", *FAST)
     assert_error(rc, err, outdir, "no class sub-folders")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_head_prior_must_be_positive(capsys, dataset, outdir, value):
+    rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--head-prior", value)
+    assert_error(rc, err, outdir, "head_prior must be a positive number")
+
+
+def test_head_prior_sets_the_penalty(capsys, dataset, outdir):
+    rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--head-prior", "4")
+    assert rc == 0, err
+    m = Embedding.load(outdir / "x.npz").meta
+    assert m["method"]["head_prior"] == 4.0 and m["head"]["l2"] == pytest.approx(4 / 8)
 
 
 def test_single_class(capsys, tmp_path, outdir):

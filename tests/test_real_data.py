@@ -107,3 +107,13 @@ def test_task_space_at_full_resolution(shared):
     from conftest import WEIGHTS
 
     check_task_space(embed_all(Probe.create("mobilenet_v2", weights=WEIGHTS, device="cpu"), shared))
+
+
+@pytest.mark.slow
+def test_two_class_xray_task_is_simpler_than_tiny_imagenet(probe112, shared):
+    """The issue's example, at realistic sizes: all 1,148 pneumonia X-rays (2 classes) sit closer
+    to the trivial task than Tiny-ImageNet's 200 classes at 25 images each (15 min on 2 cores)."""
+    easy = Task2Vec(probe112, progress=False).embed(shared / "data" / "pneumoniamnist")
+    hard = Task2Vec(probe112, max_samples=5000, progress=False).embed(shared / "data" / "tiny_imagenet_val")
+    assert easy.meta["n_images"] == 1148 and hard.meta["n_classes"] == 200
+    assert complexity(easy, trivial_embedding(easy)) < complexity(hard, trivial_embedding(hard))
