@@ -517,7 +517,8 @@ def model2vec_crossfit(bench: Bench, targets: list[Target], acc: np.ndarray, X: 
     k = n_t if folds <= 0 else min(folds, n_t)
     fold = np.random.default_rng(0).permutation(n_t) % k
     blob = json.dumps([[t.key() for t in targets], [m.key for m in bench.models], alpha, k, max_iter,
-                       acc.round(6).tolist(), hashlib.sha256(zoo.t0.tobytes()).hexdigest(), "complexity d_sym(m+t0,t0)"])
+                       acc.round(6).tolist(), "complexity d_sym(m+t0,t0)",
+                       [hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for a in (zoo.source, X, zoo.t0)]])
     path = bench.cache / "model2vec" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as z:
