@@ -18,9 +18,8 @@ from .trivial import trivial_embedding
 from .zoo import FISHER_METHODS, QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
 from .zoospec import build_zoo, entry_metadata
 
-# Embedding settings a zoo command falls back to when neither the flag nor the zoo sets them.
-ZOO_EMBEDDING_FLAGS = {"method": "exact", "max_samples": 10_000, "max_rank": 16, "samples_per_image": 1,
-                       "batch_size": 32, "seed": 0, "head_prior": 1.0}
+# Embedding settings a zoo command takes from its flags, else from the zoo, else Task2Vec's defaults.
+ZOO_EMBEDDING_FLAGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
 
 
 def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
@@ -36,7 +35,7 @@ def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the flags given, else the zoo's settings, else the defaults."""
     saved = zoo.manifest.get("embedding_settings", {})
-    s = {**ZOO_EMBEDDING_FLAGS, **{k: v for k, v in saved.items() if k in ZOO_EMBEDDING_FLAGS}}
+    s = {k: v for k, v in saved.items() if k in ZOO_EMBEDDING_FLAGS}
     s.update({k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None})
     return Task2Vec(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet, **s)
 
