@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from task2vec.zoospec import build_zoo
@@ -77,6 +78,12 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert len(res["acc"]) == 4 and all(len(a) == 3 for a in res["acc"])
     assert all(0 <= a <= 1 for row in res["acc"] for a in row)
     assert len(res["finetune_check"]) == 1  # one target fine-tuned with every model
+    # every method judged again against the fine-tune accuracies of that one target
+    ft = {r["method"]: r for r in csv.DictReader(open(out / "summary_finetune.csv"))}
+    assert set(ft) == set(rows) | {"linear probe (ground truth)"} and res["finetune_targets"] == 1
+    assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
+    check = next(iter(res["finetune_check"].values()))
+    assert float(ft["linear probe (ground truth)"]["weighted_tau"]) == pytest.approx(check["weighted_tau"], abs=1e-3)
     per = list(csv.DictReader(open(out / "per_target.csv")))
     assert [r["target"] for r in per] == ["mnist-4-vs-9", "mnist-thickness", "cifar10-cat-vs-dog",
                                           "flowers-daisy-dandelion"]
@@ -87,6 +94,16 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert json.loads((tmp_path / "cache" / "timings.json").read_text()) == timings
     manifest = json.loads((tiny_zoo / "zoo" / "zoo.json").read_text())
     assert manifest["model2vec"]["n_tasks"] == 4
+    # a second fine-tune seed: seed 0 comes from the cache, the truth is the mean, and seed-vs-seed is reported
+    third = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "out2"), "--finetune-seeds", "0", "1"], env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stderr[-3000:]
+    res2 = json.loads((tmp_path / "out2" / "results.json").read_text())
+    check2 = next(iter(res2["finetune_check"].values()))
+    assert check2["finetune_acc_seeds"][0] == check["finetune_acc"]
+    assert check2["finetune_acc"] == pytest.approx(list(np.mean(check2["finetune_acc_seeds"], axis=0)))
+    ft2 = {r["method"]: r for r in csv.DictReader(open(tmp_path / "out2" / "summary_finetune.csv"))}
+    assert "fine-tune, another seed" in ft2 and 0 <= float(ft2["fine-tune, another seed"]["top3"]) <= 1
 
 
 def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
