@@ -334,6 +334,32 @@ def judge(scores: np.ndarray, acc: np.ndarray) -> dict[str, float]:
             "top1": float(np.isclose(acc[pick], best))}
 
 
+def paired_differences(per_method: dict[str, list[dict]], reference: str, n_boot: int = 4000,
+                       seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Mean per-target difference (method - reference) of every measure, with a 95 % paired bootstrap interval.
+
+    Targets are resampled with replacement, the same draw for every method, so the interval says
+    whether a gap between two methods on these targets is larger than the luck of which targets
+    were drawn.
+    """
+    ref = per_method[reference]
+    draws = np.random.default_rng(seed).integers(0, len(ref), size=(n_boot, len(ref)))
+    out = {}
+    for name, rows in per_method.items():
+        if name in (reference, "oracle", "chance"):
+            continue
+        out[name] = {}
+        for k in MEASURES:
+            d = np.array([r[k] - q[k] for r, q in zip(rows, ref)], dtype=float)  # NaN: undefined for a target
+            if not np.isfinite(d).any():
+                continue
+            with warnings.catch_warnings():  # a draw of only undefined targets has no mean: it is left out
+                warnings.simplefilter("ignore", RuntimeWarning)
+                boot = np.nanmean(d[draws], axis=1)
+            out[name][k] = [float(np.nanmean(d)), *np.nanpercentile(boot, [2.5, 97.5]).tolist()]
+    return out
+
+
 def chance(acc: np.ndarray, n_perm: int = 400) -> dict[str, float]:
     """Expectations under a uniformly random pick / ranking."""
     err, best = 1 - acc, float(acc.max())
@@ -509,12 +535,16 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     # linear probe's own accuracy (it sees the test labels) shows how well that ground truth predicts these
     ft_rows = [i for i, t in enumerate(targets) if t.name in ft_acc]
     ft_scores = {"oracle": None, "chance": None, "linear probe (ground truth)": acc, **scores}
-    summary_ft = {}
+    summary_ft, per_ft = {}, {}
     for name, s in ft_scores.items() if ft_rows else ():
         truth = [ft_acc[targets[i].name].mean(0) for i in ft_rows]
-        rows = [chance(a) if name == "chance" else judge(a if s is None else s[i], a) for i, a in zip(ft_rows, truth)]
-        summary_ft[name] = {**summarise(rows), "seconds_per_target": summary.get(name, {}).get("seconds_per_target",
-                                                                                               float("nan"))}
+        per_ft[name] = [chance(a) if name == "chance" else judge(a if s is None else s[i], a)
+                        for i, a in zip(ft_rows, truth)]
+        summary_ft[name] = {**summarise(per_ft[name]),
+                            "seconds_per_target": summary.get(name, {}).get("seconds_per_target", float("nan"))}
+    paired = {"linear probe": paired_differences(per_method, PAIRED_REFERENCE)}
+    if per_ft:
+        paired["fine-tune"] = paired_differences(per_ft, PAIRED_REFERENCE)
     # the noise floor: one seed's fine-tune accuracies as the score, judged against another seed's
     seed_rows = [judge(a[j], a[k]) for a in ft_acc.values() for j in range(len(a)) for k in range(len(a)) if j != k]
     if seed_rows:
@@ -534,7 +564,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         check[t_name] = {"spearman": _spearman(acc[i], a), "weighted_tau": float(weightedtau(acc[i], a).correlation),
                          "best_linear": models[int(np.argmax(acc[i]))].id, "best_finetune": models[int(np.argmax(a))].id,
                          "finetune_acc": a.tolist(), "finetune_acc_seeds": seeds.tolist(), "linear_acc": acc[i].tolist()}
-    return {"summary": summary, "summary_finetune": summary_ft, "finetune_targets": len(ft_rows),
+    return {"summary": summary, "summary_finetune": summary_ft, "finetune_targets": len(ft_rows), "paired": paired,
             "acc": acc.tolist(), "complexity": complexity_tgt.tolist(),
             "source_complexity": complexity_src.tolist(), "alpha_chosen": chosen,
             "alpha_sweep": {str(a): summarise(rows) for a, rows in sweep.items()},
@@ -582,6 +612,7 @@ def _spearman(a, b) -> float:
 
 # ---------------------------------------------------------------------------- outputs
 SEED_NOISE = "fine-tune, another seed"
+PAIRED_REFERENCE = "task2vec sym"  # paired.csv: every method's per-target gain over it
 ORDER = ("oracle", "chance", "generalist", "task2vec sym", "task2vec asym (alpha LOTO)", "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")
 
@@ -596,6 +627,19 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
         noise = (SEED_NOISE,) if SEED_NOISE in results["summary_finetune"] else ()
         print(summary_table(results["summary_finetune"], ORDER[:2] + noise + ("linear probe (ground truth)",) + ORDER[2:],
                             out / "summary_finetune.csv"))
+    with atomic_open(out / "paired.csv", "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["ground_truth", "method", "measure", f"mean_minus_{PAIRED_REFERENCE.replace(' ', '_')}",
+                    "ci95_low", "ci95_high"])
+        for truth, methods in results["paired"].items():
+            for name, measures in methods.items():
+                for k, (mean, lo, hi) in measures.items():
+                    w.writerow([truth, name, k, f"{mean:.4g}", f"{lo:.4g}", f"{hi:.4g}"])
+    for truth, methods in results["paired"].items():
+        print(f"{truth} ground truth, per-target difference from {PAIRED_REFERENCE} (95 % paired bootstrap):")
+        for name, m in methods.items():
+            print(f"  {name:<28} " + "  ".join(f"{k} {m[k][0]:+.3f} [{m[k][1]:+.3f}, {m[k][2]:+.3f}]"
+                                               for k in ("regret", "top1") if k in m))
     with atomic_open(out / "alpha_sweep.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["alpha", *MEASURES])
@@ -624,7 +668,7 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
     figure3(results, targets, bench.generalist, out / "fig3.png")
     task_map(results, targets, models, embs, bench, out / "taskmap.png")
     extra = ", summary_finetune.csv" if results["summary_finetune"] else ""
-    print(f"wrote {out}/summary.csv{extra}, per_target.csv, alpha_sweep.csv, results.json, fig3.png, taskmap.png")
+    print(f"wrote {out}/summary.csv{extra}, paired.csv, per_target.csv, alpha_sweep.csv, results.json, fig3.png, taskmap.png")
 
 
 def summary_table(summary: dict, order: tuple[str, ...], path: Path) -> str:

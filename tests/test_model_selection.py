@@ -82,6 +82,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     ft = {r["method"]: r for r in csv.DictReader(open(out / "summary_finetune.csv"))}
     assert set(ft) == set(rows) | {"linear probe (ground truth)"} and res["finetune_targets"] == 1
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
+    paired = list(csv.DictReader(open(out / "paired.csv")))
+    assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
+    assert all(float(r["ci95_low"]) <= float(r["ci95_high"]) for r in paired)
     check = next(iter(res["finetune_check"].values()))
     assert float(ft["linear probe (ground truth)"]["weighted_tau"]) == pytest.approx(check["weighted_tau"], abs=1e-3)
     per = list(csv.DictReader(open(out / "per_target.csv")))
@@ -112,3 +115,19 @@ def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
            "--spec", str(tiny_zoo / "spec.yaml"), "--targets", "no-such-task", "--cache", str(tmp_path / "c")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "unknown target" in r.stderr
+
+
+def test_paired_differences_against_hand_computed_cases():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from model_selection import MEASURES, paired_differences
+
+    def rows(regrets):
+        return [{k: (r if k == "regret" else 0.0) for k in MEASURES} for r in regrets]
+
+    per = {"ref": rows([1.0, 2.0, 3.0, 4.0]), "same": rows([1.0, 2.0, 3.0, 4.0]),
+           "worse": rows([2.0, 3.0, 4.0, 5.0]), "mixed": rows([0.0, 4.0, 3.0, 4.0]), "oracle": rows([0.0] * 4)}
+    out = paired_differences(per, "ref", n_boot=500)
+    assert set(out) == {"same", "worse", "mixed"}  # the reference, oracle and chance are not compared
+    assert out["same"]["regret"] == [0.0, 0.0, 0.0] and out["worse"]["regret"] == [1.0, 1.0, 1.0]
+    mean, lo, hi = out["mixed"]["regret"]  # differences -1, +2, 0, 0
+    assert mean == pytest.approx(0.25) and -1.0 <= lo < mean < hi <= 2.0
