@@ -63,6 +63,7 @@ ALPHAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 CS = np.logspace(-3, 2, 6)  # inverse regularisation strengths tried by the ground-truth classifier
 SOURCE_DOMAIN_IMAGES = 300
 LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE"}
+FAST = "task2vec sym, max_rank 1"  # the targets embedded with only the leading Fisher direction of the logits
 
 
 # ---------------------------------------------------------------------------- small utilities
@@ -249,21 +250,21 @@ class Bench:
         return np.array([saved[m.key] for m in self.models])
 
     # -------- embeddings
-    def embedder(self) -> Task2Vec:
-        """The zoo's embedder (its recorded settings) on the zoo's probe."""
+    def embedder(self, **overrides) -> Task2Vec:
+        """The zoo's embedder (its recorded settings, with ``overrides``) on the zoo's probe."""
         settings = {k: v for k, v in self.zoo.manifest.get("embedding_settings", {}).items() if k != "device"}
-        return Task2Vec(self.probe, progress=False, **settings)
+        return Task2Vec(self.probe, progress=False, **{**settings, **overrides})
 
-    def embedding_key(self, t: Target) -> str:
+    def embedding_key(self, t: Target, **overrides) -> str:
         """Cache key of a target's embedding: the target and the embedder's settings (also keys its timing)."""
-        return f"{t.key()}-{_hash(self.embedder().settings())}"
+        return f"{t.key()}-{_hash(self.embedder(**overrides).settings())}"
 
-    def embedding(self, t: Target, data: TargetData) -> Embedding:
-        key = self.embedding_key(t)
+    def embedding(self, t: Target, data: TargetData, **overrides) -> Embedding:
+        key = self.embedding_key(t, **overrides)
         path = self.cache / "embeddings" / f"{key}.t2v.npz"
         if not path.is_file():
             start = time.perf_counter()
-            emb = self.embedder().embed(data.train, name=t.name)
+            emb = self.embedder(**overrides).embed(data.train, name=t.name)
             self.timings[f"embed/{key}"] = time.perf_counter() - start
             path.parent.mkdir(parents=True, exist_ok=True)
             emb.save(path)
@@ -423,13 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(targets)} targets x {len(models)} models ({', '.join(m.id for m in models)}), device {device}")
 
     start_all = time.perf_counter()
-    acc, ft_acc, embs, feats_train, labels, sizes = [], {}, [], [], [], []
+    acc, ft_acc, embs, fast_embs, feats_train, labels, sizes = [], {}, [], [], [], [], []
     for n, t in enumerate(targets):
         t1 = time.perf_counter()
         data = bench.target(t)
         feats = bench.features(t, data, None)
         acc.append(bench.linear_probe(t, data, feats))
         embs.append(bench.embedding(t, data))
+        fast_embs.append(bench.embedding(t, data, max_rank=1))
         labels.append(data.train.labels)
         sizes.append([len(data.train), len(data.test)])
         feats_train.append({m.id: {"features": feats[m.id]["train_features"], "logits": feats[m.id]["train_logits"]}
@@ -444,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     acc = np.array(acc)
     compute_s = time.perf_counter() - start_all
     domains = bench.source_domains(spec)
-    results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc, args.m2v_folds,
+    results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc, fast_embs, args.m2v_folds,
                        args.m2v_iter)
     results["sizes"] = sizes
     results["settings"] = {"zoo": str(zoo.path), "image_size": zoo.probe["input_size"], "targets": len(targets),
@@ -459,12 +461,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Embedding], feats: list[dict],
-             labels: list[np.ndarray], domains: np.ndarray, ft_acc: dict[str, np.ndarray], m2v_folds: int = 5,
-             m2v_iter: int = 50) -> dict:
+             labels: list[np.ndarray], domains: np.ndarray, ft_acc: dict[str, np.ndarray],
+             fast_embs: list[Embedding], m2v_folds: int = 5, m2v_iter: int = 50) -> dict:
     """Scores of every method for every target, judged against the ground truth ``acc`` (targets x models).
 
     ``ft_acc`` maps target names to fine-tune accuracies (seeds x models): every method is judged
-    against their mean as well.
+    against their mean as well. ``fast_embs`` are the targets embedded with ``max_rank=1`` (only the
+    leading direction of the logits' Fisher, one backward pass per batch whatever the number of
+    classes), scored against the same source embeddings.
     """
     zoo, models, g = bench.zoo, bench.models, bench.generalist
     F, X, t0 = zoo.source, np.stack([e.vector for e in embs]), zoo.t0
@@ -490,10 +494,11 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     scores: dict[str, np.ndarray] = {
         "generalist": np.array([[1.0 if k == g else 0.0 for k in range(n_m)] for _ in range(n_t)]),
         "task2vec sym": -d_sym,
+        FAST: -distance.symmetric_matrix(F, np.stack([e.vector for e in fast_embs])).T,
         "task2vec asym (alpha LOTO)": np.stack([asym(chosen[i])[i] for i in range(n_t)]),
         "domain embedding": -d_dom,
     }
-    seconds = {"generalist": [0.0] * n_t, "domain embedding": [], "task2vec sym": [],
+    seconds = {"generalist": [0.0] * n_t, "domain embedding": [], "task2vec sym": [], FAST: [],
                "task2vec asym (alpha LOTO)": [], "model2vec": []}
     layer_sizes = [int(layer["filters"]) for layer in embs[0].meta["layers"]] if embs[0].meta.get("layers") else None
     alpha_m2v = zoo.alpha  # fixed before looking at any target
@@ -523,6 +528,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         seconds["task2vec sym"].append(emb_s)
         seconds["task2vec asym (alpha LOTO)"].append(emb_s)
         seconds["model2vec"].append(emb_s)
+        seconds[FAST].append(bench.timings.get(f"embed/{bench.embedding_key(t, max_rank=1)}", np.nan))
         seconds["domain embedding"].append(bench.timings.get(f"forward/{t.key()}/{models[g].key}", np.nan))
 
     per_method = {"oracle": [judge(acc[i], acc[i]) for i in range(n_t)],
@@ -613,7 +619,7 @@ def _spearman(a, b) -> float:
 # ---------------------------------------------------------------------------- outputs
 SEED_NOISE = "fine-tune, another seed"
 PAIRED_REFERENCE = "task2vec sym"  # paired.csv: every method's per-target gain over it
-ORDER = ("oracle", "chance", "generalist", "task2vec sym", "task2vec asym (alpha LOTO)", "model2vec",
+ORDER = ("oracle", "chance", "generalist", "task2vec sym", FAST, "task2vec asym (alpha LOTO)", "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")
 
 
