@@ -119,6 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=112, help="probe resolution (224 is the probe's own)")
     ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--max-rank", type=int, default=16, help="Fisher directions per image (Task2Vec max_rank)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
     ap.add_argument("--tasks", choices=("main", "holdout"), default="main",
                     help="holdout: tasks not used when the trivial task was defined, to check it")
@@ -127,7 +128,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     probe = Probe.create("mobilenet_v2", weights=SHARED / "weights" / "mobilenet_v2_imagenet.safetensors",
                          image_size=a.size)
-    embedder = Task2Vec(probe, max_samples=a.images, progress=False)
+    embedder = Task2Vec(probe, max_samples=a.images, max_rank=a.max_rank, progress=False)
     names, groups, embs, errors = [], [], [], []
     for name, (group, task) in (tasks() if a.tasks == "main" else holdout_tasks()).items():
         path = out / f"{name}.t2v.npz"
