@@ -64,6 +64,7 @@ CS = np.logspace(-3, 2, 6)  # inverse regularisation strengths tried by the grou
 SOURCE_DOMAIN_IMAGES = 300
 LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE"}
 FAST = "task2vec sym, max_rank 1"  # the targets embedded with only the leading Fisher direction of the logits
+FAST_SETTINGS = {"max_rank": 1}
 
 
 # ---------------------------------------------------------------------------- small utilities
@@ -227,14 +228,14 @@ class Bench:
         return np.array([saved[m.key] for m in self.models])
 
     def finetune(self, t: Target, data: TargetData, epochs: int, seed: int = 0) -> np.ndarray:
-        tag = f"e{epochs}" + (f"-s{seed}" if seed else "")  # seed 0 keeps the key of earlier caches
-        path = self.cache / "finetune" / f"{t.key()}-{tag}.json"
+        suffix = f"-s{seed}" if seed else ""  # seed 0 keeps the keys of earlier caches
+        path = self.cache / "finetune" / f"{t.key()}-e{epochs}{suffix}.json"
         saved = _read_json(path, {})
         for m in self.models:
             if m.key in saved:
                 continue
             start = time.perf_counter()
-            run = self.cache / "finetune_runs" / t.key() / (m.id + (f"-s{seed}" if seed else ""))
+            run = self.cache / "finetune_runs" / t.key() / (m.id + suffix)
             shutil.rmtree(run, ignore_errors=True)  # an interrupted run: start it again (training is seeded)
             trainer = Trainer(f"{self.zoo.path}:{m.id}", epochs=epochs, image_size=self.zoo.probe["input_size"],
                               val_fraction=0.2, augment="light", patience=0, progress=False, seed=seed,
@@ -245,7 +246,7 @@ class Bench:
                                     for i in range(0, len(data.test), 64)])
             saved[m.key] = float((probs.argmax(1) == data.test.labels).mean())
             _write_json(path, saved)
-            key = f"finetune/{t.key()}" + (f"-s{seed}" if seed else "")
+            key = f"finetune/{t.key()}{suffix}"
             self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
         return np.array([saved[m.key] for m in self.models])
 
@@ -391,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seeds of the fine-tunes (split, head initialisation, augmentation); with several, the ground "
                          "truth is their mean accuracy and one seed's ranking against another's measures the noise")
     ap.add_argument("--finetune-all", action="store_true",
-                    help=f"fine-tune on every target, not only the {len(FINETUNE_CHECK)} of the check (about 70 s "
-                         "per target on a 2-core CPU), and judge every method against those accuracies too")
+                    help=f"fine-tune on every target, not only the {len(FINETUNE_CHECK)} of the check (about 60 s "
+                         "per target and seed on a 2-core CPU), and judge every method against those accuracies too")
     ap.add_argument("--cache", default=str(Path(os.environ.get("TASK2VEC_CACHE", Path.home() / ".cache" / "task2vec"))
                                            / "model_selection"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model_selection"))
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         feats = bench.features(t, data, None)
         acc.append(bench.linear_probe(t, data, feats))
         embs.append(bench.embedding(t, data))
-        fast_embs.append(bench.embedding(t, data, max_rank=1))
+        fast_embs.append(bench.embedding(t, data, **FAST_SETTINGS))
         labels.append(data.train.labels)
         sizes.append([len(data.train), len(data.test)])
         feats_train.append({m.id: {"features": feats[m.id]["train_features"], "logits": feats[m.id]["train_logits"]}
@@ -528,7 +529,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         seconds["task2vec sym"].append(emb_s)
         seconds["task2vec asym (alpha LOTO)"].append(emb_s)
         seconds["model2vec"].append(emb_s)
-        seconds[FAST].append(bench.timings.get(f"embed/{bench.embedding_key(t, max_rank=1)}", np.nan))
+        seconds[FAST].append(bench.timings.get(f"embed/{bench.embedding_key(t, **FAST_SETTINGS)}", np.nan))
         seconds["domain embedding"].append(bench.timings.get(f"forward/{t.key()}/{models[g].key}", np.nan))
 
     per_method = {"oracle": [judge(acc[i], acc[i]) for i in range(n_t)],
@@ -540,7 +541,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     # the same scores judged against the fine-tune accuracies, on the targets that have them; the
     # linear probe's own accuracy (it sees the test labels) shows how well that ground truth predicts these
     ft_rows = [i for i, t in enumerate(targets) if t.name in ft_acc]
-    ft_scores = {"oracle": None, "chance": None, "linear probe (ground truth)": acc, **scores}
+    ft_scores = {"oracle": None, "chance": None, LINEAR_PROBE: acc, **scores}
     summary_ft, per_ft = {}, {}
     for name, s in ft_scores.items() if ft_rows else ():
         truth = [ft_acc[targets[i].name].mean(0) for i in ft_rows]
@@ -618,6 +619,7 @@ def _spearman(a, b) -> float:
 
 # ---------------------------------------------------------------------------- outputs
 SEED_NOISE = "fine-tune, another seed"
+LINEAR_PROBE = "linear probe (ground truth)"  # the first ground truth used as a score against the fine-tunes
 PAIRED_REFERENCE = "task2vec sym"  # paired.csv: every method's per-target gain over it
 ORDER = ("oracle", "chance", "generalist", "task2vec sym", FAST, "task2vec asym (alpha LOTO)", "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")
@@ -631,7 +633,7 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
         seeds = results["settings"].get("finetune_seeds", [0])
         print(f"judged against the fine-tune accuracies of {results['finetune_targets']} targets (mean of seeds {seeds}):")
         noise = (SEED_NOISE,) if SEED_NOISE in results["summary_finetune"] else ()
-        print(summary_table(results["summary_finetune"], ORDER[:2] + noise + ("linear probe (ground truth)",) + ORDER[2:],
+        print(summary_table(results["summary_finetune"], ORDER[:2] + noise + (LINEAR_PROBE,) + ORDER[2:],
                             out / "summary_finetune.csv"))
     with atomic_open(out / "paired.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
