@@ -42,7 +42,8 @@ import torch
 from scipy.stats import spearmanr, weightedtau
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_selection_targets import FINETUNE_CHECK, QUICK, TARGETS, Target, TargetData, build_target  # noqa: E402
+from model_selection_targets import (FINETUNE_CHECK, HOLDOUT, QUICK, TARGETS, Target, TargetData,  # noqa: E402
+                                     build_target)
 
 from task2vec import distance  # noqa: E402
 from task2vec.data import ImageTask, load_rgb  # noqa: E402
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", default=None, help="the zoo's spec (default ZOO/spec.yaml): source tasks, split seed")
     ap.add_argument("--quick", action="store_true", help=f"only {len(QUICK)} targets, 1-epoch fine-tune check on one")
     ap.add_argument("--targets", nargs="*", default=None, help="run only these target names")
+    ap.add_argument("--holdout", action="store_true",
+                    help=f"the {len(HOLDOUT)} fresh targets of HOLDOUT instead of the {len(TARGETS)} (results go to "
+                         "OUT_holdout)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tune check")
     ap.add_argument("--finetune-seeds", type=int, nargs="+", default=[0],
@@ -410,11 +414,12 @@ def main(argv: list[str] | None = None) -> int:
 
     zoo = Zoo.load(args.zoo)
     spec = read_spec(args.spec or Path(args.zoo) / "spec.yaml")
-    names = args.targets or (QUICK if args.quick else [t.name for t in TARGETS])
-    unknown = sorted(set(names) - {t.name for t in TARGETS})
+    pool = HOLDOUT if args.holdout else TARGETS
+    names = args.targets or (QUICK if args.quick else [t.name for t in pool])
+    unknown = sorted(set(names) - {t.name for t in pool})
     if unknown:
         sys.exit(f"error: unknown target(s) {unknown}")
-    targets = [t for t in TARGETS if t.name in names]
+    targets = [t for t in pool if t.name in names]
     if len(targets) < 2:
         sys.exit("error: give at least 2 targets (alpha and MODEL2VEC are chosen leave-one-target-out)")
     ft_names = QUICK[:1] if args.quick else names if args.finetune_all else FINETUNE_CHECK
@@ -455,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                            "finetune_epochs": ft_epochs, "finetune_seeds": args.finetune_seeds, "device": str(device),
                            "alphas": list(ALPHAS),
                            "wall_s_this_run": compute_s, "torch_threads": torch.get_num_threads()}
-    report(results, Path(args.out), targets, models, embs, bench)
+    out = Path(args.out + "_holdout" if args.holdout else args.out)
+    report(results, out, targets, models, embs, bench)
     if args.write_biases:
         write_biases(zoo, embs, acc)
     return 0
