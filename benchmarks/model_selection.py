@@ -49,6 +49,7 @@ from task2vec import distance  # noqa: E402
 from task2vec.data import ImageTask, load_rgb  # noqa: E402
 from task2vec.embed import Task2Vec  # noqa: E402
 from task2vec.embedding import Embedding  # noqa: E402
+from task2vec.evidence import probe_entry, rerank  # noqa: E402
 from task2vec.finetune import FinetunedModel, Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
 from task2vec.model2vec import Model2Vec  # noqa: E402
@@ -66,6 +67,8 @@ SOURCE_DOMAIN_IMAGES = 300
 LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE"}
 FAST = "task2vec sym, max_rank 1"  # the targets embedded with only the leading Fisher direction of the logits
 FAST_SETTINGS = {"max_rank": 1}
+CHECKED = "task2vec, pick checked by LogME"  # task2vec recommend --check 1 (task2vec.evidence), target at max_rank 1
+CHECK_TOP = 1  # fixed before the check was scored on the HOLDOUT targets
 
 
 # ---------------------------------------------------------------------------- small utilities
@@ -152,10 +155,11 @@ class Bench:
         self._nets: dict[str, Network] = {}
 
     def _generalist(self) -> int:
-        for i, e in enumerate(self.zoo.entries):
-            if e.metadata.get("imagenet_top1") is not None:
-                return i
-        sys.exit("error: the zoo has no generalist (an entry with metadata imagenet_top1)")
+        """The entry whose weights are the zoo's probe (as ``recommend --check`` finds it)."""
+        entry = probe_entry(self.zoo)
+        if entry is None:
+            sys.exit("error: no zoo entry has the probe's weights (the ImageNet generalist)")
+        return self.zoo.ids.index(entry)
 
     def net(self, model: Model) -> Network:
         if model.id not in self._nets:
@@ -530,6 +534,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
             secs.append(s)
         scores[LABELS[name]] = np.array(rows)
         seconds[LABELS[name]] = secs
+    scores[CHECKED], seconds[CHECKED] = checked_scores(bench, targets, scores[FAST], feats, labels)
     for t in targets:
         emb_s = bench.timings.get(f"embed/{bench.embedding_key(t)}", np.nan)
         seconds["task2vec sym"].append(emb_s)
@@ -555,9 +560,9 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
                         for i, a in zip(ft_rows, truth)]
         summary_ft[name] = {**summarise(per_ft[name]),
                             "seconds_per_target": summary.get(name, {}).get("seconds_per_target", float("nan"))}
-    paired = {"linear probe": paired_differences(per_method, PAIRED_REFERENCE)}
+    paired = {"linear probe": {ref: paired_differences(per_method, ref) for ref in PAIRED_REFERENCES}}
     if per_ft:
-        paired["fine-tune"] = paired_differences(per_ft, PAIRED_REFERENCE)
+        paired["fine-tune"] = {ref: paired_differences(per_ft, ref) for ref in PAIRED_REFERENCES}
     # the noise floor: one seed's fine-tune accuracies as the score, judged against another seed's
     seed_rows = [judge(a[j], a[k]) for a in ft_acc.values() for j in range(len(a)) for k in range(len(a)) if j != k]
     if seed_rows:
@@ -585,6 +590,31 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
             "model2vec_alpha": alpha_m2v, "correlations": complexity,
             "finetune_check": check, "picks": {name: [r["pick"] for r in rows] for name, rows in per_method.items()},
             "per_target": {name: rows for name, rows in per_method.items()}, "d_sym": d_sym.tolist()}
+
+
+def checked_scores(bench: Bench, targets: list[Target], fast: np.ndarray, feats: list[dict],
+                   labels: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
+    """Task2Vec's ranking (target at max_rank 1) with its first pick and the generalist re-ranked by LogME.
+
+    What ``task2vec recommend --check 1`` does (:mod:`task2vec.evidence`). The cost per target is
+    the embedding, one forward pass of the first pick (none when it is the generalist: the probe's
+    features come with the embedding) and two LogME scores.
+    """
+    models, g = bench.models, bench.generalist
+    rows, secs = [], []
+    for i, t in enumerate(targets):
+        order = [int(k) for k in np.argsort(-fast[i], kind="stable")]
+        evidence, s = {}, bench.timings.get(f"embed/{bench.embedding_key(t, **FAST_SETTINGS)}", np.nan)
+        for k in dict.fromkeys([g, *order[:CHECK_TOP]]):
+            start = time.perf_counter()
+            evidence[k] = SCORES["logme"](feats[i][models[k].id]["features"], labels[i])
+            s += time.perf_counter() - start
+            s += 0.0 if k == g else bench.timings.get(f"forward/{t.key()}/{models[k].key}", np.nan)
+        row = np.empty(len(models))
+        row[rerank(order, evidence)] = np.arange(len(models), 0, -1)  # higher is better, as every score here
+        rows.append(row)
+        secs.append(s)
+    return np.array(rows), secs
 
 
 def model2vec_crossfit(bench: Bench, targets: list[Target], acc: np.ndarray, X: np.ndarray, alpha: float,
@@ -626,8 +656,8 @@ def _spearman(a, b) -> float:
 # ---------------------------------------------------------------------------- outputs
 SEED_NOISE = "fine-tune, another seed"
 LINEAR_PROBE = "linear probe (ground truth)"  # the first ground truth used as a score against the fine-tunes
-PAIRED_REFERENCE = "task2vec sym"  # paired.csv: every method's per-target gain over it
-ORDER = ("oracle", "chance", "generalist", "task2vec sym", FAST, "task2vec asym (alpha LOTO)", "model2vec",
+PAIRED_REFERENCES = ("task2vec sym", "LogME")  # paired.csv: every method's per-target gain over each
+ORDER = ("oracle", "chance", "generalist", "task2vec sym", FAST, CHECKED, "task2vec asym (alpha LOTO)", "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")
 
 
@@ -643,17 +673,19 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
                             out / "summary_finetune.csv"))
     with atomic_open(out / "paired.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["ground_truth", "method", "measure", f"mean_minus_{PAIRED_REFERENCE.replace(' ', '_')}",
-                    "ci95_low", "ci95_high"])
-        for truth, methods in results["paired"].items():
-            for name, measures in methods.items():
-                for k, (mean, lo, hi) in measures.items():
-                    w.writerow([truth, name, k, f"{mean:.4g}", f"{lo:.4g}", f"{hi:.4g}"])
-    for truth, methods in results["paired"].items():
-        print(f"{truth} ground truth, per-target difference from {PAIRED_REFERENCE} (95 % paired bootstrap):")
-        for name, m in methods.items():
-            print(f"  {name:<28} " + "  ".join(f"{k} {m[k][0]:+.3f} [{m[k][1]:+.3f}, {m[k][2]:+.3f}]"
-                                               for k in ("regret", "top1") if k in m))
+        w.writerow(["ground_truth", "reference", "method", "measure", "mean_minus_reference", "ci95_low",
+                    "ci95_high"])
+        for truth, refs in results["paired"].items():
+            for ref, methods in refs.items():
+                for name, measures in methods.items():
+                    for k, (mean, lo, hi) in measures.items():
+                        w.writerow([truth, ref, name, k, f"{mean:.4g}", f"{lo:.4g}", f"{hi:.4g}"])
+    for truth, refs in results["paired"].items():
+        for ref, methods in refs.items():
+            print(f"{truth} ground truth, per-target difference from {ref} (95 % paired bootstrap):")
+            for name, m in methods.items():
+                print(f"  {name:<36} " + "  ".join(f"{k} {m[k][0]:+.3f} [{m[k][1]:+.3f}, {m[k][2]:+.3f}]"
+                                                   for k in ("regret", "top1") if k in m))
     with atomic_open(out / "alpha_sweep.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["alpha", *MEASURES])
@@ -661,7 +693,7 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
             w.writerow([a] + [f"{m[k]:.4g}" for k in MEASURES])
     acc = np.array(results["acc"])
     picks = results["picks"]
-    shown = ("task2vec asym (alpha LOTO)", "model2vec", "domain embedding", "LogME", "LEEP", "NCE")
+    shown = ("task2vec asym (alpha LOTO)", CHECKED, "model2vec", "domain embedding", "LogME", "LEEP", "NCE")
     with atomic_open(out / "per_target.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["target", "family", "classes", "train_images", "complexity", "oracle", "oracle_acc",

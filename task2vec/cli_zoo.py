@@ -11,6 +11,7 @@ from .distance import ALPHA
 from .embed import Task2Vec
 from .embedding import Embedding
 from .errors import ZooError
+from .evidence import EvidenceCheck
 from .io import atomic_open, check_writable
 from .model2vec import Model2Vec, leave_one_task_out, read_records
 from .probe import Probe
@@ -141,20 +142,33 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     zoo = Zoo.load(args.zoo)
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty: add models with 'task2vec zoo add'")
-    emb, _ = embed_for_zoo(zoo, args, args.dataset)
-    recs = zoo.recommend(emb, k=args.k, alpha=args.alpha, quality_weight=args.quality_weight)
-    print(f"best backbones for {emb.name} from zoo {zoo.path} ({len(zoo)} candidates; lower score is better)")
+    check = EvidenceCheck(args.check) if args.check else None  # bad values fail before any embedding
+    if check is not None and is_embedding_file(args.dataset):
+        raise ZooError("--check needs the dataset's images, not an embedding file")
+    if check is None:
+        emb, _ = embed_for_zoo(zoo, args, args.dataset)
+        recs = zoo.recommend(emb, k=args.k, alpha=args.alpha, quality_weight=args.quality_weight)
+    else:
+        task = load_task(args.dataset, label_column=args.label_column)
+        embedder = zoo_embedder(zoo, args, zoo_probe(zoo, args))
+        emb = embedder.embed(task)
+        ranking = zoo.recommend(emb, k=len(zoo), alpha=args.alpha, quality_weight=args.quality_weight)
+        recs = check.fit(zoo, ranking, task, embedder).rerank(ranking)[:args.k]
+    print(f"best backbones for {emb.name} from zoo {zoo.path} ({len(zoo)} candidates; lower score is better"
+          + (f"; the first {len(check.evidence_)} re-ranked by LogME, higher is better)" if check else ")"))
     w = max(5, *(len(r.id) for r in recs))
     print(f"{'rank':>4}  {'model id':<{w}}  {'architecture':<18} {'score':>7} {'d_asym':>7} {'bias':>7} {'quality':>7} "
-          f"{'params':>7} {'px':>4}  why")
+          + (f"{'LogME':>7} " if check else "") + f"{'params':>7} {'px':>4}  why")
     for r in recs:
         params = f"{r.params_m:.1f}M" if isinstance(r.params_m, (int, float)) else "-"
+        logme = "" if check is None else f"{r.evidence:>7.4f} " if r.evidence is not None else f"{'-':>7} "
         print(f"{r.rank:>4}  {r.id:<{w}}  {r.model:<18} {r.score:>7.4f} {r.asymmetric:>7.4f} {r.bias_effect:>+7.4f} "
-              f"{r.quality_effect:>+7.4f} {params:>7} {r.input_size or '-':>4}  {r.why()}")
+              f"{r.quality_effect:>+7.4f} {logme}{params:>7} {r.input_size or '-':>4}  {r.why()}")
     if args.json:
         with atomic_open(args.json, "w") as f:
             json.dump({"task": emb.name, "zoo": str(zoo.path), "alpha": zoo.alpha if args.alpha is None else args.alpha,
-                       "recommendations": [r.as_dict() for r in recs]}, f, indent=1)
+                       "checked": check.top if check else 0, "recommendations": [r.as_dict() for r in recs]},
+                      f, indent=1)
             f.write("\n")
     return 0
 
@@ -232,6 +246,10 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     p.add_argument("--json", metavar="OUT.json", help="also write the ranking as JSON")
     p.add_argument("--alpha", type=float, help="override the zoo's alpha")
     p.add_argument("--quality-weight", type=float, help="override the zoo's quality weight")
+    p.add_argument("--check", type=int, default=0, metavar="N",
+                   help="run the first N picks over the dataset (one forward pass each; their weights must be "
+                        "local) and re-rank them, with the zoo's entry that is the probe (free), by LogME: the "
+                        "pick the model-selection benchmark measures best is --check 1 (default 0: no check)")
     embedding_flags(p)
     p.set_defaults(func=cmd_recommend)
 

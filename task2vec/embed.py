@@ -37,7 +37,10 @@ class Task2Vec:
         confident as the task's evidence allows. (A fixed per-image penalty crushes heads
         with many classes, each seen in n/C images, and makes hard tasks look trivial.)
       cache_bytes: decoded images are kept in memory between passes up to this size.
-    Learned state after :meth:`embed`: ``head_`` (the fitted classifier), ``embedding_``.
+    Learned state after :meth:`embed`: ``head_`` (the fitted classifier), ``embedding_``, and
+    the probe's penultimate ``features_`` (N, D) of the ``indices_`` (N,) of the task's images it
+    read, with their ``labels_`` (N,): what :class:`task2vec.evidence.EvidenceCheck` scores the
+    probe by, without a second forward pass.
     """
 
     def __init__(self, probe: Probe, method: str = "exact", *, max_samples: int = 10_000,
@@ -111,7 +114,7 @@ class Task2Vec:
                    disable=not self.progress, leave=False)
 
         # Pass 1: penultimate features (the body is frozen: computed once).
-        feats, labels_seen, bad = [], [], []
+        feats, labels_seen, read, bad = [], [], [], []
         with torch.no_grad():
             for images, labels, index, bad_idx in loader:
                 bad.extend(bad_idx)
@@ -121,6 +124,7 @@ class Task2Vec:
                 with self._autocast():
                     feats.append(probe.model(probe.normalize(images)).float().cpu())
                 labels_seen.append(labels)
+                read.append(index)
                 if cache is not None:
                     cache.append((images, labels, index))
                 bar.update(len(images))
@@ -137,6 +141,8 @@ class Task2Vec:
         head_l2 = self.head_prior / len(y)
         head = fit_linear_head(X, y, n_classes, l2=head_l2).to(probe.device)
         self.head_ = head
+        self.features_, self.labels_ = X.numpy(), y.numpy()
+        self.indices_ = torch.cat(read).numpy()
         with torch.no_grad():
             p = torch.softmax(head(X.to(probe.device)), 1).cpu()
         head_stats = {"l2": head_l2, "train_accuracy": float((p.argmax(1) == y).float().mean()),

@@ -97,6 +97,7 @@ class Recommendation:
     input_size: int | None
     imagenet_top1: float | None
     weights: str  # "pretrained", a checkpoint path/URI, or "none"
+    evidence: float | None = None  # LogME of the model's features on the task, when task2vec.evidence checked it
 
     def why(self) -> str:
         return f"trained on {self.source} (d_sym {self.source_distance:.3f} from this task)"

@@ -70,7 +70,7 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = {r["method"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert set(rows) == {"oracle", "chance", "generalist", "task2vec sym", "task2vec sym, max_rank 1",
-                         "task2vec asym (alpha LOTO)",
+                         "task2vec, pick checked by LogME", "task2vec asym (alpha LOTO)",
                          "model2vec", "domain embedding", "LogME", "LEEP", "NCE"}
     assert float(rows["oracle"]["regret_points"]) == 0 and float(rows["oracle"]["top1"]) == 1
     for r in rows.values():
@@ -85,6 +85,12 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
+    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME"}
+    # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
+    fast, checked = res["picks"]["task2vec sym, max_rank 1"], res["picks"]["task2vec, pick checked by LogME"]
+    generalist = [m["id"] for m in json.loads((tiny_zoo / "zoo" / "zoo.json").read_text())["entries"]].index(
+        "generalist")
+    assert all(c in (f, generalist) for f, c in zip(fast, checked))
     assert all(float(r["ci95_low"]) <= float(r["ci95_high"]) for r in paired)
     check = next(iter(res["finetune_check"].values()))
     assert float(ft["linear probe (ground truth)"]["weighted_tau"]) == pytest.approx(check["weighted_tau"], abs=1e-3)
@@ -116,6 +122,19 @@ def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
            "--spec", str(tiny_zoo / "spec.yaml"), "--targets", "no-such-task", "--cache", str(tmp_path / "c")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "unknown target" in r.stderr
+    r = subprocess.run(cmd[:-3] + ["--holdout", "--targets", "mnist-4-vs-9", "--cache", str(tmp_path / "c")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "unknown target" in r.stderr  # the holdout set is its own pool
+
+
+def test_holdout_targets_are_new():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from model_selection_targets import HOLDOUT, TARGETS
+
+    names = [t.name for t in HOLDOUT]
+    assert len(set(names)) == len(names) >= 10 and not set(names) & {t.name for t in TARGETS}
+    fields = lambda t: (t.dataset, t.column, t.classes, t.prefix, t.groups, t.attribute, t.ways)  # noqa: E731
+    assert not {fields(t) for t in HOLDOUT if t.ways is None} & {fields(t) for t in TARGETS}
 
 
 def test_paired_differences_against_hand_computed_cases():

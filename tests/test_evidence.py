@@ -1,0 +1,128 @@
+"""The evidence check of a zoo ranking (task2vec.evidence): the real probe on real data."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from task2vec import Task2Vec, Task2VecError, ZooError
+from task2vec.cli import main
+from task2vec.data import load_task
+from task2vec.evidence import EvidenceCheck, probe_entry, rerank
+from task2vec.probe import build_network
+from task2vec.transferability import logme
+from task2vec.zoo import Zoo
+
+from conftest import WEIGHTS
+
+FAST = ["--max-samples", "24", "--quiet", "--weights", str(WEIGHTS)]
+
+
+def test_rerank_moves_the_checked_items_first_by_evidence():
+    assert rerank([3, 1, 0, 2], {0: 0.5, 1: 0.9}) == [1, 0, 3, 2]
+    assert rerank([3, 1, 0, 2], {0: 0.5, 1: 0.5}) == [1, 0, 3, 2]  # a tie keeps the ranking's order
+    assert rerank([3, 1, 0, 2], {}) == [3, 1, 0, 2]
+    with pytest.raises(Task2VecError, match="not in the order"):
+        rerank([0, 1], {5: 1.0})
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory, shared):
+    """Task2Vec ranks a random-init MobileNetV2 first (its source is the target set itself) and the
+    ImageNet probe last (its source is X-rays); the check must put the probe first again."""
+    root = tmp_path_factory.mktemp("evidence")
+    random_weights = root / "random.safetensors"
+    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=3)
+               .body.state_dict().items()}, str(random_weights))
+    z = root / "zoo"
+    assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
+    assert main(["zoo", "add", str(z), "--id", "random", "--model", "mobilenet_v2", "--checkpoint",
+                 str(random_weights), "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
+    assert main(["zoo", "add", str(z), "--id", "imagenet", "--model", "mobilenet_v2", "--checkpoint", str(WEIGHTS),
+                 "--source-dataset", str(shared / "data" / "pneumoniamnist"), *FAST]) == 0
+    return z
+
+
+def test_check_puts_the_better_features_first(zoo_dir, shared, probe112):
+    zoo = Zoo.load(zoo_dir)
+    assert probe_entry(zoo, WEIGHTS) == "imagenet"
+    assert probe_entry(zoo) == "imagenet"  # found by the weights hash when the path is not given
+    task = load_task(shared / "data" / "hymenoptera")
+    embedder = Task2Vec(probe112, max_samples=24, progress=False)
+    emb = embedder.embed(task)
+    assert embedder.features_.shape == (24, probe112.feature_dim) and len(embedder.labels_) == 24
+    assert sorted(set(embedder.indices_.tolist())) == sorted(embedder.indices_.tolist())
+    ranking = zoo.recommend(emb, k=len(zoo))
+    assert [r.id for r in ranking] == ["random", "imagenet"]
+    check = EvidenceCheck(top=1).fit(zoo, ranking, task, embedder)
+    assert set(check.evidence_) == {"random", "imagenet"} and check.probe_entry_ == "imagenet"
+    assert check.evidence_["imagenet"] == pytest.approx(logme(embedder.features_, embedder.labels_))
+    assert check.evidence_["imagenet"] > check.evidence_["random"]
+    # the random network's evidence is its own features' LogME on the same images
+    net = build_network("mobilenet_v2", random_init=True, seed=3).body.eval()
+    with torch.no_grad():
+        images = torch.stack([probe112.transform(task[int(i)][0]) for i in embedder.indices_])
+        feats = net(probe112.normalize(images)).numpy()
+    assert check.evidence_["random"] == pytest.approx(logme(feats, embedder.labels_), rel=1e-4)
+    reranked = check.rerank(ranking)
+    assert [(r.rank, r.id) for r in reranked] == [(1, "imagenet"), (2, "random")]
+    assert reranked[0].evidence == check.evidence_["imagenet"] and ranking[0].evidence is None
+
+
+def test_check_refuses_bad_use(zoo_dir, shared, probe112):
+    zoo = Zoo.load(zoo_dir)
+    task = load_task(shared / "data" / "hymenoptera")
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ZooError, match="top must be an integer >= 1"):
+            EvidenceCheck(bad)
+    embedder = Task2Vec(probe112, max_samples=24, progress=False)
+    with pytest.raises(ZooError, match="has not embedded a task yet"):
+        EvidenceCheck().fit(zoo, [], task, embedder)
+    emb = embedder.embed(task)
+    with pytest.raises(ZooError, match="the ranking has 1 of the zoo's 2 entries"):
+        EvidenceCheck().fit(zoo, zoo.recommend(emb, k=1), task, embedder)
+    with pytest.raises(ZooError, match="has not been fitted"):
+        EvidenceCheck().rerank(zoo.recommend(emb, k=2))
+
+
+def test_recommend_check_cli(zoo_dir, shared, tmp_path, capsys):
+    hym = shared / "data" / "hymenoptera"
+    assert main(["recommend", str(hym), "--zoo", str(zoo_dir), "--json", str(tmp_path / "plain.json"), *FAST]) == 0
+    assert [r["id"] for r in json.loads((tmp_path / "plain.json").read_text())["recommendations"]] == \
+        ["random", "imagenet"]
+    capsys.readouterr()
+    assert main(["recommend", str(hym), "--zoo", str(zoo_dir), "--check", "1", "--json", str(tmp_path / "c.json"),
+                 *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "re-ranked by LogME" in out and out.splitlines()[2].split()[:2] == ["1", "imagenet"]
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["checked"] == 1 and [r["id"] for r in doc["recommendations"]] == ["imagenet", "random"]
+    assert all(isinstance(r["evidence"], float) for r in doc["recommendations"])
+
+    (tmp_path / "emb").mkdir()
+    assert main(["embed", str(hym), "-o", str(tmp_path / "emb" / "x.npz"), "--image-size", "112", *FAST]) == 0
+    capsys.readouterr()
+    for argv in (["--check", "-1"], ["--check", "1", "--json", str(tmp_path / "no" / "x.json")]):
+        assert main(["recommend", str(hym), "--zoo", str(zoo_dir), *argv, *FAST]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1, err
+    assert main(["recommend", str(tmp_path / "emb" / "x.npz"), "--zoo", str(zoo_dir), "--check", "1"]) == 2
+    assert "needs the dataset's images" in capsys.readouterr().err
+
+
+def test_check_names_an_entry_without_local_weights(zoo_dir, shared, tmp_path, capsys):
+    z = tmp_path / "zoo"
+    gone = tmp_path / "gone.safetensors"
+    gone.write_bytes((zoo_dir.parent / "random.safetensors").read_bytes())
+    assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
+    assert main(["zoo", "add", str(z), "--id", "gone", "--model", "mobilenet_v2", "--checkpoint", str(gone),
+                 "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
+    gone.unlink()
+    capsys.readouterr()
+    assert main(["recommend", str(shared / "data" / "hymenoptera"), "--zoo", str(z), "--check", "1", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("task2vec: error: cannot check zoo entry 'gone'") and "does not exist" in err, err
+    assert len(err.strip().splitlines()) == 1
+    # without the check the ranking needs no weights
+    assert main(["recommend", str(shared / "data" / "hymenoptera"), "--zoo", str(z), *FAST]) == 0
