@@ -16,11 +16,11 @@ from .io import atomic_open, check_writable
 from .model2vec import Model2Vec, leave_one_task_out, read_records
 from .probe import Probe
 from .trivial import trivial_embedding
-from .zoo import FISHER_METHODS, QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
+from .zoo import EMBEDDING_SETTINGS, FISHER_METHODS, QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
 from .zoospec import build_zoo, entry_metadata
 
 # Embedding settings a zoo command takes from its flags, else from the zoo, else Task2Vec's defaults.
-ZOO_EMBEDDING_FLAGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
+ZOO_EMBEDDING_FLAGS = EMBEDDING_SETTINGS
 
 
 def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
@@ -35,10 +35,9 @@ def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
 
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the flags given, else the zoo's settings, else the defaults."""
-    saved = zoo.manifest.get("embedding_settings", {})
-    s = {k: v for k, v in saved.items() if k in ZOO_EMBEDDING_FLAGS}
-    s.update({k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None})
-    return Task2Vec(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet, **s)
+    flags = {k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None}
+    return zoo.embedder(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet,
+                        **flags)
 
 
 def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | None = None) -> tuple[Embedding, Probe | None]:

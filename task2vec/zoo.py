@@ -36,16 +36,20 @@ from typing import Any
 import numpy as np
 
 from .distance import ALPHA, complexity, symmetric
+from .embed import Task2Vec
 from .fisher import LABEL_METHODS as FISHER_METHODS
 from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
 from .model2vec import scaled
+from .probe import Probe
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
 QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
+# Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
+EMBEDDING_SETTINGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -237,6 +241,19 @@ class Zoo:
     @property
     def method(self) -> str:
         return str(self.manifest["method"])
+
+    def embedder(self, probe: Probe, **overrides: Any) -> Task2Vec:
+        """A :class:`Task2Vec` on ``probe`` with the settings the zoo's sources were embedded with.
+
+        ``overrides`` replace recorded settings or pass other Task2Vec arguments (``progress``,
+        ``workers``, ...). The probe must be the zoo's (same weights hash and resolution).
+        """
+        want = self.probe
+        if probe.weights_hash != want["weights_hash"] or probe.config.input_size != want["input_size"]:
+            raise ZooError(f"probe {probe.weights_hash} at {probe.config.input_size} px is not the zoo's "
+                           f"({want['weights_hash']} at {want['input_size']} px)")
+        saved = self.manifest.get("embedding_settings", {})
+        return Task2Vec(probe, **{**{k: v for k, v in saved.items() if k in EMBEDDING_SETTINGS}, **overrides})
 
     def model_embeddings(self) -> np.ndarray:
         """m_i = F_i + b_i, one row per entry."""

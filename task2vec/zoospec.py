@@ -46,20 +46,18 @@ import yaml
 
 from .data import ImageTask, load_task, subset
 from .distance import ALPHA
-from .embed import Task2Vec
 from .embedding import Embedding
 from .errors import ZooError
 from .probe import Probe
 from .quality import imagenet_top1
 from .trivial import trivial_embedding
-from .zoo import QUALITY_WEIGHT, Zoo, ZooEntry
+from .zoo import EMBEDDING_SETTINGS, QUALITY_WEIGHT, Zoo, ZooEntry
 
 ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
               "name", "metadata", "finetune", "classes", "half"}
 TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune",
             "split_seed"}
-EMBED_KEYS = {"method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "workers",
-              "device", "max_bad_fraction", "head_prior"}
+EMBED_KEYS = {*EMBEDDING_SETTINGS, "workers", "device", "max_bad_fraction"}
 
 
 def _expand(value: str, base: Path, where: str) -> str:
@@ -168,7 +166,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
         zoo = Zoo.create(zoo_dir, probe.describe(), method=settings.get("method", "exact"),
                          alpha=float(spec.get("alpha", ALPHA)),
                          quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)), embedding_settings=settings)
-    embedder = Task2Vec(probe, progress=progress, **{k: v for k, v in settings.items() if k != "device"})
+    runtime = {k: v for k, v in settings.items() if k in ("workers", "max_bad_fraction")}
+    embedder = zoo.embedder(probe, progress=progress, **runtime)
     for e in spec["entries"]:
         _train_missing_expert(zoo, spec, e, log, progress)
         if e["id"] in zoo.ids:

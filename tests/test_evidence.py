@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from task2vec import Task2Vec, Task2VecError, ZooError
+from task2vec import Probe, Task2Vec, Task2VecError, ZooError
 from task2vec.cli import main
 from task2vec.data import load_task
 from task2vec.evidence import EvidenceCheck, probe_entry, rerank
@@ -126,3 +126,14 @@ def test_check_names_an_entry_without_local_weights(zoo_dir, shared, tmp_path, c
     assert len(err.strip().splitlines()) == 1
     # without the check the ranking needs no weights
     assert main(["recommend", str(shared / "data" / "hymenoptera"), "--zoo", str(z), *FAST]) == 0
+
+
+def test_zoo_embedder_carries_the_zoos_settings(tmp_path, probe112):
+    zoo = Zoo.create(tmp_path / "z", probe112.describe(), embedding_settings={"method": "exact", "max_samples": 50,
+                                                                               "seed": 3, "device": "cpu"})
+    emb = zoo.embedder(probe112, max_rank=1, progress=False)
+    assert (emb.max_samples, emb.seed, emb.max_rank, emb.progress) == (50, 3, 1, False)
+    assert zoo.embedder(probe112).max_rank == 16  # unset: Task2Vec's default
+    other = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=96, device="cpu")
+    with pytest.raises(ZooError, match="is not the zoo's"):
+        zoo.embedder(other)

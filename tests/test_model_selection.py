@@ -70,7 +70,8 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = {r["method"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert set(rows) == {"oracle", "chance", "generalist", "task2vec sym", "task2vec sym, max_rank 1",
-                         "task2vec, pick checked by LogME", "task2vec asym (alpha LOTO)",
+                         "task2vec, pick checked by LogME", "recommend --check 1 (zoo's biases)",
+                         "task2vec asym (alpha LOTO)",
                          "model2vec", "domain embedding", "LogME", "LEEP", "NCE"}
     assert float(rows["oracle"]["regret_points"]) == 0 and float(rows["oracle"]["top1"]) == 1
     for r in rows.values():
@@ -85,7 +86,7 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
-    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME"}
+    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "task2vec, pick checked by LogME"}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
     fast, checked = res["picks"]["task2vec sym, max_rank 1"], res["picks"]["task2vec, pick checked by LogME"]
     generalist = [m["id"] for m in json.loads((tiny_zoo / "zoo" / "zoo.json").read_text())["entries"]].index(
@@ -133,7 +134,7 @@ def test_holdout_targets_are_new():
 
     names = [t.name for t in HOLDOUT]
     assert len(set(names)) == len(names) >= 10 and not set(names) & {t.name for t in TARGETS}
-    fields = lambda t: (t.dataset, t.column, t.classes, t.prefix, t.groups, t.attribute, t.ways)  # noqa: E731
+    fields = lambda t: (t.dataset, t.shots, t.column, t.classes, t.prefix, t.groups, t.attribute, t.ways)  # noqa: E731
     assert not {fields(t) for t in HOLDOUT if t.ways is None} & {fields(t) for t in TARGETS}
 
 
