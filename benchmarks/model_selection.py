@@ -12,9 +12,12 @@ only, and is judged by the ground truth of its pick (by both ground truths where
   model is a MobileNetV2 and only the generalist has a published ImageNet figure), symmetric
   Task2Vec, asymmetric Task2Vec (alpha chosen leave-one-target-out from a sweep), MODEL2VEC
   (biases cross-fitted: a target's score comes from biases learned on the other folds of targets;
-  ``--m2v-folds 0`` is leave-one-target-out), the domain embedding, LogME, LEEP and NCE.
+  ``--m2v-folds 0`` is leave-one-target-out), the domain embedding, LogME, LEEP and NCE, and
+  Task2Vec's first pick checked against the generalist by LogME (``task2vec recommend --check 1``,
+  on plain distances and on the zoo's own score).
 
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py            # full: 41 targets
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --holdout  # the 12 fresh targets
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --quick    # 4 targets, CI-sized
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
