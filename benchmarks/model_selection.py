@@ -17,7 +17,7 @@ only, and is judged by the ground truth of its pick (by both ground truths where
   on plain distances and on the zoo's own score).
 
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py            # full: 41 targets
-    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --holdout  # the 12 fresh targets
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --holdout  # the 24 fresh targets
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --quick    # 4 targets, CI-sized
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
@@ -668,7 +668,7 @@ def _spearman(a, b) -> float:
 # ---------------------------------------------------------------------------- outputs
 SEED_NOISE = "fine-tune, another seed"
 LINEAR_PROBE = "linear probe (ground truth)"  # the first ground truth used as a score against the fine-tunes
-PAIRED_REFERENCES = ("task2vec sym", "LogME", CHECKED)  # paired.csv: every method's per-target gain over each
+PAIRED_REFERENCES = ("task2vec sym", "LogME", CHECKED, RECOMMEND)  # paired.csv: every method's per-target gain over each
 ORDER = ("oracle", "chance", "generalist", "task2vec sym", FAST, CHECKED, RECOMMEND, "task2vec asym (alpha LOTO)",
          "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")

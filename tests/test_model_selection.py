@@ -86,7 +86,8 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
-    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "task2vec, pick checked by LogME"}
+    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "task2vec, pick checked by LogME",
+                                                "recommend --check 1 (zoo's biases)"}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
     fast, checked = res["picks"]["task2vec sym, max_rank 1"], res["picks"]["task2vec, pick checked by LogME"]
     generalist = [m["id"] for m in json.loads((tiny_zoo / "zoo" / "zoo.json").read_text())["entries"]].index(
