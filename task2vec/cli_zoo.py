@@ -142,12 +142,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty: add models with 'task2vec zoo add'")
     check = EvidenceCheck(args.check) if args.check else None  # bad values fail before any embedding
-    if check is not None and is_embedding_file(args.dataset):
-        raise ZooError("--check needs the dataset's images, not an embedding file")
     if check is None:
         emb, _ = embed_for_zoo(zoo, args, args.dataset)
         recs = zoo.recommend(emb, k=args.k, alpha=args.alpha, quality_weight=args.quality_weight)
-    else:
+    else:  # the check needs the images and the embedder's features, not only the embedding
+        if is_embedding_file(args.dataset):
+            raise ZooError("--check needs the dataset's images, not an embedding file")
         task = load_task(args.dataset, label_column=args.label_column)
         embedder = zoo_embedder(zoo, args, zoo_probe(zoo, args))
         emb = embedder.embed(task)

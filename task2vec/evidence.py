@@ -31,7 +31,7 @@ from .errors import Task2VecError, ZooError
 from .models import create_body, resolve_model
 from .probe import find_local_weights, load_state_dict_file, normalize_batch, state_dict_hash
 from .transferability import logme
-from .zoo import Recommendation, Zoo
+from .zoo import Recommendation, Zoo, ZooEntry
 
 
 def rerank(order: Sequence[int], evidence: Mapping[int, float]) -> list[int]:
@@ -47,14 +47,14 @@ def rerank(order: Sequence[int], evidence: Mapping[int, float]) -> list[int]:
     return checked + [i for i in order if i not in evidence]
 
 
-def _local_weights(zoo: Zoo, entry_id: str, arch: str) -> Path | None:
+def _local_weights(zoo: Zoo, entry: ZooEntry) -> Path | None:
     """The file an entry's weights load from, when it is a local file."""
-    try:
-        choice = resolve_model(entry_id, zoo=zoo.path)
-    except Task2VecError:
+    where = zoo.weights_location(entry)
+    if where == "pretrained":
+        return find_local_weights(entry.model)
+    if where == "none" or where.endswith("(missing)") or "://" in where:
         return None
-    path = choice.weights or find_local_weights(arch)
-    return Path(path) if path is not None else None
+    return Path(where)
 
 
 def probe_entry(zoo: Zoo, probe_weights: str | None = None) -> str | None:
@@ -65,7 +65,7 @@ def probe_entry(zoo: Zoo, probe_weights: str | None = None) -> str | None:
     """
     name, want = zoo.probe["name"], zoo.probe["weights_hash"]
     same_arch = [e for e in zoo.entries if e.model == name]
-    files = {e.id: _local_weights(zoo, e.id, e.model) for e in same_arch}
+    files = {e.id: _local_weights(zoo, e) for e in same_arch}
     if probe_weights is not None and Path(probe_weights).is_file():
         target = Path(probe_weights).resolve()
         for entry_id, path in files.items():
