@@ -113,9 +113,10 @@ class Model:
 def zoo_models(zoo: Zoo) -> list[Model]:
     models = []
     for e in zoo.entries:
-        weights = zoo.weights_location(e)
-        if weights.endswith("(missing)") or weights in ("none", "pretrained") or "://" in weights:
-            sys.exit(f"error: zoo entry {e.id!r} has no local weights ({weights}); run task2vec zoo build on its spec")
+        where = zoo.weights(e)
+        if not where.available:
+            sys.exit(f"error: zoo entry {e.id!r} has no local weights ({where.status}); run task2vec zoo build on its spec")
+        weights = where.path
         run = zoo.path / "runs" / e.id / "best.pt"
         head = str(run) if run.is_file() else (weights if "classifier.1.weight" in load_state_dict_file(weights)
                                                 else None)

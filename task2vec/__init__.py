@@ -20,9 +20,12 @@ from .errors import (  # noqa: E402
     ZooError,
 )
 from .probe import Probe  # noqa: E402
+from .recommendation import Recommendation, recommend  # noqa: E402
+from .zoo import Zoo  # noqa: E402
 
 __all__ = [
-    "__version__", "Task2Vec", "Probe", "Embedding", "METHODS", "symmetric", "check_compatible",
+    "__version__", "Task2Vec", "Probe", "Zoo", "recommend", "Recommendation", "Embedding", "METHODS", "symmetric",
+    "check_compatible",
     "Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
     "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
     "FinetuneError", "CheckpointError",

@@ -4,33 +4,23 @@
 from __future__ import annotations
 
 import argparse
-import json
+from typing import Callable
 
 from .data import load_task
 from .distance import ALPHA
 from .embed import Task2Vec
 from .embedding import Embedding
 from .errors import ZooError
-from .evidence import EvidenceCheck
-from .io import atomic_open, check_writable
+from .io import check_writable
 from .model2vec import Model2Vec, leave_one_task_out, read_records
 from .probe import Probe
 from .trivial import trivial_embedding
-from .zoo import EMBEDDING_SETTINGS, FISHER_METHODS, QUALITY_WEIGHT, Zoo, ZooEntry, is_embedding_file
+from .recommendation import CHECK, MAX_RANK, Recommendation, recommend
+from .zoo import EMBEDDING_SETTINGS, FISHER_METHODS, QUALITY_WEIGHT, Candidate, Zoo, ZooEntry, is_embedding_file
 from .zoospec import build_zoo, entry_metadata
 
 # Embedding settings a zoo command takes from its flags, else from the zoo, else Task2Vec's defaults.
 ZOO_EMBEDDING_FLAGS = EMBEDDING_SETTINGS
-
-
-def zoo_probe(zoo: Zoo, args: argparse.Namespace) -> Probe:
-    """The zoo's own probe; refuses weights whose hash differs from the zoo's."""
-    p = zoo.probe
-    probe = Probe.create(p["name"], weights=args.weights, image_size=p["input_size"], device=args.device)
-    if probe.weights_hash != p["weights_hash"]:
-        raise ZooError(f"probe weights {probe.weights_hash} ({probe.weights_source}) are not the zoo's "
-                       f"({p['weights_hash']}); pass the zoo's probe weights with --weights")
-    return probe
 
 
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
@@ -45,7 +35,7 @@ def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | 
     if is_embedding_file(dataset):
         return Embedding.load(dataset), None
     task = load_task(dataset, label_column=args.label_column)  # bad data fails before the probe loads
-    probe = zoo_probe(zoo, args)
+    probe = zoo.load_probe(args.weights, device=args.device)
     return zoo_embedder(zoo, args, probe).embed(task, name=name), probe
 
 
@@ -68,7 +58,7 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
     zoo.check_embedding(emb)
     t0 = None
     if zoo.t0 is None:
-        t0 = trivial_embedding(emb, probe or zoo_probe(zoo, args))
+        t0 = trivial_embedding(emb, probe or zoo.load_probe(args.weights, device=args.device))
     meta = {k: v for k, v in (("params_m", args.params_m), ("input_size", args.input_size),
                               ("imagenet_top1", args.imagenet_top1), ("license", args.license),
                               ("notes", args.notes)) if v is not None}
@@ -138,38 +128,62 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(args.json)
-    zoo = Zoo.load(args.zoo)
-    if not len(zoo):
-        raise ZooError(f"zoo {str(zoo.path)!r} is empty: add models with 'task2vec zoo add'")
-    check = EvidenceCheck(args.check) if args.check else None  # bad values fail before any embedding
-    if check is None:
-        emb, _ = embed_for_zoo(zoo, args, args.dataset)
-        recs = zoo.recommend(emb, k=args.k, alpha=args.alpha, quality_weight=args.quality_weight)
-    else:  # the check needs the images and the embedder's features, not only the embedding
-        if is_embedding_file(args.dataset):
-            raise ZooError("--check needs the dataset's images, not an embedding file")
-        task = load_task(args.dataset, label_column=args.label_column)
-        embedder = zoo_embedder(zoo, args, zoo_probe(zoo, args))
-        emb = embedder.embed(task)
-        ranking = zoo.recommend(emb, k=len(zoo), alpha=args.alpha, quality_weight=args.quality_weight)
-        recs = check.fit(zoo, ranking, task, embedder).rerank(ranking)[:args.k]
-    print(f"best backbones for {emb.name} from zoo {zoo.path} ({len(zoo)} candidates; lower score is better"
-          + (f"; the first {len(check.evidence_)} re-ranked by LogME, higher is better)" if check else ")"))
-    w = max(5, *(len(r.id) for r in recs))
-    print(f"{'rank':>4}  {'model id':<{w}}  {'architecture':<18} {'score':>7} {'d_asym':>7} {'bias':>7} {'quality':>7} "
-          + (f"{'LogME':>7} " if check else "") + f"{'params':>7} {'px':>4}  why")
-    for r in recs:
-        params = f"{r.params_m:.1f}M" if isinstance(r.params_m, (int, float)) else "-"
-        logme = "" if check is None else f"{r.evidence:>7.4f} " if r.evidence is not None else f"{'-':>7} "
-        print(f"{r.rank:>4}  {r.id:<{w}}  {r.model:<18} {r.score:>7.4f} {r.asymmetric:>7.4f} {r.bias_effect:>+7.4f} "
-              f"{r.quality_effect:>+7.4f} {logme}{params:>7} {r.input_size or '-':>4}  {r.why()}")
+    flags = {k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None and k != "max_rank"}
+    rec = recommend(args.dataset, args.zoo, k=args.k, check=args.check, max_rank=args.max_rank, alpha=args.alpha,
+                    quality_weight=args.quality_weight, weights=args.weights, device=args.device,
+                    label_column=args.label_column, progress=not args.quiet, workers=args.workers,
+                    max_bad_fraction=args.max_bad_fraction, **flags)
+    print(format_recommendation(rec))
     if args.json:
-        with atomic_open(args.json, "w") as f:
-            json.dump({"task": emb.name, "zoo": str(zoo.path), "alpha": zoo.alpha if args.alpha is None else args.alpha,
-                       "checked": check.top if check else 0, "recommendations": [r.as_dict() for r in recs]},
-                      f, indent=1)
-            f.write("\n")
+        rec.save(args.json)
     return 0
+
+
+def format_recommendation(rec: Recommendation) -> str:
+    """The ranking as a table: a column only where it carries information, then notes on trust."""
+    cands = rec.candidates
+    checked = bool(rec.checked)
+    head = (f"best backbones for {rec.task} from zoo {rec.zoo} ({rec.n_images} images; "
+            + ("checked by LogME on the task, higher is better; then " if checked else "")
+            + ("by score, lower is better)" if any(c.quality for c in cands) else "by d_asym, lower is better)"))
+    cols: list[tuple[str, str, Callable[[Candidate], str]]] = [
+        ("rank", ">", lambda c: str(c.rank)), ("model id", "<", lambda c: c.id),
+        ("architecture", "<", lambda c: c.model)]
+    if checked:
+        cols.append(("LogME", ">", lambda c: "-" if c.evidence is None else f"{c.evidence:.4f}"))
+    if any(c.quality for c in cands):
+        cols.append(("score", ">", lambda c: f"{c.score:.4f}"))
+    cols.append(("d_asym", ">", lambda c: f"{c.distance:.4f}"))
+    if any(abs(c.bias) >= 5e-5 for c in cands):
+        cols.append(("bias", ">", lambda c: f"{c.bias:+.4f}"))
+    if any(c.quality for c in cands):
+        cols.append(("quality", ">", lambda c: f"{c.quality:+.4f}"))
+    if len({c.params_m for c in cands}) > 1:
+        cols.append(("params", ">", lambda c: "-" if c.params_m is None else f"{c.params_m:.1f}M"))
+    if len({c.input_size for c in cands}) > 1:
+        cols.append(("px", ">", lambda c: str(c.input_size or "-")))
+    cols.append(("weights", "<", lambda c: c.weights.status))
+    if any(c.stable is not None for c in cands):
+        cols.append(("stable", "<", lambda c: "-" if c.stable is None else "yes" if c.stable else "no"))
+    if any(c.tied for c in cands):
+        cols.append(("tied", "<", lambda c: "yes" if c.tied else ""))
+    cols.append(("why", "<", lambda c: c.why()))
+    cells = [[fn(c) for _, _, fn in cols] for c in cands]
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, (name, _, _) in enumerate(cols)]
+    fmt = lambda row: "  ".join(f"{v:{a}{w}}" for v, (_, a, _), w in zip(row, cols, widths)).rstrip()  # noqa: E731
+    lines = [head, fmt([name for name, _, _ in cols]), *(fmt(row) for row in cells)]
+    tied = [c for c in cands if c.tied]
+    if len(tied) > 1 and rec.noise is not None:
+        lines.append(f"note: {', '.join(c.id for c in tied)} score within the task's noise ({rec.noise:.3f}, from "
+                     "two halves of its images) of the best: the embedding alone cannot order them"
+                     + ("" if checked else "; --check N runs the first N on the images"))
+    unstable = [c.id for c in cands if c.stable is False]
+    if unstable:
+        lines.append(f"note: {', '.join(unstable)} leave the top {len(cands)} under one half of the images")
+    if rec.skipped:
+        lines.append(f"note: not checked, weights not here: {', '.join(rec.skipped)} (task2vec zoo build fetches "
+                     "or trains them)")
+    return "\n".join(lines)
 
 
 def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None:
@@ -245,10 +259,11 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     p.add_argument("--json", metavar="OUT.json", help="also write the ranking as JSON")
     p.add_argument("--alpha", type=float, help="override the zoo's alpha")
     p.add_argument("--quality-weight", type=float, help="override the zoo's quality weight")
-    p.add_argument("--check", type=int, default=0, metavar="N",
-                   help="run the first N picks over the dataset (one forward pass each; their weights must be "
-                        "local) and re-rank them, with the zoo's entry that is the probe (free), by LogME: the "
-                        "pick the model-selection benchmark measures best is --check 1 (default 0: no check)")
+    p.add_argument("--check", type=int, default=CHECK, metavar="N",
+                   help="run the first N picks over the dataset (one forward pass each; picks whose weights are not "
+                        "here are skipped with a warning) and re-rank them, with the zoo's entry that is the probe "
+                        f"(free), by LogME; 0: no check (default: {CHECK}, the benchmark's best)")
     embedding_flags(p)
+    p.set_defaults(max_rank=MAX_RANK)
     p.set_defaults(func=cmd_recommend)
 

@@ -162,7 +162,7 @@ class Task2Vec:
                 progress=bar.update)
             meta_extra["prior_inverse_variance"] = prior
             meta_extra["final_loss"] = loss
-            noise = None
+            noise, half_vectors = None, None
             layer_table = FisherAccumulator(layers).layer_table()
         else:
             acc = FisherAccumulator(layers, self.method, samples_per_image=self.samples_per_image,
@@ -173,7 +173,9 @@ class Task2Vec:
                 acc.update(probe.model, head, probe.normalize(images), labels, groups)
                 bar.update(len(images))
             vector = acc.fisher()
-            noise = float(symmetric(acc.fisher(0).numpy(), acc.fisher(1).numpy())) if acc.counts.min() > 0 else None
+            half_vectors = (np.stack([acc.fisher(0).numpy(), acc.fisher(1).numpy()])
+                            if acc.counts.min() > 0 else None)
+            noise = float(symmetric(*half_vectors)) if half_vectors is not None else None
             meta_extra["fisher_mass_captured"] = acc.mass_captured
             meta_extra["prior_inverse_variance"] = prior_inverse_variance([m for _, m in layers])
             layer_table = acc.layer_table()
@@ -201,5 +203,5 @@ class Task2Vec:
         }
         X64 = X.double()
         self.embedding_ = Embedding(vector.numpy(), meta, domain_mean=X64.mean(0).numpy(),
-                                    domain_var=X64.var(0, unbiased=False).numpy())
+                                    domain_var=X64.var(0, unbiased=False).numpy(), halves=half_vectors)
         return self.embedding_

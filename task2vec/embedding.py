@@ -31,23 +31,37 @@ class Embedding:
 
     ``vector``: per-filter Fisher (or inverse variance); ``meta``: how it was made;
     ``domain_mean`` / ``domain_var``: mean and variance of the probe's penultimate features
-    over the task's images (the label-blind *domain embedding* baseline).
+    over the task's images (the label-blind *domain embedding* baseline); ``halves`` (2, D):
+    the embeddings of the two class-balanced halves of the images, whose distance is the
+    embedding's own noise estimate (``meta["noise_half_split"]``) and which tell whether a
+    ranking made from the embedding holds under either half.
     """
 
     vector: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     domain_mean: np.ndarray | None = None
     domain_var: np.ndarray | None = None
+    halves: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.vector = np.asarray(self.vector, dtype=np.float64)
-        for name in ("domain_mean", "domain_var"):
+        for name in ("domain_mean", "domain_var", "halves"):
             if getattr(self, name) is not None:
                 setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
         if self.vector.ndim != 1 or not len(self.vector):
             raise EmbeddingFileError(f"an embedding vector must be 1-D and non-empty, got shape {self.vector.shape}")
         if not np.isfinite(self.vector).all() or (self.vector < 0).any():
             raise EmbeddingFileError("an embedding vector must be finite and non-negative")
+        if self.halves is not None and (self.halves.shape != (2, len(self.vector)) or not np.isfinite(self.halves).all()
+                                        or (self.halves < 0).any()):
+            raise EmbeddingFileError(f"an embedding's halves must be two finite, non-negative rows like its vector, "
+                                     f"got shape {self.halves.shape}")
+
+    def half(self, i: int) -> "Embedding":
+        """The embedding of half ``i`` (0 or 1) of the images, with the same metadata."""
+        if self.halves is None:
+            raise EmbeddingFileError(f"{self!r} has no half-split embeddings")
+        return Embedding(self.halves[i], self.meta, self.domain_mean, self.domain_var)
 
     @property
     def probe(self) -> str:
@@ -79,8 +93,8 @@ class Embedding:
         """Write atomically to ``path`` (a ``.npz``); returns the path."""
         path = Path(path)
         with atomic_open(path) as f:
-            extra = {k: v for k, v in (("domain_mean", self.domain_mean), ("domain_var", self.domain_var))
-                     if v is not None}
+            extra = {k: v for k, v in (("domain_mean", self.domain_mean), ("domain_var", self.domain_var),
+                                       ("halves", self.halves)) if v is not None}
             np.savez(f, format=np.array(FORMAT), vector=self.vector,
                      meta=np.array(json.dumps(self.meta, sort_keys=True)), **extra)
         return path
@@ -96,7 +110,7 @@ class Embedding:
                 if "format" not in z.files or str(z["format"]) != FORMAT:
                     raise EmbeddingFileError(f"{str(path)!r} is not a task2vec embedding file")
                 vector, meta = z["vector"], json.loads(str(z["meta"]))
-                domain = {k: z[k] for k in ("domain_mean", "domain_var") if k in z.files}
+                domain = {k: z[k] for k in ("domain_mean", "domain_var", "halves") if k in z.files}
         except EmbeddingFileError:
             raise
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:

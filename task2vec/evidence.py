@@ -18,6 +18,7 @@ grows. It does not order the rest of the zoo as well as those scores do.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -29,9 +30,9 @@ from .data import IndexedSubset, SkipBadCollate
 from .embed import Task2Vec
 from .errors import Task2VecError, ZooError
 from .models import create_body, resolve_model
-from .probe import find_local_weights, load_state_dict_file, normalize_batch, state_dict_hash
+from .probe import load_state_dict_file, normalize_batch, state_dict_hash
 from .transferability import logme
-from .zoo import Recommendation, Zoo, ZooEntry
+from .zoo import Candidate, Zoo, ZooEntry
 
 
 def rerank(order: Sequence[int], evidence: Mapping[int, float]) -> list[int]:
@@ -49,12 +50,8 @@ def rerank(order: Sequence[int], evidence: Mapping[int, float]) -> list[int]:
 
 def _local_weights(zoo: Zoo, entry: ZooEntry) -> Path | None:
     """The file an entry's weights load from, when it is a local file."""
-    where = zoo.weights_location(entry)
-    if where == "pretrained":
-        return find_local_weights(entry.model)
-    if where == "none" or where.endswith("(missing)") or "://" in where:
-        return None
-    return Path(where)
+    weights = zoo.weights(entry)
+    return Path(weights.path) if weights.available else None
 
 
 def probe_entry(zoo: Zoo, probe_weights: str | None = None) -> str | None:
@@ -83,8 +80,11 @@ class EvidenceCheck:
     Hyperparameters (constructor): ``top`` (candidates run over the task, default 1),
     ``batch_size``. Every candidate sees the images the embedding used, at the probe's resolution
     (the task was embedded at it), with the candidate's own normalisation.
+    A candidate whose weights are not here (missing, or only downloadable) is skipped with one
+    warning and keeps its place.
     Learned state after :meth:`fit`: ``evidence_`` (entry id -> LogME), ``seconds_`` (entry id ->
-    forward pass plus LogME, 0 for the probe's forward pass), ``probe_entry_`` (or None).
+    forward pass plus LogME, 0 for the probe's forward pass), ``skipped_`` (ids of candidates
+    not checked for want of local weights), ``probe_entry_`` (or None).
     """
 
     def __init__(self, top: int = 1, *, batch_size: int = 64):
@@ -94,7 +94,7 @@ class EvidenceCheck:
             raise ZooError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.top, self.batch_size = int(top), int(batch_size)
 
-    def fit(self, zoo: Zoo, ranking: Sequence[Recommendation], task: Any, embedder: Task2Vec) -> "EvidenceCheck":
+    def fit(self, zoo: Zoo, ranking: Sequence[Candidate], task: Any, embedder: Task2Vec) -> "EvidenceCheck":
         """Score the candidates on ``task``, the dataset ``embedder`` has just embedded."""
         for attr in ("features_", "labels_", "indices_"):
             if not hasattr(embedder, attr):
@@ -105,7 +105,7 @@ class EvidenceCheck:
         probe = embedder.probe
         self.probe_entry_ = probe_entry(zoo, probe.weights_source)
         labels = embedder.labels_
-        self.evidence_, self.seconds_ = {}, {}
+        self.evidence_, self.seconds_, self.skipped_ = {}, {}, []
         if self.probe_entry_ is not None:
             start = time.perf_counter()
             self.evidence_[self.probe_entry_] = logme(embedder.features_, labels)
@@ -113,6 +113,11 @@ class EvidenceCheck:
         subset = IndexedSubset(task, embedder.indices_, probe.transform)
         for rec in ranking[:self.top]:
             if rec.id in self.evidence_:
+                continue
+            if not rec.weights.available:
+                warnings.warn(f"check: {rec.id!r} skipped, its weights are {rec.weights.status}"
+                              + (f" ({rec.weights.path})" if rec.weights.path else ""), stacklevel=2)
+                self.skipped_.append(rec.id)
                 continue
             start = time.perf_counter()
             feats = self._features(zoo, rec.id, subset, probe.device)
@@ -140,7 +145,7 @@ class EvidenceCheck:
                            "could not be read again")
         return out
 
-    def rerank(self, ranking: Sequence[Recommendation]) -> list[Recommendation]:
+    def rerank(self, ranking: Sequence[Candidate]) -> list[Candidate]:
         """``ranking`` with the checked entries first, best evidence first, ranks renumbered."""
         if not hasattr(self, "evidence_"):
             raise ZooError("the check has not been fitted: call fit(zoo, ranking, task, embedder) first")

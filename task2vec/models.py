@@ -35,14 +35,14 @@ def _from_zoo(zoo_dir: str | os.PathLike, entry_id: str) -> ModelChoice:
     entry = next((e for e in zoo.entries if e.id == entry_id), None)
     if entry is None:
         raise FinetuneError(f"zoo {str(zoo.path)!r} has no entry {entry_id!r} (it has: {', '.join(zoo.ids[:8])})")
-    where = zoo.weights_location(entry)
-    if where.endswith("(missing)"):
-        raise FinetuneError(f"zoo entry {entry_id!r}: checkpoint {where[:-len(' (missing)')]!r} does not exist "
+    where = zoo.weights(entry)
+    if where.status == "missing":
+        raise FinetuneError(f"zoo entry {entry_id!r}: checkpoint {where.path!r} does not exist "
                             "(rebuild it with 'task2vec zoo build')")
-    if "://" in where:
-        raise FinetuneError(f"zoo entry {entry_id!r}: remote checkpoint {where!r}; download it and pass --weights FILE")
-    weights = None if where in ("pretrained", "none") else where
-    return ModelChoice(entry.model, entry.id, weights, str(zoo.path))
+    if where.path is not None and "://" in where.path:
+        raise FinetuneError(f"zoo entry {entry_id!r}: remote checkpoint {where.path!r}; download it and pass "
+                            "--weights FILE")
+    return ModelChoice(entry.model, entry.id, where.path if where.available else None, str(zoo.path))
 
 
 def _from_recommendation(path: Path) -> ModelChoice:
@@ -55,9 +55,9 @@ def _from_recommendation(path: Path) -> ModelChoice:
                             f"({type(exc).__name__}: {exc})") from None
     if (Path(zoo_dir) / MANIFEST).is_file():
         return _from_zoo(zoo_dir, entry_id)
-    weights = top.get("weights")
-    if not isinstance(weights, str) or weights in ("pretrained", "none") or weights.endswith("(missing)"):
-        weights = None
+    weights = top.get("weights") if top.get("weights_available") is True else None
+    if weights is not None and not isinstance(weights, str):
+        raise FinetuneError(f"{str(path)!r}: the top entry's 'weights' must be a path")
     return ModelChoice(str(top["model"]), str(entry_id), weights, None)
 
 

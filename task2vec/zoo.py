@@ -31,7 +31,7 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
 from .model2vec import scaled
-from .probe import Probe
+from .probe import Probe, find_local_weights
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
@@ -84,30 +84,60 @@ class ZooEntry:
         return cls(**d)
 
 
+class EntryWeights(NamedTuple):
+    """Where an entry's weights come from: ``path`` (a local file or URI; None for a library download or
+    no weights) and ``status``: ``local`` (a file here), ``missing`` (a file that is not here),
+    ``downloadable`` (a URI, or ``pretrained`` without a local copy) or ``none``."""
+
+    path: str | None
+    status: str
+
+    @property
+    def available(self) -> bool:
+        return self.status == "local"
+
+
+def _plain(x: float | None) -> float | None:
+    """A float for JSON: no negative zero."""
+    return None if x is None else float(x) + 0.0
+
+
 @dataclass
-class Recommendation:
-    """One ranked candidate, with what went into its score."""
+class Candidate:
+    """One ranked zoo entry, with what went into its score."""
 
     rank: int
     id: str
     model: str
-    score: float  # what the ranking sorts by (lower is better)
-    asymmetric: float  # d_asym(m_i -> task) with the learned bias
-    bias_effect: float  # asymmetric minus the same distance without the bias
-    quality_effect: float  # -quality_weight * z(top-1)
+    score: float  # what the ranking sorts by, lower is better: distance + quality
+    distance: float  # d_asym(m_i -> task) of the model embedding m_i = F_i + b_i (MODEL2VEC bias included)
+    bias: float  # what the bias changed: distance minus the same distance from F_i alone
+    quality: float  # -quality_weight * z(ImageNet top-1)
     source: str  # the source task's name
-    source_distance: float  # d_sym(source task, task): the "why"
     params_m: float | None
     input_size: int | None
     imagenet_top1: float | None
-    weights: str  # "pretrained", a checkpoint path/URI, or "none"
-    evidence: float | None = None  # LogME of the model's features on the task, when task2vec.evidence checked it
+    weights: EntryWeights
+    evidence: float | None = None  # LogME of the model's features on the task, when the check scored it
+    stable: bool | None = None  # in the top k under both half-split embeddings of the task (None: not known)
+    tied: bool = False  # its score is within the task's noise of the best score
 
     def why(self) -> str:
-        return f"trained on {self.source} (d_sym {self.source_distance:.3f} from this task)"
+        """The quantity that placed it, in words."""
+        if self.evidence is not None:
+            return f"trained on {self.source}; checked on the task: LogME {self.evidence:.3f}"
+        bias = f" (MODEL2VEC bias {self.bias:+.3f} included)" if abs(self.bias) >= 5e-5 else ""
+        return f"trained on {self.source}; d_asym {self.distance:.3f} to the task{bias}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "why": self.why()}
+        """Plain JSON values (no status strings inside paths, no negative zeros)."""
+        return {"rank": self.rank, "id": self.id, "model": self.model, "score": _plain(self.score),
+                "d_asym": _plain(self.distance), "bias": _plain(self.bias), "quality": _plain(self.quality),
+                "logme": _plain(self.evidence), "source": self.source, "params_m": _plain(self.params_m),
+                "input_size": self.input_size, "imagenet_top1": _plain(self.imagenet_top1),
+                "weights": self.weights.path, "weights_status": self.weights.status,
+                "weights_available": self.weights.available, "stable": self.stable, "tied": self.tied,
+                "why": self.why()}
 
 
 def _scaled_bias(source: np.ndarray, log_scales: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -242,6 +272,16 @@ class Zoo:
     def method(self) -> str:
         return str(self.manifest["method"])
 
+    def load_probe(self, weights: str | os.PathLike | None = None, *, device: str = "auto") -> Probe:
+        """The zoo's probe network (``weights``: its file, default the ``$TASK2VEC_WEIGHTS`` lookup);
+        weights whose hash differs from the zoo's are refused."""
+        p = self.probe
+        probe = Probe.create(p["name"], weights=weights, image_size=p["input_size"], device=device)
+        if probe.weights_hash != p["weights_hash"]:
+            raise ZooError(f"probe weights {probe.weights_hash} ({probe.weights_source}) are not the zoo's "
+                           f"({p['weights_hash']}); pass the zoo's probe weights with --weights")
+        return probe
+
     def embedder(self, probe: Probe, **overrides: Any) -> Task2Vec:
         """A :class:`Task2Vec` on ``probe`` with the settings the zoo's sources were embedded with.
 
@@ -265,22 +305,26 @@ class Zoo:
                 return e
         raise ZooError(f"no entry {entry_id!r} in zoo {str(self.path)!r} (entries: {', '.join(self.ids) or 'none'})")
 
-    def weights_location(self, entry: ZooEntry) -> str:
-        """Where the entry's weights come from: "pretrained", a URI, a resolved local path
-        (``${VAR}`` expanded against the working directory, other relative paths against the zoo
-        folder) marked "(missing)" when absent, or "none"."""
+    def weights(self, entry: ZooEntry) -> EntryWeights:
+        """Where the entry's weights come from, and whether they are here (:class:`EntryWeights`).
+
+        ``${VAR}`` in a checkpoint path expands against the working directory; other relative
+        paths are relative to the zoo folder. ``pretrained`` entries use a local copy found
+        through ``$TASK2VEC_WEIGHTS`` when there is one.
+        """
         if entry.pretrained:
-            return "pretrained"
+            local = find_local_weights(entry.model)
+            return EntryWeights(str(local), "local") if local else EntryWeights(None, "downloadable")
         if not entry.checkpoint:
-            return "none"
+            return EntryWeights(None, "none")
         if "://" in entry.checkpoint:
-            return entry.checkpoint
+            return EntryWeights(entry.checkpoint, "downloadable")
         # ${VAR} names a folder relative to the working directory; the rest is relative to the zoo
         text = re.sub(r"\$\{(\w+)\}", lambda m: str(Path(os.environ[m.group(1)]).resolve())
                       if m.group(1) in os.environ else m.group(0), entry.checkpoint)
         path = Path(text)
         path = path if path.is_absolute() else self.path / path
-        return str(path) if path.is_file() else f"{path} (missing)"
+        return EntryWeights(str(path), "local" if path.is_file() else "missing")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -430,37 +474,36 @@ class Zoo:
             z[known] = (top1[known] - top1[known].mean()) / top1[known].std()
         return z
 
-    def recommend(self, embedding: Embedding, k: int = 5, *, alpha: float | None = None,
-                  quality_weight: float | None = None) -> list[Recommendation]:
-        """The ``k`` best candidates for the task of ``embedding``, best first."""
+    def rank(self, embedding: Embedding, k: int | None = None, *, alpha: float | None = None,
+             quality_weight: float | None = None) -> list[Candidate]:
+        """The zoo's entries for the task of ``embedding``, best first (the ``k`` best, or all)."""
         if not len(self):
             raise ZooError(f"zoo {str(self.path)!r} is empty: add models with 'task2vec zoo add'")
-        if k < 1:
-            raise ZooError(f"k must be >= 1, got {k}")
+        k = len(self) if k is None else k
+        if int(k) != k or k < 1:
+            raise ZooError(f"k must be an integer >= 1, got {k!r}")
         self.check_embedding(embedding)
         alpha = self.alpha if alpha is None else alpha
         qw = self.quality_weight if quality_weight is None else quality_weight
-        if alpha < 0 or qw < 0:
-            raise ZooError(f"alpha and quality_weight must be >= 0, got {alpha} and {qw}")
+        if not (np.isfinite(alpha) and np.isfinite(qw)) or alpha < 0 or qw < 0:
+            raise ZooError(f"alpha and quality_weight must be finite and >= 0, got {alpha} and {qw}")
         q = embedding.vector
         quality = -qw * self.quality_z()
         # The index ranks every entry exactly (zoos up to its exhaustive size); the quality term is a
         # per-entry constant added afterwards.
-        asym, idx = AsymmetricIndex(self.t0, alpha).fit(self.model_embeddings()).search(q, k=len(self))
-        total = asym[0] + quality[idx[0]]
-        order = np.lexsort((idx[0], total))[:k]
-        scores, idx = total[order][None], idx[0][order][None]
+        dist, idx = AsymmetricIndex(self.t0, alpha).fit(self.model_embeddings()).search(q, k=len(self))
+        dist, idx = dist[0], idx[0]
+        total = dist + quality[idx]
+        order = np.lexsort((idx, total))[:k]
+        unbiased = symmetric(self.source[idx[order]], q) - alpha * complexity(self.source[idx[order]], self.t0)
         out = []
-        for rank, (s, i) in enumerate(zip(scores[0], idx[0]), start=1):
+        for rank, (j, plain) in enumerate(zip(order, np.atleast_1d(unbiased)), start=1):
+            i = int(idx[j])
             e = self.entries[i]
-            f = self.source[i]
-            asym = float(s - quality[i])
-            plain = float(symmetric(f, q) - alpha * complexity(f, self.t0))
-            out.append(Recommendation(
-                rank, e.id, e.model, float(s), asym, asym - plain, float(quality[i]),
-                str(e.source.get("name", "?")), float(symmetric(f, q)),
-                e.metadata.get("params_m"), e.metadata.get("input_size"), e.metadata.get("imagenet_top1"),
-                self.weights_location(e)))
+            out.append(Candidate(
+                rank, e.id, e.model, float(total[j]), float(dist[j]), float(dist[j] - plain), float(quality[i]),
+                str(e.source.get("name", "?")), e.metadata.get("params_m"), e.metadata.get("input_size"),
+                e.metadata.get("imagenet_top1"), self.weights(e)))
         return out
 
 

@@ -1,6 +1,8 @@
 """Shared fixtures: the real material in ../shared (override with TASK2VEC_SHARED)."""
 
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,15 @@ def probe112(shared):
     from task2vec import Probe
 
     return Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=112, device="cpu")
+
+
+@pytest.fixture
+def cli_warnings(monkeypatch):
+    """Show warnings on stderr as they are outside pytest (pytest records them instead), and undo
+    the global ``warnings.formatwarning`` that ``main`` installs."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    monkeypatch.setattr(warnings, "showwarning", show)

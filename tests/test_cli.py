@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +23,7 @@ COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220)}
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def cli_warnings(monkeypatch):
-    """Show warnings on stderr as they are outside pytest (pytest records them instead), and undo
-    the global ``warnings.formatwarning`` that ``main`` installs."""
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-    monkeypatch.setattr(warnings, "showwarning", show)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_warnings")
 
 
 def make_dataset(root: Path, n: int = 4) -> Path:

@@ -53,7 +53,7 @@ def test_check_puts_the_better_features_first(zoo_dir, shared, probe112):
     emb = embedder.embed(task)
     assert embedder.features_.shape == (24, probe112.feature_dim) and len(embedder.labels_) == 24
     assert sorted(set(embedder.indices_.tolist())) == sorted(embedder.indices_.tolist())
-    ranking = zoo.recommend(emb, k=len(zoo))
+    ranking = zoo.rank(emb, k=len(zoo))
     assert [r.id for r in ranking] == ["random", "imagenet"]
     check = EvidenceCheck(top=1).fit(zoo, ranking, task, embedder)
     assert set(check.evidence_) == {"random", "imagenet"} and check.probe_entry_ == "imagenet"
@@ -81,24 +81,28 @@ def test_check_refuses_bad_use(zoo_dir, shared, probe112):
         EvidenceCheck().fit(zoo, [], task, embedder)
     emb = embedder.embed(task)
     with pytest.raises(ZooError, match="the ranking has 1 of the zoo's 2 entries"):
-        EvidenceCheck().fit(zoo, zoo.recommend(emb, k=1), task, embedder)
+        EvidenceCheck().fit(zoo, zoo.rank(emb, k=1), task, embedder)
     with pytest.raises(ZooError, match="has not been fitted"):
-        EvidenceCheck().rerank(zoo.recommend(emb, k=2))
+        EvidenceCheck().rerank(zoo.rank(emb, k=2))
 
 
-def test_recommend_check_cli(zoo_dir, shared, tmp_path, capsys):
+def test_recommend_check_cli(zoo_dir, shared, tmp_path, capsys, cli_warnings):
     hym = shared / "data" / "hymenoptera"
-    assert main(["recommend", str(hym), "--zoo", str(zoo_dir), "--json", str(tmp_path / "plain.json"), *FAST]) == 0
+    assert main(["recommend", str(hym), "--zoo", str(zoo_dir), "--check", "0", "--json", str(tmp_path / "plain.json"),
+                 *FAST]) == 0
     assert [r["id"] for r in json.loads((tmp_path / "plain.json").read_text())["recommendations"]] == \
         ["random", "imagenet"]
     capsys.readouterr()
     assert main(["recommend", str(hym), "--zoo", str(zoo_dir), "--check", "1", "--json", str(tmp_path / "c.json"),
                  *FAST]) == 0
     out = capsys.readouterr().out
-    assert "re-ranked by LogME" in out and out.splitlines()[2].split()[:2] == ["1", "imagenet"]
+    assert "checked by LogME" in out and out.splitlines()[2].split()[:2] == ["1", "imagenet"]
+    assert out.splitlines()[1].split()[4] == "LogME"  # rank, model id, architecture, LogME
     doc = json.loads((tmp_path / "c.json").read_text())
-    assert doc["checked"] == 1 and [r["id"] for r in doc["recommendations"]] == ["imagenet", "random"]
-    assert all(isinstance(r["evidence"], float) for r in doc["recommendations"])
+    assert sorted(doc["checked"]) == ["imagenet", "random"] and doc["settings"]["check"] == 1
+    assert [r["id"] for r in doc["recommendations"]] == ["imagenet", "random"]
+    assert all(isinstance(r["logme"], float) for r in doc["recommendations"])
+    assert doc["recommendations"][0]["why"].startswith("trained on imagenet; checked on the task: LogME")
 
     (tmp_path / "emb").mkdir()
     assert main(["embed", str(hym), "-o", str(tmp_path / "emb" / "x.npz"), "--image-size", "112", *FAST]) == 0
@@ -107,11 +111,13 @@ def test_recommend_check_cli(zoo_dir, shared, tmp_path, capsys):
         assert main(["recommend", str(hym), "--zoo", str(zoo_dir), *argv, *FAST]) == 2
         err = capsys.readouterr().err
         assert err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1, err
-    assert main(["recommend", str(tmp_path / "emb" / "x.npz"), "--zoo", str(zoo_dir), "--check", "1"]) == 2
-    assert "needs the dataset's images" in capsys.readouterr().err
+    assert main(["recommend", str(tmp_path / "emb" / "x.npz"), "--zoo", str(zoo_dir), "--check", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "needs the dataset's images" in err and len(err.strip().splitlines()) == 1
+    assert "LogME" not in out
 
 
-def test_check_names_an_entry_without_local_weights(zoo_dir, shared, tmp_path, capsys):
+def test_check_names_an_entry_without_local_weights(zoo_dir, shared, tmp_path, capsys, cli_warnings):
     z = tmp_path / "zoo"
     gone = tmp_path / "gone.safetensors"
     gone.write_bytes((zoo_dir.parent / "random.safetensors").read_bytes())
@@ -120,12 +126,15 @@ def test_check_names_an_entry_without_local_weights(zoo_dir, shared, tmp_path, c
                  "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
     gone.unlink()
     capsys.readouterr()
-    assert main(["recommend", str(shared / "data" / "hymenoptera"), "--zoo", str(z), "--check", "1", *FAST]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("task2vec: error: cannot check zoo entry 'gone'") and "does not exist" in err, err
-    assert len(err.strip().splitlines()) == 1
-    # without the check the ranking needs no weights
-    assert main(["recommend", str(shared / "data" / "hymenoptera"), "--zoo", str(z), *FAST]) == 0
+    assert main(["recommend", str(shared / "data" / "hymenoptera"), "--zoo", str(z), "--check", "1",
+                 "--json", str(tmp_path / "r.json"), *FAST]) == 0
+    out, err = capsys.readouterr()
+    assert err.strip() == f"task2vec: warning: check: 'gone' skipped, its weights are missing ({gone})", err
+    row = out.splitlines()[2].split()
+    assert row[:2] == ["1", "gone"] and "missing" in row
+    assert "not checked, weights not here: gone" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["skipped_checks"] == ["gone"] and doc["recommendations"][0]["weights_available"] is False
 
 
 def test_zoo_embedder_carries_the_zoos_settings(tmp_path, probe112):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from task2vec import Embedding, IncompatibleEmbeddingsError, ZooError
-from task2vec.distance import asymmetric
+from task2vec.distance import asymmetric, complexity
 from task2vec.zoo import MANIFEST, Zoo, ZooEntry
 
 PROBE = {"name": "mobilenet_v2", "weights_hash": "abc123", "input_size": 112}
@@ -52,18 +52,19 @@ def test_round_trip_and_files(zoo):
 
 def test_ranking_equals_brute_force_asymmetric(zoo):
     target = emb(42, "target")
-    recs = zoo.recommend(target, k=6)
+    recs = zoo.rank(target, k=6)
     brute = np.array([asymmetric(zoo.source[i], target.vector, zoo.t0, zoo.alpha) for i in range(6)])
     assert [r.id for r in recs] == [f"m{i}" for i in np.argsort(brute, kind="stable")]
     np.testing.assert_allclose([r.score for r in recs], np.sort(brute), rtol=1e-10)
-    assert all(r.bias_effect == pytest.approx(0) and r.quality_effect == 0 for r in recs)
-    assert recs[0].why().startswith("trained on source")
-    assert len(zoo.recommend(target, k=2)) == 2 and len(zoo.recommend(target, k=50)) == 6
+    assert all(r.bias == pytest.approx(0) and r.quality == 0 and r.distance == r.score for r in recs)
+    assert recs[0].why().startswith("trained on source") and f"d_asym {recs[0].distance:.3f}" in recs[0].why()
+    assert len(zoo.rank(target, k=2)) == 2 and len(zoo.rank(target, k=50)) == 6
 
 
 def test_a_source_equal_to_the_target_ranks_first(zoo):
-    recs = zoo.recommend(emb(4, "same as m4"), k=1)
-    assert recs[0].id == "m4" and recs[0].source_distance == pytest.approx(0, abs=1e-12)
+    recs = zoo.rank(emb(4, "same as m4"), k=1)
+    assert recs[0].id == "m4"
+    assert recs[0].distance == pytest.approx(-zoo.alpha * complexity(zoo.source[4], zoo.t0), abs=1e-12)
 
 
 def test_quality_and_bias_move_the_ranking(tmp_path):
@@ -71,15 +72,16 @@ def test_quality_and_bias_move_the_ranking(tmp_path):
     z.add(ZooEntry("weak", "resnet18", metadata={"imagenet_top1": 60.0}), emb(1), emb(999))
     z.add(ZooEntry("strong", "resnet50", metadata={"imagenet_top1": 80.0}), emb(2))
     target = emb(1, "like weak")
-    assert z.recommend(target)[0].id == "weak"
-    assert z.recommend(target, quality_weight=10.0)[0].id == "strong"
+    assert z.rank(target)[0].id == "weak"
+    assert z.rank(target, quality_weight=10.0)[0].id == "strong"
     bias = np.zeros_like(z.source)
     bias[1] = z.source[0] - z.source[1]  # MODEL2VEC says "strong" behaves like the weak one's task
     z.set_biases(bias, {"note": "test"})
     again = Zoo.load(z.path)
-    rec = {r.id: r for r in again.recommend(target)}
-    assert rec["strong"].asymmetric == pytest.approx(rec["weak"].asymmetric)
-    assert rec["strong"].bias_effect < 0 and rec["weak"].bias_effect == 0
+    rec = {r.id: r for r in again.rank(target)}
+    assert rec["strong"].distance == pytest.approx(rec["weak"].distance)
+    assert rec["strong"].bias < 0 and rec["weak"].bias == 0
+    assert "MODEL2VEC bias" in rec["strong"].why() and "bias" not in rec["weak"].why()
     assert again.manifest["model2vec"] == {"note": "test"}
 
 
@@ -93,8 +95,8 @@ def test_refusals_leave_the_zoo_unchanged(zoo):
         (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, probe={**PROBE, "name": "resnet34"}))),
         (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, method="variational"))),
         (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, dim=DIM + 1))),
-        (IncompatibleEmbeddingsError, lambda: zoo.recommend(emb(7, probe={**PROBE, "input_size": 224}))),
-        (ZooError, lambda: zoo.recommend(emb(7), k=0)),
+        (IncompatibleEmbeddingsError, lambda: zoo.rank(emb(7, probe={**PROBE, "input_size": 224}))),
+        (ZooError, lambda: zoo.rank(emb(7), k=0)),
         (ZooError, lambda: zoo.set_biases(np.zeros((2, DIM)), {})),
         (ZooError, lambda: zoo.set_biases(-zoo.source - 1, {})),
     ]
@@ -129,7 +131,7 @@ def test_an_interrupted_change_leaves_the_zoo_as_it_was(zoo, monkeypatch):
 def test_empty_missing_and_hand_edited_zoos(zoo, tmp_path):
     empty = Zoo.create(tmp_path / "empty", PROBE)
     with pytest.raises(ZooError, match="empty"):
-        empty.recommend(emb(1))
+        empty.rank(emb(1))
     assert len(Zoo.load(empty.path)) == 0
     with pytest.raises(ZooError, match="first entry"):
         empty.add(ZooEntry("a", "resnet18"), emb(1))  # no t0 yet
@@ -222,9 +224,9 @@ def test_checkpoint_variables_resolve_against_the_working_directory(tmp_path, mo
     (tmp_path / "w" / "w.safetensors").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WEIGHTS_DIR", "w")  # relative to where the user runs the command, not to the zoo
-    assert z.weights_location(z.entry("g")) == str(tmp_path / "w" / "w.safetensors")
+    assert z.weights(z.entry("g")) == (str(tmp_path / "w" / "w.safetensors"), "local")
     monkeypatch.delenv("WEIGHTS_DIR")
-    assert z.weights_location(z.entry("g")).endswith("(missing)")
+    assert z.weights(z.entry("g")).status == "missing" and not z.weights(z.entry("g")).available
 
 
 def test_spec_classes_and_half_select_the_source_task(tmp_path, shared, monkeypatch):
@@ -286,7 +288,7 @@ def test_set_trivial_replaces_t0_and_drops_the_biases_learned_against_the_old_on
     assert not again.bias.any() and again.scales is None and "model2vec" not in again.manifest
     target = emb(42, "target")
     brute = np.array([asymmetric(again.source[i], target.vector, new_t0.vector, again.alpha) for i in range(6)])
-    assert [r.id for r in again.recommend(target, k=6)] == [f"m{i}" for i in np.argsort(brute, kind="stable")]
+    assert [r.id for r in again.rank(target, k=6)] == [f"m{i}" for i in np.argsort(brute, kind="stable")]
     with pytest.raises(IncompatibleEmbeddingsError):
         zoo.set_trivial(emb(1, probe={**PROBE, "input_size": 224}))
     with pytest.raises(ZooError, match="empty"):

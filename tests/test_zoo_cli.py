@@ -44,8 +44,16 @@ def test_list_and_recommend(built, shared, tmp_path, capsys):
     data = json.loads((tmp_path / "rec.json").read_text())
     first = data["recommendations"][0]
     assert first["id"] == "insects" and first["rank"] == 1 and first["why"].startswith("trained on insects")
-    assert {"score", "asymmetric", "bias_effect", "quality_effect", "params_m", "input_size", "weights"} <= set(first)
-    assert data["recommendations"][1]["weights"] == "pretrained"
+    assert {"score", "d_asym", "bias", "quality", "params_m", "input_size", "weights", "weights_available",
+            "stable", "tied"} <= set(first)
+    assert first["weights_available"] is True and first["weights"] == str(WEIGHTS)
+    second = data["recommendations"][1]
+    assert second["weights"] is None and second["weights_status"] == "downloadable"  # resnet18: no local file
+    assert second["weights_available"] is False
+    assert data["schema_version"] == 1 and data["probe"]["input_size"] == 112 and data["noise_half_split"] > 0
+    assert data["settings"]["check"] == 1 and data["settings"]["embedding"]["max_rank"] == 1
+    assert data["checked"] == ["insects"]  # the first pick is the probe's own entry: its LogME is free
+    assert "-0.0" not in (tmp_path / "rec.json").read_text()
 
     # an existing embedding file is ranked without embedding anything
     assert main(["embed", str(shared / "data" / "pneumoniamnist"), "-o", str(tmp_path / "x.npz"), "--image-size", "112",
@@ -105,7 +113,8 @@ def test_build_from_spec_is_resumable(shared, tmp_path, capsys):
     capsys.readouterr()
     zoo = Zoo.load(tmp_path / "built")
     assert zoo.ids == ["bees", "omniglot"] and zoo.entry("omniglot").source["n_classes"] == 8
-    assert zoo.weights_location(zoo.entry("bees")).endswith("experts/bees.safetensors (missing)")
+    w = zoo.weights(zoo.entry("bees"))
+    assert w.path.endswith("experts/bees.safetensors") and w.status == "missing"
     manifest = (tmp_path / "built" / MANIFEST).read_bytes()
     code, out, _ = run(capsys, "zoo", "build", path, "--quiet")
     assert code == 0 and out.count("skipped") == 2 and (tmp_path / "built" / MANIFEST).read_bytes() == manifest
