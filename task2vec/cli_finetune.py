@@ -161,7 +161,9 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weights", metavar="FILE", help="weights for the model (default: $TASK2VEC_WEIGHTS, then a download)")
     g.add_argument("--zoo", metavar="DIR", help="read --model as an entry id of this zoo")
     g.add_argument("--random-init", action="store_true", help="train from random weights (a baseline)")
-    g.add_argument("--image-size", type=int, metavar="PX", help="override the model's input resolution")
+    g.add_argument("--image-size", type=int, metavar="PX",
+                   help="training resolution (default: the input size of a zoo entry or recommendation, else the "
+                        "architecture's)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (default 0)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=15)
