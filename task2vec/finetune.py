@@ -33,6 +33,7 @@ from torch import nn
 
 from . import metrics as metrics_mod
 from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
+from .cache import zoo_records
 from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
 from .errors import CheckpointError, FinetuneError
 from .io import atomic_open
@@ -40,6 +41,7 @@ from .mobius import RandomMobius
 from .models import ModelChoice, create_body, data_config_dict, data_config_from_dict, new_classifier, resolve_model
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
 from .probe import DataConfig, build_network, normalize_batch, resolve_device
+from .zoo import Zoo
 
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
 FREEZE_HELP = "none | body | until:<module> (train only what comes after that block of the body)"
@@ -533,7 +535,8 @@ def append_transfer_record(runs: Sequence[FitResult], *, records: str | os.PathL
                            embedding: str | os.PathLike | None = None) -> Path:
     """Add (task embedding, model id, validation accuracy, settings) to a records CSV for MODEL2VEC.
 
-    ``records`` defaults to ``records.csv`` of the zoo the model came from. The ``task`` column
+    ``records`` defaults to the records of the zoo the model came from, in the per-user cache
+    (:func:`task2vec.cache.zoo_records`; never inside the zoo folder). The ``task`` column
     names the embedding file (relative to the CSV when it can); a later record for the same task
     and model replaces the earlier one. Repeats are recorded once, with their mean accuracy.
     """
@@ -541,7 +544,7 @@ def append_transfer_record(runs: Sequence[FitResult], *, records: str | os.PathL
     if records is None:
         if not config.get("zoo"):
             raise FinetuneError("no records file: pass --records CSV (or fine-tune a zoo entry to use the zoo's)")
-        records = Path(config["zoo"]) / "records.csv"
+        records = zoo_records(Zoo.load(config["zoo"]), create=True)
     if embedding is None:
         raise FinetuneError("a transfer record needs the task's embedding: pass --embedding EMB.npz")
     records, embedding = Path(records), Path(embedding)
