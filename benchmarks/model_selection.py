@@ -21,7 +21,7 @@ only, and is judged by the ground truth of its pick (by both ground truths where
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --quick    # 4 targets, CI-sized
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
-are cached under ``--cache`` (default ``$TASK2VEC_CACHE/model_selection``) keyed by target
+are cached under ``--cache`` (default ``model_selection/`` in the per-user cache, ``task2vec.cache``) keyed by target
 definition and model weights, so a second run recomputes nothing. Results go to ``--out``:
 ``summary.csv``, ``per_target.csv``, ``alpha_sweep.csv``, ``results.json``, ``fig3.png``, ``taskmap.png``.
 """
@@ -49,6 +49,7 @@ from model_selection_targets import (FINETUNE_CHECK, HOLDOUT, QUICK, TARGETS, Ta
                                      build_target)
 
 from task2vec import distance  # noqa: E402
+from task2vec.cache import user_cache_dir  # noqa: E402
 from task2vec.data import ImageTask, load_rgb  # noqa: E402
 from task2vec.embed import Task2Vec  # noqa: E402
 from task2vec.embedding import Embedding  # noqa: E402
@@ -407,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-all", action="store_true",
                     help=f"fine-tune on every target, not only the {len(FINETUNE_CHECK)} of the check (about 60 s "
                          "per target and seed on a 2-core CPU), and judge every method against those accuracies too")
-    ap.add_argument("--cache", default=str(Path(os.environ.get("TASK2VEC_CACHE", Path.home() / ".cache" / "task2vec"))
-                                           / "model_selection"))
+    ap.add_argument("--cache", default=str(user_cache_dir() / "model_selection"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model_selection"))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--m2v-folds", type=int, default=5,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import cam as cam_mod
 from .augment import AUTO_AUGMENT, PRESETS, preset
+from .cache import zoo_cache_dir, zoo_records
 from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
 from .data import load_rgb, load_task
 from .errors import DatasetError, FinetuneError, WeightsError
@@ -25,13 +26,21 @@ _AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "c
 
 
 def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
-    """Where the transfer record goes and the task embedding it names; embeds the dataset with
-    the zoo's probe (cached in ``<zoo>/tasks/``) when the model is a zoo entry and no embedding is given."""
+    """Where the transfer record goes and the task embedding it names.
+
+    A zoo entry's record goes to ``--records`` or to the zoo's file in the per-user cache
+    (:mod:`task2vec.cache`), never into the zoo folder; without ``--embedding`` the dataset is
+    embedded with the zoo's probe, cached beside the zoo's records in ``tasks/``.
+    """
     if args.no_records:
         return None, None
     choice = resolve_model(args.model, weights=args.weights, zoo=args.zoo)
-    records = Path(args.records) if args.records else (Path(choice.zoo) / "records.csv" if choice.zoo else None)
-    if records is None:
+    zoo = Zoo.load(choice.zoo) if choice.zoo else None
+    if args.records:
+        records = Path(args.records)
+    elif zoo is not None:
+        records = zoo_records(zoo, create=True)
+    else:
         if args.embedding is not None:
             raise FinetuneError("--embedding names the task for a transfer record: give --records CSV too")
         return None, None
@@ -40,11 +49,10 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
         if not Path(args.embedding).is_file():
             raise FinetuneError(f"--embedding {args.embedding!r} does not exist")
         return records, Path(args.embedding)
-    if choice.zoo is None:
+    if zoo is None:
         raise FinetuneError("--records needs the task's embedding: pass --embedding EMB.npz")
-    zoo = Zoo.load(choice.zoo)
     task = load_task(args.dataset, label_column=args.label_column)
-    cached = zoo.path / "tasks" / f"{task.fingerprint()[:16]}.t2v.npz"
+    cached = zoo_cache_dir(zoo, create=True) / "tasks" / f"{task.fingerprint()[:16]}.t2v.npz"
     if not cached.is_file():
         settings = argparse.Namespace(weights=None, device=args.device, workers=args.workers, max_bad_fraction=0.05,
                                       quiet=args.quiet, label_column=args.label_column,
@@ -54,7 +62,6 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
         except WeightsError as exc:
             raise FinetuneError(f"the transfer record for zoo {str(zoo.path)!r} needs the task embedded with the zoo's "
                                 f"probe ({exc}); or pass --embedding EMB.npz or --no-records") from None
-        cached.parent.mkdir(exist_ok=True)
         emb.save(cached)
     return records, cached
 
@@ -82,7 +89,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     _print_run(runs[0] if len(runs) == 1 else None, result)
     if records is not None and not args.overfit_batch:
         path = append_transfer_record(runs, records=records, embedding=embedding)
-        print(f"transfer record appended to {path}")
+        print(f"transfer record appended to {path} (task embedding {embedding})")
     return 0
 
 
@@ -161,7 +168,9 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weights", metavar="FILE", help="weights for the model (default: $TASK2VEC_WEIGHTS, then a download)")
     g.add_argument("--zoo", metavar="DIR", help="read --model as an entry id of this zoo")
     g.add_argument("--random-init", action="store_true", help="train from random weights (a baseline)")
-    g.add_argument("--image-size", type=int, metavar="PX", help="override the model's input resolution")
+    g.add_argument("--image-size", type=int, metavar="PX",
+                   help="training resolution (default: the input size of a zoo entry or recommendation, else the "
+                        "architecture's)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (default 0)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=15)
@@ -209,12 +218,13 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     g.add_argument("--workers", type=int, default=0, metavar="W", help="DataLoader worker processes")
     g.add_argument("--records", metavar="CSV",
-                   help="append a transfer record (task, model, accuracy) for MODEL2VEC (default for a zoo model: "
-                        "ZOO/records.csv)")
+                   help="append a transfer record (task, model, accuracy) for MODEL2VEC here (default for a zoo model: "
+                        "the zoo's records in the per-user cache, $TASK2VEC_CACHE or ~/.cache/task2vec, "
+                        "records/<zoo>-<hash>/records.csv, which 'zoo fit-model2vec' reads)")
     g.add_argument("--embedding", metavar="EMB.npz",
                    help="the task's embedding, named by the transfer record (default for a zoo model: embedded with "
-                        "the zoo's probe, cached in ZOO/tasks/)")
-    g.add_argument("--no-records", action="store_true", help="append no transfer record (not even to the zoo's)")
+                        "the zoo's probe, cached beside the zoo's records in tasks/)")
+    g.add_argument("--no-records", action="store_true", help="append no transfer record (not even the zoo's default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=cmd_finetune)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from .cache import zoo_records
 from .data import load_task
 from .distance import ALPHA
 from .embed import Task2Vec
 from .embedding import Embedding
-from .errors import ZooError
+from .errors import RecordsError, ZooError
 from .io import check_writable
 from .model2vec import Model2Vec, leave_one_task_out, read_records
 from .probe import Probe
@@ -105,8 +106,12 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
     zoo = Zoo.load(args.dir)
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty")
+    records = args.records if args.records is not None else zoo_records(zoo)
+    if args.records is None and not records.is_file():
+        raise RecordsError(f"zoo {str(zoo.path)!r} has no transfer records yet ({str(records)!r}): fine-tune its "
+                           "entries with 'task2vec finetune DATA --model ZOO:ID', or pass --records CSV")
     like = Embedding(zoo.source[0], {"probe": zoo.probe, "method": {"name": zoo.method}})
-    rec = read_records(args.records, model_ids=zoo.ids, like=like)
+    rec = read_records(records, model_ids=zoo.ids, like=like)
     fit_kw = {"l2": args.l2, "parameterisation": args.parameterisation}
     held_out = leave_one_task_out(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0, zoo.alpha,
                                   layer_sizes=rec.layer_sizes, **fit_kw)
@@ -117,7 +122,7 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
               f"{m['weighted_tau']:>7.3f}")
     m2v = Model2Vec(zoo.alpha, **fit_kw).fit(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0,
                                             layer_sizes=rec.layer_sizes)
-    info = {"records": str(args.records), "n_records": len(rec), "n_tasks": len(rec.tasks), **fit_kw,
+    info = {"records": str(records), "n_records": len(rec), "n_tasks": len(rec.tasks), **fit_kw,
             "temperature": float(m2v.temperature_),
             "held_out": {k: {kk: float(vv) for kk, vv in v.items()} for k, v in held_out["summary"].items()}}
     zoo.set_log_scales(m2v.log_scales_, m2v.group_, info)
@@ -245,7 +250,9 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
                         description="Fit per-model biases from records (CSV: task, model, error|accuracy), "
                                     "print their leave-one-task-out selection quality, and store them in the zoo.")
     p.add_argument("dir")
-    p.add_argument("--records", required=True, metavar="CSV")
+    p.add_argument("--records", metavar="CSV",
+                   help="the records (default: the zoo's in the per-user cache, where 'task2vec finetune' of its "
+                        "entries appends them)")
     p.add_argument("--l2", type=float, default=0.1, help="pull of the biases toward 0 (default 0.1)")
     p.add_argument("--parameterisation", choices=("layer", "filter"), default="layer")
     p.set_defaults(func=cmd_zoo_fit_model2vec)

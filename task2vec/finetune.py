@@ -33,6 +33,7 @@ from torch import nn
 
 from . import metrics as metrics_mod
 from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
+from .cache import zoo_records
 from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
 from .errors import CheckpointError, FinetuneError
 from .io import atomic_open
@@ -40,6 +41,7 @@ from .mobius import RandomMobius
 from .models import ModelChoice, create_body, data_config_dict, data_config_from_dict, new_classifier, resolve_model
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
 from .probe import DataConfig, build_network, normalize_batch, resolve_device
+from .zoo import Zoo
 
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
 FREEZE_HELP = "none | body | until:<module> (train only what comes after that block of the body)"
@@ -47,6 +49,9 @@ BALANCE = ("none", "sampler", "loss-weights")
 OVERFIT_STEPS_PER_EPOCH = 10
 CACHE_BYTES = 2 << 30  # decoded training images are kept in memory up to about this size
 RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.csv")
+# where the training resolution comes from (config.json's "input_size_from"): explicit, the entry's, the architecture's
+INPUT_SIZE_FROM = {"image_size": "image_size given", "entry": "the input size of entry {choice.model_id}",
+                   "architecture": "the default of {choice.arch}"}
 
 
 # ---------------------------------------------------------------------------- splits
@@ -161,6 +166,8 @@ class Trainer:
     ``aux_weight``; ``groups``: a JSON of superclasses, weighted by ``group_weight``.
     ``overfit_batch``: train on one batch of that many images only (a pipeline check).
     ``max_train_images``: train on a seeded, class-balanced subset of the training split (quick runs).
+    ``image_size``: the training resolution (default: the ``input_size`` a zoo entry or recommendation
+    records, else the architecture's own); ``config.json`` says which in ``input_size_from``.
     ``train_bn``: update BatchNorm statistics; ``None`` means only for ``random_init`` (pretrained
     statistics are better than those of a few small batches).
     """
@@ -259,7 +266,11 @@ class Trainer:
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
         net = create_body(choice, random_init=self.random_init, seed=self.seed)
-        data_cfg = net.config if self.image_size is None else replace(net.config, input_size=self.image_size)
+        size = self.image_size if self.image_size is not None else choice.input_size
+        data_cfg = net.config if size is None else replace(net.config, input_size=size)
+        if self.progress:
+            print(f"fine-tuning {choice.model_id} ({choice.arch}) at {data_cfg.input_size} px "
+                  f"({INPUT_SIZE_FROM[config['input_size_from']].format(choice=choice)})", flush=True)
         frozen = freeze_body(net.body, self.freeze)
         heads = AuxHeads(net.feature_dim, aux) if aux is not None else None
         model = MultiTaskModel(net.body, new_classifier(net.feature_dim, len(classes), self.dropout), heads).to(device)
@@ -353,8 +364,11 @@ class Trainer:
 
     # -- pieces of fit
     def _run_config(self, choice: ModelChoice, task: Any) -> dict[str, Any]:
+        size_from = "image_size" if self.image_size is not None else "entry" if choice.input_size is not None \
+            else "architecture"
         return {"params": self.get_params(), "arch": choice.arch, "model_id": choice.model_id,
-                "weights": choice.weights, "zoo": choice.zoo, "dataset": getattr(task, "source", ""),
+                "weights": choice.weights, "zoo": choice.zoo, "input_size_from": size_from,
+                "dataset": getattr(task, "source", ""),
                 "dataset_fingerprint": task.fingerprint(), "torch": str(torch.__version__)}
 
     def _prepare_run_dir(self, run_dir: Path, resume: bool, config: dict[str, Any]) -> None:
@@ -521,7 +535,8 @@ def append_transfer_record(runs: Sequence[FitResult], *, records: str | os.PathL
                            embedding: str | os.PathLike | None = None) -> Path:
     """Add (task embedding, model id, validation accuracy, settings) to a records CSV for MODEL2VEC.
 
-    ``records`` defaults to ``records.csv`` of the zoo the model came from. The ``task`` column
+    ``records`` defaults to the records of the zoo the model came from, in the per-user cache
+    (:func:`task2vec.cache.zoo_records`; never inside the zoo folder). The ``task`` column
     names the embedding file (relative to the CSV when it can); a later record for the same task
     and model replaces the earlier one. Repeats are recorded once, with their mean accuracy.
     """
@@ -529,7 +544,7 @@ def append_transfer_record(runs: Sequence[FitResult], *, records: str | os.PathL
     if records is None:
         if not config.get("zoo"):
             raise FinetuneError("no records file: pass --records CSV (or fine-tune a zoo entry to use the zoo's)")
-        records = Path(config["zoo"]) / "records.csv"
+        records = zoo_records(Zoo.load(config["zoo"]), create=True)
     if embedding is None:
         raise FinetuneError("a transfer record needs the task's embedding: pass --embedding EMB.npz")
     records, embedding = Path(records), Path(embedding)

@@ -3,14 +3,16 @@
 ``--model`` accepts a timm or torchvision name, a zoo entry (``ZOO_DIR:ID``, or an id with
 ``zoo=``), or a ``task2vec recommend --json`` file (its top entry). :func:`resolve_model`
 turns any of these into a :class:`ModelChoice`; :func:`create_model` builds the body with
-its weights (the classifier of the source is dropped) and a new linear classifier.
+its weights (the classifier of the source is dropped) and a new linear classifier. A zoo
+entry or recommendation also brings the input size it was trained at (its ``input_size``
+metadata): fine-tuning an expert trained at 112 px at 224 px would throw away what it learned.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -22,12 +24,23 @@ from .zoo import MANIFEST, Zoo
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """A resolved ``--model``: the architecture, where its weights come from, and its zoo (if any)."""
+    """A resolved ``--model``: the architecture, where its weights come from, its zoo (if any) and
+    the input size the entry was trained at (None: the architecture's own)."""
 
     arch: str
     model_id: str
     weights: str | None = None  # a local file; None: $TASK2VEC_WEIGHTS lookup, then download
     zoo: str | None = None  # the zoo folder the entry came from
+    input_size: int | None = None  # the entry's ``input_size`` metadata, in pixels
+
+
+def _input_size(value: object, entry_id: str) -> int | None:
+    """An entry's recorded input size, checked (None when it records none)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 32:
+        raise FinetuneError(f"zoo entry {entry_id!r}: input_size must be an integer >= 32 (pixels), got {value!r}")
+    return value
 
 
 def _from_zoo(zoo_dir: str | os.PathLike, entry_id: str) -> ModelChoice:
@@ -42,7 +55,8 @@ def _from_zoo(zoo_dir: str | os.PathLike, entry_id: str) -> ModelChoice:
     if where.path is not None and "://" in where.path:
         raise FinetuneError(f"zoo entry {entry_id!r}: remote checkpoint {where.path!r}; download it and pass "
                             "--weights FILE")
-    return ModelChoice(entry.model, entry.id, where.path if where.available else None, str(zoo.path))
+    return ModelChoice(entry.model, entry.id, where.path if where.available else None, str(zoo.path),
+                       _input_size(entry.metadata.get("input_size"), entry.id))
 
 
 def _from_recommendation(path: Path) -> ModelChoice:
@@ -58,7 +72,7 @@ def _from_recommendation(path: Path) -> ModelChoice:
     weights = top.get("weights") if top.get("weights_available") is True else None
     if weights is not None and not isinstance(weights, str):
         raise FinetuneError(f"{str(path)!r}: the top entry's 'weights' must be a path")
-    return ModelChoice(str(top["model"]), str(entry_id), weights, None)
+    return ModelChoice(str(top["model"]), str(entry_id), weights, None, _input_size(top.get("input_size"), str(entry_id)))
 
 
 def resolve_model(model: str, *, weights: str | os.PathLike | None = None,
@@ -84,7 +98,7 @@ def resolve_model(model: str, *, weights: str | os.PathLike | None = None,
     if weights is not None:
         if not Path(weights).is_file():
             raise FinetuneError(f"weights file {str(weights)!r} does not exist")
-        choice = ModelChoice(choice.arch, choice.model_id, str(weights), choice.zoo)
+        choice = replace(choice, weights=str(weights))
     return choice
 
 

@@ -11,6 +11,15 @@ SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """A per-user cache of the test session's own: no test writes to ~/.cache/task2vec."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("user-cache")
+        mp.setenv("TASK2VEC_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run as fast on one thread, and do not collapse when other processes load the CPUs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,13 +15,16 @@ import torch
 from PIL import Image
 
 from task2vec.augment import BatchMix, preset
+from task2vec.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli import main
 from task2vec.data import load_task
 from task2vec.errors import CheckpointError, FinetuneError
 from task2vec.finetune import (FinetunedModel, Trainer, _class_weights, append_transfer_record, fit, freeze_body,
                                load_checkpoint, split_task, stratified_split)
 from task2vec.model2vec import read_records
+from task2vec.models import resolve_model
 from task2vec.probe import build_network
+from task2vec.zoo import Zoo
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"
@@ -278,3 +282,146 @@ def test_a_timm_model_with_bicubic_preprocessing_fine_tunes_and_predicts(colours
     assert cfg["frozen_parameters"] > 0 and len(res.history) == 2
     model = FinetunedModel.load(tmp_path / "timm" / "best.pt", device="cpu")
     assert model.arch == "resnet10t" and len(model.predict([Image.new("RGB", (40, 40), (200, 30, 30))])[0]) == 3
+
+
+# ---------------------------------------------------------------- fine-tuning a zoo entry: its input size, its records
+QUICK = ["--epochs", "1", "--max-train-images", "20", "--batch-size", "10", "--device", "cpu"]
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory, shared) -> Path:
+    """A real two-entry zoo (probe at 64 px): an ants/bees entry recorded at 48 px and one without an input size."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("ftzoo")
+    spec = {"zoo": "zoo", "probe": "mobilenet_v2", "weights": str(WEIGHTS), "image_size": 64,
+            "embedding": {"method": "exact", "max_samples": 16},
+            "entries": [{"id": "bees", "model": "mobilenet_v2", "checkpoint": str(WEIGHTS),
+                         "source_dataset": str(shared / "data" / "hymenoptera"), "metadata": {"input_size": 48}},
+                        {"id": "xray", "model": "mobilenet_v2", "checkpoint": str(WEIGHTS),
+                         "source_dataset": str(shared / "data" / "pneumoniamnist")}]}
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["zoo", "build", str(root / "spec.yaml"), "--quiet"]) == 0
+    return root / "zoo"
+
+
+def test_finetune_of_the_recommendation_trains_at_the_entry_input_size(small_zoo, shared, tmp_path, capsys):
+    hym = shared / "data" / "hymenoptera"
+    ranking = tmp_path / "ranking.json"
+    assert main(["recommend", str(hym), "--zoo", str(small_zoo), "--json", str(ranking), "--quiet",
+                 "--weights", str(WEIGHTS)]) == 0
+    top = json.loads(ranking.read_text())["recommendations"][0]
+    assert top["id"] == "bees" and top["input_size"] == 48
+    capsys.readouterr()
+    for extra, size, source, why in (([], 48, "entry", "the input size of entry bees"),
+                                     (["--image-size", "40"], 40, "image_size", "image_size given")):
+        run = tmp_path / f"run{size}"
+        code = main(["finetune", str(hym), "--model", str(ranking), "-o", str(run), "--no-records", *QUICK, *extra])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["model_id"] == "bees" and cfg["data_config"]["input_size"] == size
+        assert cfg["input_size_from"] == source
+        assert load_checkpoint(run / "best.pt")["data_config"]["input_size"] == size  # what predict and cam use
+        assert FinetunedModel.load(run / "best.pt", device="cpu").config.input_size == size
+        assert f"fine-tuning bees (mobilenet_v2) at {size} px ({why})" in out
+
+
+def test_every_form_of_a_zoo_model_carries_its_input_size(small_zoo, tmp_path, capsys):
+    assert resolve_model(f"{small_zoo}:bees").input_size == 48
+    assert resolve_model("bees", zoo=small_zoo).input_size == 48
+    assert resolve_model("xray", zoo=small_zoo).input_size is None  # the architecture's own size then
+    assert resolve_model("mobilenet_v2").input_size is None
+    # a recommendation whose zoo is not on this machine: the size it lists
+    far = {"zoo": str(tmp_path / "elsewhere"),
+           "recommendations": [{"id": "far", "model": "mobilenet_v2", "input_size": 96, "weights": str(WEIGHTS)}]}
+    (tmp_path / "far.json").write_text(json.dumps(far))
+    choice = resolve_model(str(tmp_path / "far.json"))
+    assert (choice.arch, choice.model_id, choice.weights, choice.input_size) == ("mobilenet_v2", "far", str(WEIGHTS), 96)
+    far["recommendations"][0]["input_size"] = "large"
+    (tmp_path / "bad.json").write_text(json.dumps(far))
+    with pytest.raises(FinetuneError, match="entry 'far': input_size must be an integer >= 32"):
+        resolve_model(str(tmp_path / "bad.json"))
+    code = main(["finetune", str(tmp_path), "--model", str(tmp_path / "bad.json"), "-o", str(tmp_path / "never")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
+
+
+def test_user_cache_location(monkeypatch, tmp_path, small_zoo):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TASK2VEC_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "task2vec"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "task2vec"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_dir() == tmp_path / "xdg" / "task2vec"
+    monkeypatch.setenv("TASK2VEC_CACHE", str(tmp_path / "mine"))
+    assert user_cache_dir() == tmp_path / "mine"
+    zoo = Zoo.load(small_zoo)
+    copy = tmp_path / "copy"
+    shutil.copytree(small_zoo, copy)
+    key = zoo_key(zoo)
+    assert key.startswith("zoo-") and key == zoo_key(Zoo.load(small_zoo)) != zoo_key(Zoo.load(copy))
+    assert zoo_records(zoo) == tmp_path / "mine" / "records" / key / "records.csv"
+    assert not (tmp_path / "mine").exists()  # nothing is made until a record is written
+
+
+def test_finetune_records_go_to_the_user_cache_never_into_the_zoo(small_zoo, shared, tmp_path, capsys, monkeypatch):
+    zoo_dir = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo_dir)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TASK2VEC_CACHE", str(cache))
+    before = _tree(zoo_dir)
+    hym = str(shared / "data" / "hymenoptera")
+    code = main(["finetune", hym, "--model", f"{zoo_dir}:bees", "-o", str(tmp_path / "a"), "--quiet", *QUICK])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert _tree(zoo_dir) == before  # no records.csv, no tasks/ in the zoo folder
+    records = sorted(cache.rglob("records.csv"))
+    assert len(records) == 1 and records[0].parent.parent == cache / "records"
+    assert f"transfer record appended to {records[0]}" in out
+    ids = Zoo.load(zoo_dir).ids
+    rec = read_records(records[0], model_ids=ids)
+    assert [rec.models[i] for i in rec.model_idx] == ["bees"]
+    tasks = sorted((records[0].parent / "tasks").iterdir())
+    assert len(tasks) == 1 and tasks[0].name.endswith(".t2v.npz")
+
+    # a second entry on the same task reuses the cached task embedding
+    code = main(["finetune", hym, "--zoo", str(zoo_dir), "--model", "xray", "--image-size", "40",
+                 "-o", str(tmp_path / "b"), "--quiet", *QUICK])
+    assert code == 0, capsys.readouterr().err
+    rec = read_records(records[0], model_ids=ids)
+    assert sorted(rec.models[i] for i in rec.model_idx) == ["bees", "xray"] and len(rec.tasks) == 1
+    assert sorted((records[0].parent / "tasks").iterdir()) == tasks
+    assert _tree(zoo_dir) == before
+
+    # --records writes where it says, and only there
+    cached = records[0].read_bytes()
+    mine = tmp_path / "mine.csv"
+    code = main(["finetune", hym, "--model", f"{zoo_dir}:bees", "-o", str(tmp_path / "c"), "--records", str(mine),
+                 "--quiet", *QUICK])
+    assert code == 0 and f"transfer record appended to {mine}" in capsys.readouterr().out
+    assert [r["model"] for r in csv.DictReader(open(mine))] == ["bees"] and len(read_records(mine, model_ids=ids)) == 1
+    assert records[0].read_bytes() == cached and _tree(zoo_dir) == before
+
+    # fit-model2vec finds the zoo's records without being told where they are
+    code = main(["zoo", "fit-model2vec", str(zoo_dir)])
+    assert code == 0, capsys.readouterr().err
+    info = Zoo.load(zoo_dir).manifest["model2vec"]
+    assert info["records"] == str(records[0]) and info["n_records"] == 2
+
+
+def test_fit_model2vec_without_records_is_one_line(small_zoo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TASK2VEC_CACHE", str(tmp_path / "empty"))
+    before = _tree(small_zoo)
+    code = main(["zoo", "fit-model2vec", str(small_zoo)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1
+    assert "has no transfer records yet" in err and "--records CSV" in err
+    assert _tree(small_zoo) == before and not (tmp_path / "empty").exists()

@@ -162,13 +162,17 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
     assert code == 0, err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model_id"] == "bees" and cfg["weights"] == str(expert) and cfg["zoo"] == str(tmp_path / "z")
-    # the run left a transfer record in the zoo, naming the task's embedding made with the zoo's probe
+    # the run left a transfer record in the per-user cache (not in the zoo), naming the task's embedding made with
+    # the zoo's probe
+    from task2vec.cache import zoo_cache_dir
     from task2vec.model2vec import read_records
 
     zoo = Zoo.load(tmp_path / "z")
-    rec = read_records(tmp_path / "z" / "records.csv", model_ids=zoo.ids, like=None)
-    assert len(rec) == 1 and rec.models[rec.model_idx[0]] == "bees" and len(list((tmp_path / "z" / "tasks").iterdir())) == 1
-    assert "transfer record appended" in out
+    cache = zoo_cache_dir(zoo)
+    rec = read_records(cache / "records.csv", model_ids=zoo.ids, like=None)
+    assert len(rec) == 1 and rec.models[rec.model_idx[0]] == "bees" and len(list((cache / "tasks").iterdir())) == 1
+    assert f"transfer record appended to {cache / 'records.csv'}" in out
+    assert not (tmp_path / "z" / "records.csv").exists() and not (tmp_path / "z" / "tasks").exists()
     code, _, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "-o", tmp_path / "run3", "--records",
                        tmp_path / "r.csv", "--quiet")
     assert code == 2 and "--records needs the task's embedding" in err and not (tmp_path / "run3").exists()
