@@ -501,7 +501,8 @@ class Zoo:
             i = int(idx[j])
             e = self.entries[i]
             out.append(Candidate(
-                rank, e.id, e.model, float(total[j]), float(dist[j]), float(dist[j] - plain), float(quality[i]),
+                rank, e.id, e.model, float(total[j]), float(dist[j]),
+                float(dist[j] - plain) if self.bias[i].any() else 0.0, float(quality[i]),
                 str(e.source.get("name", "?")), e.metadata.get("params_m"), e.metadata.get("input_size"),
                 e.metadata.get("imagenet_top1"), self.weights(e)))
         return out

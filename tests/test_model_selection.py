@@ -69,10 +69,8 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     for name in ("summary.csv", "per_target.csv", "alpha_sweep.csv", "results.json", "fig3.png", "taskmap.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = {r["method"]: r for r in csv.DictReader(open(out / "summary.csv"))}
-    assert set(rows) == {"oracle", "chance", "generalist", "task2vec sym", "task2vec sym, max_rank 1",
-                         "task2vec, pick checked by LogME", "recommend --check 1 (zoo's biases)",
-                         "task2vec asym (alpha LOTO)",
-                         "model2vec", "domain embedding", "LogME", "LEEP", "NCE"}
+    assert set(rows) == {"oracle", "chance", "generalist", "task2vec sym", "recommend (defaults)",
+                         "task2vec asym (alpha LOTO)", "model2vec", "domain embedding", "LogME", "LEEP", "NCE"}
     assert float(rows["oracle"]["regret_points"]) == 0 and float(rows["oracle"]["top1"]) == 1
     for r in rows.values():
         assert 0 <= float(r["top3"]) <= 1 and float(r["regret_points"]) >= 0
@@ -86,13 +84,19 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
-    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "task2vec, pick checked by LogME",
-                                                "recommend --check 1 (zoo's biases)"}
+    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)"}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
-    fast, checked = res["picks"]["task2vec sym, max_rank 1"], res["picks"]["task2vec, pick checked by LogME"]
+    configs = res["configs"]
+    assert len(configs) == 24 and res["chosen_config"] in configs
+    assert {r["config"] for r in csv.DictReader(open(out / "configs.csv"))} == set(configs)
+    fast = configs["max_rank 1, alpha 0, no biases, no check"]["picks"]
+    checked = configs["max_rank 1, alpha 0, no biases, check 1"]["picks"]
     generalist = [m["id"] for m in json.loads((tiny_zoo / "zoo" / "zoo.json").read_text())["entries"]].index(
         "generalist")
     assert all(c in (f, generalist) for f, c in zip(fast, checked))
+    # the benchmark's own ranking of a configuration is what task2vec.recommend does with the same settings
+    assert res["shipped_config"] == {"max_rank": 1, "alpha": 0.15, "biases": False, "check": 1}
+    assert res["picks"]["recommend (defaults)"] == configs["max_rank 1, alpha 0.15, no biases, check 1"]["picks"]
     assert all(float(r["ci95_low"]) <= float(r["ci95_high"]) for r in paired)
     check = next(iter(res["finetune_check"].values()))
     assert float(ft["linear probe (ground truth)"]["weighted_tau"]) == pytest.approx(check["weighted_tau"], abs=1e-3)
