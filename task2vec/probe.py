@@ -26,10 +26,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .defaults import OFFLINE_ENV, WEIGHTS_ENV
 from .errors import ProbeError, WeightsError
 
-WEIGHTS_ENV = "TASK2VEC_WEIGHTS"
-OFFLINE_ENV = "TASK2VEC_OFFLINE"
 REACH_TIMEOUT = 3.0  # seconds the reachability check of a download host may take, DNS included
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
