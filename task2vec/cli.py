@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from . import __version__, taskmap
 from .cli_finetune import add_finetune_parsers
 from .cli_zoo import add_zoo_parsers
-from .defaults import EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, METHODS, OFFLINE_ENV, WEIGHTS_ENV
+from .defaults import EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, METHODS, OFFLINE_ENV, PROBE, WEIGHTS_ENV
 from .distance import ALPHA, KINDS, pairwise
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError
@@ -67,7 +67,7 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo
 
     g = p.add_argument_group("embedding")
     if probe_flags:
-        g.add_argument("--probe", default="mobilenet_v2",
+        g.add_argument("--probe", default=PROBE,
                        help="probe network: mobilenet_v2, resnet18, resnet34 (the paper's) or any timm name")
         g.add_argument("--weights", metavar="FILE",
                        help=f"probe weights, .safetensors or .pth (default: ${WEIGHTS_ENV}/<probe>*.safetensors, then a "

@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING, Callable
 
 from .defaults import (EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, MODEL2VEC_L2,
-                       MODEL2VEC_PARAMETERISATIONS, QUALITY_WEIGHT, RECOMMEND_K, WEIGHTS_ENV)
+                       MODEL2VEC_PARAMETERISATIONS, PROBE, QUALITY_WEIGHT, RECOMMEND_K, WEIGHTS_ENV)
 from .distance import ALPHA
 from .embedding import Embedding
 from .errors import ZooError
@@ -210,7 +210,7 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
 
     p = zsub.add_parser("init", help="create an empty zoo for a probe")
     p.add_argument("dir")
-    p.add_argument("--probe", default="mobilenet_v2", help="probe network, as for 'task2vec embed'")
+    p.add_argument("--probe", default=PROBE, help="probe network, as for 'task2vec embed'")
     p.add_argument("--weights", metavar="FILE", help=f"probe weights (default: ${WEIGHTS_ENV} lookup, then download)")
     p.add_argument("--image-size", type=int, metavar="PX", help="override the probe's input resolution "
                                                                 "(default: the probe's own)")

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 WEIGHTS_ENV = "TASK2VEC_WEIGHTS"  # folder searched for <model>*.safetensors|.pth|.pt before any download
 OFFLINE_ENV = "TASK2VEC_OFFLINE"  # set (1, true, yes, on): no download is attempted; HF_HUB_OFFLINE does the same
 
+PROBE = "mobilenet_v2"  # the default probe network (task2vec.probe.Probe.create)
 LABEL_METHODS = ("exact", "montecarlo", "empirical")  # Fisher expectations over labels (task2vec.fisher)
 METHODS = LABEL_METHODS + ("variational",)  # every Task2Vec method
 BETA = 1e-2  # weight of the variational KL term; task2vec.trivial converts Fisher embeddings to posteriors with it

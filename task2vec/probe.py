@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .defaults import OFFLINE_ENV, WEIGHTS_ENV
+from .defaults import OFFLINE_ENV, PROBE, WEIGHTS_ENV
 from .errors import ProbeError, WeightsError
 
 REACH_TIMEOUT = 3.0  # seconds the reachability check of a download host may take, DNS included
@@ -396,7 +396,7 @@ class Probe:
         self.device = device
 
     @classmethod
-    def create(cls, name: str = "mobilenet_v2", weights: str | os.PathLike | None = None, *,
+    def create(cls, name: str = PROBE, weights: str | os.PathLike | None = None, *,
                pretrained: bool | None = None, random_init: bool = False, seed: int = 0,
                image_size: int | None = None, device: str | torch.device = "auto") -> "Probe":
         """Build a probe.
