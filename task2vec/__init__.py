@@ -1,32 +1,45 @@
-"""task2vec: embed image-classification tasks and pick the backbone to fine-tune."""
+"""task2vec: embed image-classification tasks and pick the backbone to fine-tune.
+
+The public names are imported on first use (PEP 562), so ``import task2vec`` and the command
+line's start (``task2vec --help``, ``distance``, ``map``) do not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .distance import symmetric  # noqa: E402
-from .embed import METHODS, Task2Vec  # noqa: E402
-from .embedding import Embedding, check_compatible  # noqa: E402
-from .errors import (  # noqa: E402
-    CheckpointError,
-    DatasetError,
-    EmbeddingFileError,
-    FinetuneError,
-    IncompatibleEmbeddingsError,
-    OutputPathError,
-    ProbeError,
-    RecordsError,
-    SearchIndexError,
-    Task2VecError,
-    WeightsError,
-    ZooError,
-)
-from .probe import Probe  # noqa: E402
-from .recommendation import Recommendation, recommend  # noqa: E402
-from .zoo import Zoo  # noqa: E402
+# public name -> the submodule that defines it
+_LAZY = {
+    "Task2Vec": "embed",
+    "Probe": "probe",
+    "Embedding": "embedding",
+    "check_compatible": "embedding",
+    "METHODS": "defaults",
+    "symmetric": "distance",
+    "Zoo": "zoo",
+    "recommend": "recommendation",
+    "Recommendation": "recommendation",
+    **dict.fromkeys(
+        ("Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
+         "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
+         "FinetuneError", "CheckpointError"), "errors"),
+}
 
-__all__ = [
-    "__version__", "Task2Vec", "Probe", "Zoo", "recommend", "Recommendation", "Embedding", "METHODS", "symmetric",
-    "check_compatible",
-    "Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
-    "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
-    "FinetuneError", "CheckpointError",
-]
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access and keep the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

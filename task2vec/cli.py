@@ -1,6 +1,11 @@
 """Command-line interface: a thin layer over the public API.
 
 Every bad input ends with one line ``task2vec: error: ...`` on stderr and exit code 2.
+
+Only modules without torch are imported here (:mod:`task2vec.defaults`, :mod:`task2vec.distance`,
+:mod:`task2vec.taskmap`, ...; numba, matplotlib and UMAP load inside the functions that use them);
+the commands that need torch import it when they run, so ``--help``, ``distance`` and ``map``
+start without it.
 """
 
 from __future__ import annotations
@@ -10,56 +15,107 @@ import csv
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__, taskmap
-from .cli_zoo import add_zoo_parsers
-from .distance import ALPHA, KINDS, pairwise
-from .embed import METHODS, Task2Vec
-from .data import load_task
 from .cli_finetune import add_finetune_parsers
+from .cli_zoo import add_zoo_parsers
+from .defaults import EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, METHODS, OFFLINE_ENV, PROBE, WEIGHTS_ENV
+from .distance import ALPHA, KINDS, pairwise
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError
 from .io import atomic_open, check_writable
-from .probe import WEIGHTS_ENV, Probe
 from .trivial import trivial_embedding
 
+if TYPE_CHECKING:
+    from .embed import Task2Vec
+    from .probe import Probe
 
-def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True) -> None:
-    """The flags of every command that embeds a dataset."""
+ZOO_SETTING = " (default: the zoo's setting)"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Ends each option's help with ``(default: X)``, unless the help already says its default or
+    there is no value to show (None or False: the help says what an unset flag means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "%(default)" in text or "(default:" in text
+                or action.default is None or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser (and, through ``add_subparsers``, sub-parsers) that shows defaults in help."""
+
+    def __init__(self, *args: Any, formatter_class: type[argparse.HelpFormatter] = DefaultsHelpFormatter,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo_settings: bool = False,
+                       defaults: dict[str, Any] | None = None) -> None:
+    """The flags of every command that embeds a dataset.
+
+    With ``zoo_settings`` the Task2Vec settings a zoo records default to None: unset, they fall
+    back to the zoo's settings (:meth:`task2vec.zoo.Zoo.embedder`). ``defaults``: a command's own
+    defaults for some of them (``recommend`` embeds its targets at ``max_rank`` 1).
+    """
+    def setting(name: str, text: str) -> dict[str, Any]:
+        if defaults and name in defaults:
+            return {"default": defaults[name], "help": text}
+        if zoo_settings and name in EMBEDDING_SETTINGS:
+            return {"default": None, "help": text + ZOO_SETTING}
+        return {"default": EMBEDDING_DEFAULTS[name], "help": text}
+
     g = p.add_argument_group("embedding")
     if probe_flags:
-        g.add_argument("--probe", default="mobilenet_v2",
-                       help="probe network: mobilenet_v2 (default), resnet18, resnet34 (the paper's) or any timm name")
+        g.add_argument("--probe", default=PROBE,
+                       help="probe network: mobilenet_v2, resnet18, resnet34 (the paper's) or any timm name")
         g.add_argument("--weights", metavar="FILE",
-                       help=f"probe weights (.safetensors/.pth); default: ${WEIGHTS_ENV}/<probe>*.safetensors, then a download")
-        g.add_argument("--image-size", type=int, metavar="PX", help="override the probe's input resolution")
+                       help=f"probe weights, .safetensors or .pth (default: ${WEIGHTS_ENV}/<probe>*.safetensors, then a "
+                            f"download, which ${OFFLINE_ENV} or $HF_HUB_OFFLINE turns off)")
+        g.add_argument("--image-size", type=int, metavar="PX",
+                       help="override the probe's input resolution (default: the probe's own)")
         g.add_argument("--random-init", action="store_true", help="random probe weights (for testing only)")
-    g.add_argument("--method", choices=METHODS, default="exact",
-                   help="Fisher over the model's own labels: exact expectation (default), montecarlo samples, "
-                        "empirical (true labels), or the variational robust Fisher")
-    g.add_argument("--max-samples", type=int, default=10_000, metavar="N", help="images used, class-balanced (default 10000)")
-    g.add_argument("--max-rank", type=int, default=16, metavar="R",
-                   help="exact method: leading eigen-directions of the label distribution kept (default 16)")
-    g.add_argument("--head-prior", type=float, default=1.0, metavar="P",
-                   help="precision of the Gaussian prior on the task head's weights; its penalty per image is P/n (default 1)")
-    g.add_argument("--samples-per-image", type=int, default=1, metavar="S", help="montecarlo method: labels drawn per image")
-    g.add_argument("--batch-size", type=int, default=32, metavar="B")
+    g.add_argument("--method", choices=METHODS,
+                   **setting("method", "Fisher over the model's own labels: exact expectation, montecarlo samples, "
+                                       "empirical (true labels), or the variational robust Fisher"))
+    g.add_argument("--max-samples", type=int, metavar="N", **setting("max_samples", "images used, class-balanced"))
+    g.add_argument("--max-rank", type=int, metavar="R",
+                   **setting("max_rank", "exact method: leading eigen-directions of the label distribution kept"))
+    g.add_argument("--head-prior", type=float, metavar="P",
+                   **setting("head_prior", "precision of the Gaussian prior on the task head's weights; its penalty "
+                                           "per image is P/n"))
+    g.add_argument("--samples-per-image", type=int, metavar="S",
+                   **setting("samples_per_image", "montecarlo method: labels drawn per image"))
+    g.add_argument("--batch-size", type=int, metavar="B", **setting("batch_size", "images per forward pass"))
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    g.add_argument("--seed", type=int, default=0, metavar="S")
-    g.add_argument("--label-column", metavar="COL", help="label column of a CSV dataset")
-    g.add_argument("--workers", type=int, default=0, metavar="W", help="DataLoader worker processes for decoding")
-    g.add_argument("--max-bad-fraction", type=float, default=0.05, metavar="F",
-                   help="fail when more than this fraction of images cannot be read (default 0.05)")
+    g.add_argument("--seed", type=int, metavar="S",
+                   **setting("seed", "random seed of the image sample and the montecarlo labels"
+                                     + (" (and of --random-init weights)" if probe_flags else "")))
+    g.add_argument("--label-column", metavar="COL",
+                   help="label column of a CSV dataset (default: 'label', or the only column besides the path)")
+    g.add_argument("--workers", type=int, metavar="W",
+                   **setting("workers", "DataLoader worker processes for decoding"))
+    g.add_argument("--max-bad-fraction", type=float, metavar="F",
+                   **setting("max_bad_fraction", "fail when more than this fraction of images cannot be read"))
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def probe_from_args(args: argparse.Namespace) -> Probe:
+    """The probe the ``embed`` flags name."""
+    from .probe import Probe
+
     return Probe.create(args.probe, weights=args.weights, random_init=args.random_init,
                         image_size=args.image_size, device=args.device, seed=args.seed)
 
 
 def embedder_from_args(args: argparse.Namespace, probe: Probe) -> Task2Vec:
+    """Task2Vec with the ``embed`` flags' settings."""
+    from .embed import Task2Vec
+
     return Task2Vec(probe, method=args.method, max_samples=args.max_samples, max_rank=args.max_rank,
                     samples_per_image=args.samples_per_image, batch_size=args.batch_size, seed=args.seed,
                     head_prior=args.head_prior,
@@ -73,6 +129,8 @@ def _default_output(dataset: str) -> Path:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .data import load_task
+
     out = Path(args.output) if args.output else _default_output(args.dataset)
     check_writable(out)
     task = load_task(args.dataset, label_column=args.label_column)  # bad data fails before any download
@@ -99,6 +157,8 @@ def _load_embeddings(paths: Sequence[str]) -> tuple[list[Embedding], list[str]]:
 def _trivial(embs: list[Embedding], weights: str | None) -> Embedding:
     probe = None
     if embs[0].method != "variational" and weights:
+        from .probe import Probe
+
         p = embs[0].meta["probe"]
         probe = Probe.create(p["name"], weights=weights, image_size=p["input_size"])
     return trivial_embedding(embs[0], probe)
@@ -160,7 +220,8 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``task2vec`` parser with every command."""
+    parser = Parser(
         prog="task2vec",
         description="Embed image-classification tasks (Task2Vec), compare and map them, and recommend the backbone to fine-tune.")
     parser.add_argument("--version", action="version", version=f"task2vec {__version__}")
@@ -176,22 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the distance matrix between task embeddings.")
     p.add_argument("embeddings", nargs="+", metavar="EMB.npz")
     p.add_argument("--kind", choices=KINDS, default="sym",
-                   help="sym (the paper's, default), asym (row -> column, uses the trivial task), cosine, "
+                   help="sym (the paper's), asym (row -> column, uses the trivial task), cosine, "
                         "domain (mean features, label-blind), kl (variational embeddings)")
-    p.add_argument("--alpha", type=float, default=ALPHA, help=f"asym: weight of the trivial-task term (default {ALPHA})")
+    p.add_argument("--alpha", type=float, default=ALPHA, help="asym: weight of the trivial-task term")
     p.add_argument("--weights", metavar="FILE",
-                   help="probe weights, for the trivial task of embeddings that do not record their prior")
+                   help="probe weights, for the trivial task of embeddings that do not record their prior "
+                        f"(default: the file they were made with when still there, else the ${WEIGHTS_ENV} lookup)")
     p.add_argument("--csv", metavar="OUT.csv", help="also write the matrix as CSV")
     p.set_defaults(func=cmd_distance)
 
     p = sub.add_parser("map", help="2-D task map (UMAP) + clustered distance heatmap",
                        description="Draw a task map: PNG (map + heatmap + dendrogram), coordinates CSV, hover HTML.")
     p.add_argument("embeddings", nargs="+", metavar="EMB.npz")
-    p.add_argument("-o", "--output", default="taskmap.png", metavar="OUT.png")
-    p.add_argument("--layout", choices=taskmap.LAYOUTS, default="umap")
+    p.add_argument("-o", "--output", default="taskmap.png", metavar="OUT.png",
+                   help="the PNG; the coordinates CSV and the HTML page go beside it, same stem")
+    p.add_argument("--layout", choices=taskmap.LAYOUTS, default="umap",
+                   help=f"umap, tsne or pca (classical MDS; used for fewer than {taskmap.UMAP_MIN_POINTS} tasks)")
     p.add_argument("--labels", metavar="CSV", help="CSV with a 'file' (or 'task') column, optional 'name' and more columns")
-    p.add_argument("--color-by", metavar="COL", help="colour points by this column of --labels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--color-by", metavar="COL", help="colour points by this column of --labels (default: one colour)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the layout")
     p.set_defaults(func=cmd_map)
 
     add_zoo_parsers(sub, add_embedding_args)

@@ -7,17 +7,17 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import cam as cam_mod
-from .augment import AUTO_AUGMENT, PRESETS, preset
+from .augment_config import AUTO_AUGMENT, PRESETS, preset
 from .cache import zoo_cache_dir, zoo_records
 from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
-from .data import load_rgb, load_task
+from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK, WEIGHTS_ENV
 from .errors import DatasetError, FinetuneError, WeightsError
-from .finetune import BALANCE, FREEZE_HELP, FinetunedModel, FitResult, RepeatsResult, append_transfer_record, fit
 from .io import atomic_open, check_writable
-from .models import resolve_model
-from .zoo import Zoo
+
+if TYPE_CHECKING:  # the handlers import these (and torch) when they run
+    from .finetune import FitResult, RepeatsResult
 
 # explicit augmentation flags: CLI flag -> AugmentConfig field (each overrides the preset's value)
 _AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "color_jitter": float,
@@ -32,6 +32,10 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     (:mod:`task2vec.cache`), never into the zoo folder; without ``--embedding`` the dataset is
     embedded with the zoo's probe, cached beside the zoo's records in ``tasks/``.
     """
+    from .data import load_task
+    from .models import resolve_model
+    from .zoo import Zoo
+
     if args.no_records:
         return None, None
     choice = resolve_model(args.model, weights=args.weights, zoo=args.zoo)
@@ -67,6 +71,8 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import RepeatsResult, append_transfer_record, fit
+
     records, embedding = _record_target(args)  # before training: a bad records setting fails first
     overrides = {k: getattr(args, k) for k in _AUG_FLAGS if getattr(args, k) is not None}
     try:
@@ -94,6 +100,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _print_run(run: FitResult | None, result: FitResult | RepeatsResult) -> None:
+    """One run's validation (and test) figures, or the mean ± std over the repeats."""
     if run is not None:
         val = run.val
         top = ", ".join(f"top-{k} {v:.4f}" for k, v in val["topk"].items() if str(k) != "1")
@@ -113,6 +120,9 @@ def _print_run(run: FitResult | None, result: FitResult | RepeatsResult) -> None
 
 
 def _images(paths: list[str]) -> list:
+    """The images at ``paths``, RGB; an unreadable one is a DatasetError."""
+    from .data import load_rgb
+
     out = []
     for p in paths:
         try:
@@ -123,6 +133,8 @@ def _images(paths: list[str]) -> list:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .finetune import FinetunedModel
+
     if args.json:
         check_writable(args.json)
     model = FinetunedModel.load(args.checkpoint, device=args.device)
@@ -139,6 +151,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
+    from . import cam as cam_mod
+    from .finetune import FinetunedModel
+
     check_writable(args.output)
     model = FinetunedModel.load(args.checkpoint, device=args.device)
     class_idx = None
@@ -163,60 +178,69 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="ImageFolder (train/ val/ test/ kept when present) or CSV")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (created; never overwritten)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="mobilenet_v2",
+    g.add_argument("--model", default=_D["model"],
                    help="timm/torchvision name, ZOO_DIR:ID, an id with --zoo, or a 'recommend --json' file (top entry)")
-    g.add_argument("--weights", metavar="FILE", help="weights for the model (default: $TASK2VEC_WEIGHTS, then a download)")
+    g.add_argument("--weights", metavar="FILE", help=f"weights for the model (default: ${WEIGHTS_ENV}, then a download)")
     g.add_argument("--zoo", metavar="DIR", help="read --model as an entry id of this zoo")
     g.add_argument("--random-init", action="store_true", help="train from random weights (a baseline)")
     g.add_argument("--image-size", type=int, metavar="PX",
                    help="training resolution (default: the input size of a zoo entry or recommendation, else the "
                         "architecture's)")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (default 0)")
+    g.add_argument("--dropout", type=float, default=_D["dropout"], help="dropout before the classifier")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=15)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--lr", type=float, default=1e-3, help="classifier learning rate (AdamW; default 1e-3)")
-    g.add_argument("--body-lr", type=float, default=0.1, help="body rate as a fraction of --lr (default 0.1; 0 freezes)")
-    g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--warmup-epochs", type=float, default=1.0)
-    g.add_argument("--label-smoothing", type=float, default=0.1)
-    g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
-    g.add_argument("--patience", type=int, default=5, help="early stopping: epochs without val improvement (0: off)")
-    g.add_argument("--freeze", default="none", help=FREEZE_HELP)
+    g.add_argument("--epochs", type=int, default=_D["epochs"], help="training epochs (fewer with --patience)")
+    g.add_argument("--batch-size", type=int, default=_D["batch_size"], help="images per step")
+    g.add_argument("--lr", type=float, default=_D["lr"], help="classifier learning rate (AdamW)")
+    g.add_argument("--body-lr", type=float, default=_D["body_lr"], help="body rate as a fraction of --lr (0 freezes)")
+    g.add_argument("--weight-decay", type=float, default=_D["weight_decay"], help="AdamW weight decay")
+    g.add_argument("--warmup-epochs", type=float, default=_D["warmup_epochs"],
+                   help="linear warm-up of the learning rates, in epochs, before the cosine decay")
+    g.add_argument("--label-smoothing", type=float, default=_D["label_smoothing"],
+                   help="label smoothing of the cross-entropy")
+    g.add_argument("--grad-clip", type=float, default=_D["grad_clip"], help="max gradient norm (0: off)")
+    g.add_argument("--patience", type=int, default=_D["patience"],
+                   help="early stopping: epochs without val improvement (0: off)")
+    g.add_argument("--freeze", default=_D["freeze"], help=FREEZE_HELP)
     g.add_argument("--train-bn", action="store_true", default=None,
                    help="update BatchNorm statistics (default: frozen for pretrained weights, trained for --random-init)")
-    g.add_argument("--balance", choices=BALANCE, default="none", help="class rebalancing")
+    g.add_argument("--balance", choices=BALANCE, default=_D["balance"], help="class rebalancing")
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     g = p.add_argument_group("augmentation (a preset, then single overrides)")
-    g.add_argument("--augment", choices=list(PRESETS), default="standard")
-    g.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
-    g.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
-    g.add_argument("--rotate", type=float, metavar="DEG", help="maximum rotation in degrees")
-    g.add_argument("--zoom", type=float, metavar="S", help="smallest crop area of RandomResizedCrop (1: none)")
-    g.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation strength")
-    g.add_argument("--auto-augment", choices=AUTO_AUGMENT, help="TrivialAugment, RandAugment or none")
-    g.add_argument("--erasing", type=float, metavar="P", help="random erasing (cutout) probability")
-    g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup Beta(α, α) (0: off)")
-    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="cutmix Beta(α, α) (0: off)")
-    g.add_argument("--mix-prob", type=float, metavar="P", help="probability that a batch is mixed")
-    g.add_argument("--mobius", type=float, metavar="P", help="probability of a random Möbius map per image")
-    g.add_argument("--mobius-strength", type=float, metavar="S", help="size of the Möbius maps (see task2vec.mobius)")
+    g.add_argument("--augment", choices=list(PRESETS), default=_D["augment"], help="the preset")
+    preset_value = " (default: the preset's)"
+    g.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability" + preset_value)
+    g.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability" + preset_value)
+    g.add_argument("--rotate", type=float, metavar="DEG", help="maximum rotation in degrees" + preset_value)
+    g.add_argument("--zoom", type=float, metavar="S", help="smallest crop area of RandomResizedCrop (1: none)" + preset_value)
+    g.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation strength" + preset_value)
+    g.add_argument("--auto-augment", choices=AUTO_AUGMENT, help="TrivialAugment, RandAugment or none" + preset_value)
+    g.add_argument("--erasing", type=float, metavar="P", help="random erasing (cutout) probability" + preset_value)
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup Beta(α, α) (0: off)" + preset_value)
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="cutmix Beta(α, α) (0: off)" + preset_value)
+    g.add_argument("--mix-prob", type=float, metavar="P", help="probability that a batch is mixed" + preset_value)
+    g.add_argument("--mobius", type=float, metavar="P", help="probability of a random Möbius map per image" + preset_value)
+    g.add_argument("--mobius-strength", type=float, metavar="S",
+                   help="size of the Möbius maps (see task2vec.mobius)" + preset_value)
     g = p.add_argument_group("multi-task heads (training only)")
     g.add_argument("--aux-labels", metavar="CSV", help="auxiliary targets per image (path column) or per class")
     g.add_argument("--aux-columns", metavar="A,B", help="which CSV columns (default: all but the keys)")
-    g.add_argument("--aux-weight", type=float, default=0.3, help="λ of the auxiliary losses (default 0.3)")
+    g.add_argument("--aux-weight", type=float, default=_D["aux_weight"], help="λ of the auxiliary losses")
     g.add_argument("--groups", metavar="JSON", help="superclasses: {group: [class, ...]}")
-    g.add_argument("--group-weight", type=float, default=0.3, help="λ of the superclass loss (default 0.3)")
+    g.add_argument("--group-weight", type=float, default=_D["group_weight"], help="λ of the superclass loss")
     g = p.add_argument_group("run")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="held-out share when the data has no val/ split")
-    g.add_argument("--label-column", metavar="COL", help="label column of a CSV dataset")
-    g.add_argument("--repeats", type=int, default=1, metavar="R", help="train R seeds and report mean ± std")
-    g.add_argument("--overfit-batch", type=int, default=0, metavar="N", help="train on one batch of N images (a check)")
-    g.add_argument("--max-train-images", type=int, metavar="N", help="train on a class-balanced subset of N images")
+    g.add_argument("--val-fraction", type=float, default=_D["val_fraction"],
+                   help="held-out share when the data has no val/ split")
+    g.add_argument("--label-column", metavar="COL",
+                   help="label column of a CSV dataset (default: 'label', or the only column besides the path)")
+    g.add_argument("--repeats", type=int, default=_D["repeats"], metavar="R", help="train R seeds and report mean ± std")
+    g.add_argument("--overfit-batch", type=int, default=0, metavar="N",
+                   help="train on one batch of N images, a check (0: off)")
+    g.add_argument("--max-train-images", type=int, metavar="N",
+                   help="train on a class-balanced subset of N images (default: the whole training split)")
     g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    g.add_argument("--workers", type=int, default=0, metavar="W", help="DataLoader worker processes")
+    g.add_argument("--seed", type=int, default=_D["seed"], help="random seed (split, initialisation, batches)")
+    g.add_argument("--device", default=_D["device"], help="auto (CUDA when present), cpu or cuda[:i]")
+    g.add_argument("--workers", type=int, default=_D["workers"], metavar="W", help="DataLoader worker processes")
     g.add_argument("--records", metavar="CSV",
                    help="append a transfer record (task, model, accuracy) for MODEL2VEC here (default for a zoo model: "
                         "the zoo's records in the per-user cache, $TASK2VEC_CACHE or ~/.cache/task2vec, "
@@ -231,17 +255,16 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a fine-tuned checkpoint")
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
     p.add_argument("images", nargs="+")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=PREDICT_TOPK, help="classes shown per image")
     p.add_argument("--json", metavar="OUT.json", help="also write the predictions as JSON")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("cam", help="Grad-CAM heat maps: where the fine-tuned model looks")
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
     p.add_argument("images", nargs="+")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the figure: each image beside its heat map")
     p.add_argument("--target-class", metavar="NAME", help="explain this class (default: the predicted one)")
     p.add_argument("--layer", help="feature-map module, dotted (default: the last spatial one)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.set_defaults(func=cmd_cam)
-

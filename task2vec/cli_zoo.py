@@ -4,21 +4,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from .defaults import (EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, MODEL2VEC_L2,
+                       MODEL2VEC_PARAMETERISATIONS, PROBE, QUALITY_WEIGHT, RECOMMEND_CHECK as CHECK, RECOMMEND_K,
+                       RECOMMEND_MAX_RANK as MAX_RANK, WEIGHTS_ENV)
 from .cache import zoo_records
-from .data import load_task
 from .distance import ALPHA
-from .embed import Task2Vec
 from .embedding import Embedding
 from .errors import RecordsError, ZooError
 from .io import check_writable
-from .model2vec import Model2Vec, leave_one_task_out, read_records
-from .probe import Probe
 from .trivial import trivial_embedding
-from .recommendation import CHECK, MAX_RANK, Recommendation, recommend
-from .zoo import EMBEDDING_SETTINGS, FISHER_METHODS, QUALITY_WEIGHT, Candidate, Zoo, ZooEntry, is_embedding_file
-from .zoospec import build_zoo, entry_metadata
+
+if TYPE_CHECKING:  # the handlers import these (and torch) when they run
+    from .embed import Task2Vec
+    from .probe import Probe
+    from .recommendation import Recommendation
+    from .zoo import Candidate, Zoo
 
 # Embedding settings a zoo command takes from its flags, else from the zoo, else Task2Vec's defaults.
 ZOO_EMBEDDING_FLAGS = EMBEDDING_SETTINGS
@@ -33,6 +35,9 @@ def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
 
 def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | None = None) -> tuple[Embedding, Probe | None]:
     """An embedding file as it is, or a dataset embedded with the zoo's probe."""
+    from .data import load_task
+    from .zoo import is_embedding_file
+
     if is_embedding_file(dataset):
         return Embedding.load(dataset), None
     task = load_task(dataset, label_column=args.label_column)  # bad data fails before the probe loads
@@ -41,6 +46,9 @@ def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | 
 
 
 def cmd_zoo_init(args: argparse.Namespace) -> int:
+    from .probe import Probe
+    from .zoo import Zoo
+
     probe = Probe.create(args.probe, weights=args.weights, image_size=args.image_size, random_init=args.random_init)
     zoo = Zoo.create(args.dir, probe.describe(), method=args.method, alpha=args.alpha,
                      quality_weight=args.quality_weight, embedding_settings={"method": args.method})
@@ -49,6 +57,9 @@ def cmd_zoo_init(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_add(args: argparse.Namespace) -> int:
+    from .zoo import Zoo, ZooEntry
+    from .zoospec import entry_metadata
+
     zoo = Zoo.load(args.dir)
     if args.id in zoo.ids:
         raise ZooError(f"zoo {str(zoo.path)!r} already has an entry {args.id!r}")
@@ -72,6 +83,8 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from .zoo import Zoo
+
     zoo = Zoo.load(args.dir)
     p = zoo.probe
     print(f"zoo {zoo.path}: probe {p['name']} ({p['input_size']} px, weights {p['weights_hash']}), method {zoo.method}, "
@@ -90,6 +103,8 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_remove(args: argparse.Namespace) -> int:
+    from .zoo import Zoo
+
     zoo = Zoo.load(args.dir)
     zoo.remove(args.id)
     print(f"removed {args.id} from {zoo.path}: {len(zoo)} entries")
@@ -97,12 +112,17 @@ def cmd_zoo_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from .zoospec import build_zoo
+
     zoo = build_zoo(args.spec, progress=not args.quiet)
     print(f"zoo {zoo.path}: {len(zoo)} entries")
     return 0
 
 
 def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
+    from .model2vec import Model2Vec, leave_one_task_out, read_records
+    from .zoo import Zoo
+
     zoo = Zoo.load(args.dir)
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty")
@@ -131,6 +151,8 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from .recommendation import recommend
+
     if args.json:
         check_writable(args.json)
     flags = {k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None and k != "max_rank"}
@@ -191,12 +213,12 @@ def format_recommendation(rec: Recommendation) -> str:
     return "\n".join(lines)
 
 
-def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None:
-    """Register `zoo ...` and `recommend` on the top-level sub-parsers."""
-    def embedding_flags(p: argparse.ArgumentParser) -> None:
-        add_embedding_args(p, probe_flags=False)
-        p.add_argument("--weights", metavar="FILE", help="the zoo's probe weights (default: $TASK2VEC_WEIGHTS lookup)")
-        p.set_defaults(**{k: None for k in ZOO_EMBEDDING_FLAGS})  # unset flags fall back to the zoo's settings
+def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callable[..., None]) -> None:
+    """Register `zoo ...` and `recommend` on the top-level sub-parsers (``add_embedding_args``: the CLI's
+    embedding flags, whose zoo settings default to the zoo's)."""
+    def embedding_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
+        add_embedding_args(p, probe_flags=False, zoo_settings=True, defaults=defaults)  # the rest: the zoo's settings
+        p.add_argument("--weights", metavar="FILE", help=f"the zoo's probe weights (default: ${WEIGHTS_ENV} lookup)")
 
     zp = sub.add_parser("zoo", help="create and edit a zoo of candidate models",
                         description="A zoo: candidate models with the embeddings of their source tasks.")
@@ -204,19 +226,21 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
 
     p = zsub.add_parser("init", help="create an empty zoo for a probe")
     p.add_argument("dir")
-    p.add_argument("--probe", default="mobilenet_v2")
-    p.add_argument("--weights", metavar="FILE", help="probe weights (default: $TASK2VEC_WEIGHTS lookup, then download)")
-    p.add_argument("--image-size", type=int, metavar="PX")
+    p.add_argument("--probe", default=PROBE, help="probe network, as for 'task2vec embed'")
+    p.add_argument("--weights", metavar="FILE", help=f"probe weights (default: ${WEIGHTS_ENV} lookup, then download)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="override the probe's input resolution "
+                                                                "(default: the probe's own)")
     p.add_argument("--random-init", action="store_true", help="random probe weights (for testing only)")
-    p.add_argument("--method", choices=FISHER_METHODS, default="exact")
-    p.add_argument("--alpha", type=float, default=ALPHA, help=f"weight of the source-complexity term (default {ALPHA})")
+    p.add_argument("--method", choices=FISHER_METHODS, default=EMBEDDING_DEFAULTS["method"],
+                   help="the Fisher method of the zoo's embeddings")
+    p.add_argument("--alpha", type=float, default=ALPHA, help="weight of the source-complexity term")
     p.add_argument("--quality-weight", type=float, default=QUALITY_WEIGHT,
-                   help=f"weight of standardised ImageNet top-1 in the score (default {QUALITY_WEIGHT})")
+                   help="weight of standardised ImageNet top-1 in the score")
     p.set_defaults(func=cmd_zoo_init)
 
     p = zsub.add_parser("add", help="add a model: its architecture, weights and source task")
     p.add_argument("dir")
-    p.add_argument("--id", required=True)
+    p.add_argument("--id", required=True, help="the new entry's id (letters, digits, . _ + -)")
     p.add_argument("--model", required=True, help="timm or torchvision architecture name")
     p.add_argument("--checkpoint", metavar="FILE|URI", help="fine-tuned weights")
     p.add_argument("--pretrained", action="store_true", help="the library's own pretrained weights")
@@ -224,11 +248,12 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     src.add_argument("--source-dataset", metavar="DIR|CSV", help="the dataset the model was trained on (embedded now)")
     src.add_argument("--source-embedding", metavar="EMB.npz", help="an existing embedding of the source task")
     p.add_argument("--name", help="source task name (default: the id)")
-    p.add_argument("--params-m", type=float, metavar="M", help="parameters, millions")
-    p.add_argument("--input-size", type=int, metavar="PX")
-    p.add_argument("--imagenet-top1", type=float, metavar="ACC", help="default: from the published tables when known")
-    p.add_argument("--license")
-    p.add_argument("--notes")
+    p.add_argument("--params-m", type=float, metavar="M", help="parameters, millions (default: not recorded)")
+    p.add_argument("--input-size", type=int, metavar="PX", help="the model's input resolution (default: not recorded)")
+    p.add_argument("--imagenet-top1", type=float, metavar="ACC",
+                   help="ImageNet top-1 accuracy (default: from the published tables when known, for --pretrained)")
+    p.add_argument("--license", help="the weights' license (default: not recorded)")
+    p.add_argument("--notes", help="free text kept with the entry")
     embedding_flags(p)
     p.set_defaults(func=cmd_zoo_add)
 
@@ -238,12 +263,12 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
 
     p = zsub.add_parser("remove", help="remove an entry")
     p.add_argument("dir")
-    p.add_argument("--id", required=True)
+    p.add_argument("--id", required=True, help="the entry to remove")
     p.set_defaults(func=cmd_zoo_remove)
 
     p = zsub.add_parser("build", help="build or complete a zoo from a YAML spec (resumable)")
     p.add_argument("spec", metavar="SPEC.yaml")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_zoo_build)
 
     p = zsub.add_parser("fit-model2vec", help="learn MODEL2VEC biases from transfer records",
@@ -253,24 +278,24 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args) -> None
     p.add_argument("--records", metavar="CSV",
                    help="the records (default: the zoo's in the per-user cache, where 'task2vec finetune' of its "
                         "entries appends them)")
-    p.add_argument("--l2", type=float, default=0.1, help="pull of the biases toward 0 (default 0.1)")
-    p.add_argument("--parameterisation", choices=("layer", "filter"), default="layer")
+    p.add_argument("--l2", type=float, default=MODEL2VEC_L2, help="pull of the biases toward 0")
+    p.add_argument("--parameterisation", choices=MODEL2VEC_PARAMETERISATIONS, default=MODEL2VEC_PARAMETERISATIONS[0],
+                   help="one bias scale per model and layer, or per model and filter")
     p.set_defaults(func=cmd_zoo_fit_model2vec)
 
     p = sub.add_parser("recommend", help="rank a zoo's models for a dataset",
                        description="Rank the zoo's candidate backbones for a dataset (or an embedding file) by the "
                                    "asymmetric Task2Vec distance, MODEL2VEC biases and ImageNet quality.")
     p.add_argument("dataset", help="ImageFolder directory, CSV, or an embedding .npz")
-    p.add_argument("--zoo", required=True, metavar="DIR")
-    p.add_argument("-k", type=int, default=5, help="how many to show (default 5)")
+    p.add_argument("--zoo", required=True, metavar="DIR", help="the zoo folder")
+    p.add_argument("-k", type=int, default=RECOMMEND_K, help="how many to show")
     p.add_argument("--json", metavar="OUT.json", help="also write the ranking as JSON")
-    p.add_argument("--alpha", type=float, help="override the zoo's alpha")
-    p.add_argument("--quality-weight", type=float, help="override the zoo's quality weight")
+    p.add_argument("--alpha", type=float, help="override the zoo's alpha (default: the zoo's setting)")
+    p.add_argument("--quality-weight", type=float, help="override the zoo's quality weight (default: the zoo's setting)")
     p.add_argument("--check", type=int, default=CHECK, metavar="N",
                    help="run the first N picks over the dataset (one forward pass each; picks whose weights are not "
                         "here are skipped with a warning) and re-rank them, with the zoo's entry that is the probe "
-                        f"(free), by LogME; 0: no check (default: {CHECK}, the benchmark's best)")
-    embedding_flags(p)
-    p.set_defaults(max_rank=MAX_RANK)
+                        "(free), by LogME; 0: no check (default: %(default)s, the benchmark's best)")
+    embedding_flags(p, max_rank=MAX_RANK)
     p.set_defaults(func=cmd_recommend)
 

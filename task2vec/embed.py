@@ -10,16 +10,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .defaults import EMBEDDING_DEFAULTS as _D, METHODS
 from .data import IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, report_bad
 from .distance import symmetric
 from .embedding import Embedding
 from .errors import DatasetError, ProbeError
-from .fisher import LABEL_METHODS, FisherAccumulator
+from .fisher import FisherAccumulator
 from .head import fit_linear_head
 from .probe import Probe
 from .variational import BETA, prior_inverse_variance, variational_fisher
-
-METHODS = LABEL_METHODS + ("variational",)
 
 
 class Task2Vec:
@@ -43,9 +42,10 @@ class Task2Vec:
     probe by, without a second forward pass.
     """
 
-    def __init__(self, probe: Probe, method: str = "exact", *, max_samples: int = 10_000,
-                 samples_per_image: int = 1, max_rank: int | None = 16, batch_size: int = 32,
-                 head_prior: float = 1.0, seed: int = 0, workers: int = 0, max_bad_fraction: float = 0.05,
+    def __init__(self, probe: Probe, method: str = _D["method"], *, max_samples: int = _D["max_samples"],
+                 samples_per_image: int = _D["samples_per_image"], max_rank: int | None = _D["max_rank"],
+                 batch_size: int = _D["batch_size"], head_prior: float = _D["head_prior"], seed: int = _D["seed"],
+                 workers: int = _D["workers"], max_bad_fraction: float = _D["max_bad_fraction"],
                  cache_bytes: int = 2 << 30, beta: float = BETA, prior_scale: float = 1.0,
                  variational_epochs: int = 10, progress: bool = True):
         if method not in METHODS:

@@ -34,6 +34,7 @@ from torch import nn
 from . import metrics as metrics_mod
 from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
 from .cache import zoo_records
+from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK
 from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
 from .errors import CheckpointError, FinetuneError
 from .io import atomic_open
@@ -44,8 +45,6 @@ from .probe import DataConfig, build_network, normalize_batch, resolve_device
 from .zoo import Zoo
 
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
-FREEZE_HELP = "none | body | until:<module> (train only what comes after that block of the body)"
-BALANCE = ("none", "sampler", "loss-weights")
 OVERFIT_STEPS_PER_EPOCH = 10
 CACHE_BYTES = 2 << 30  # decoded training images are kept in memory up to about this size
 RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.csv")
@@ -172,16 +171,19 @@ class Trainer:
     statistics are better than those of a few small batches).
     """
 
-    def __init__(self, model: str = "mobilenet_v2", *, weights: str | os.PathLike | None = None,
-                 zoo: str | os.PathLike | None = None, random_init: bool = False, epochs: int = 15,
-                 batch_size: int = 32, lr: float = 1e-3, body_lr: float = 0.1, weight_decay: float = 0.05,
-                 warmup_epochs: float = 1.0, label_smoothing: float = 0.1, augment: str | AugmentConfig = "standard",
-                 freeze: str = "none", train_bn: bool | None = None, balance: str = "none",
+    def __init__(self, model: str = _D["model"], *, weights: str | os.PathLike | None = None,
+                 zoo: str | os.PathLike | None = None, random_init: bool = False, epochs: int = _D["epochs"],
+                 batch_size: int = _D["batch_size"], lr: float = _D["lr"], body_lr: float = _D["body_lr"],
+                 weight_decay: float = _D["weight_decay"], warmup_epochs: float = _D["warmup_epochs"],
+                 label_smoothing: float = _D["label_smoothing"], augment: str | AugmentConfig = _D["augment"],
+                 freeze: str = _D["freeze"], train_bn: bool | None = None, balance: str = _D["balance"],
                  aux_labels: str | os.PathLike | None = None, aux_columns: Sequence[str] | None = None,
-                 aux_weight: float = 0.3, groups: str | os.PathLike | None = None, group_weight: float = 0.3,
-                 val_fraction: float = 0.2, image_size: int | None = None, patience: int = 5,
-                 grad_clip: float = 1.0, dropout: float = 0.0, amp: bool = True, device: str = "auto",
-                 workers: int = 0, seed: int = 0, overfit_batch: int = 0, max_train_images: int | None = None,
+                 aux_weight: float = _D["aux_weight"], groups: str | os.PathLike | None = None,
+                 group_weight: float = _D["group_weight"], val_fraction: float = _D["val_fraction"],
+                 image_size: int | None = None, patience: int = _D["patience"], grad_clip: float = _D["grad_clip"],
+                 dropout: float = _D["dropout"], amp: bool = True, device: str = _D["device"],
+                 workers: int = _D["workers"], seed: int = _D["seed"], overfit_batch: int = 0,
+                 max_train_images: int | None = None,
                  label_column: str | None = None,
                  progress: bool = True, max_bad_fraction: float = 0.05):
         self.model, self.weights, self.zoo, self.random_init = model, weights, zoo, random_init
@@ -507,7 +509,7 @@ class Trainer:
         return {k: (mixed.loss(fn, rows) if mixed is not None else fn(rows)) for k, fn in terms.items()}
 
 
-def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = 1, resume: bool = False,
+def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = _D["repeats"], resume: bool = False,
         **hyperparameters: Any) -> FitResult | RepeatsResult:
     """Fine-tune with :class:`Trainer`; ``repeats > 1`` trains seeds ``seed .. seed + R - 1`` in
     ``run_dir/seed-<s>/`` and writes ``summary.json``/``summary.csv`` with mean ± std."""
@@ -833,7 +835,7 @@ class FinetunedModel:
         """Class probabilities (N x C) for PIL images."""
         return torch.softmax(self.model(self.preprocess(images)).float(), dim=1).cpu().numpy()
 
-    def predict(self, images: Sequence[Any], topk: int = 5) -> list[list[tuple[str, float]]]:
+    def predict(self, images: Sequence[Any], topk: int = PREDICT_TOPK) -> list[list[tuple[str, float]]]:
         """The ``topk`` most probable classes of each image, with their probabilities."""
         if topk < 1:
             raise FinetuneError(f"topk must be >= 1, got {topk}")

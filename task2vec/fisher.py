@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import LABEL_METHODS
 from .errors import ProbeError
 
-LABEL_METHODS = ("exact", "montecarlo", "empirical")
 _CHUNK_ELEMENTS = 2**25  # bound on the size of one unfolded input chunk (128 MiB in fp32)
 
 

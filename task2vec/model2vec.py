@@ -56,11 +56,11 @@ import torch
 from scipy.stats import weightedtau
 from torch.utils.checkpoint import checkpoint
 
+from .defaults import MODEL2VEC_L2, MODEL2VEC_PARAMETERISATIONS as PARAMETERISATIONS
 from .distance import ALPHA, complexity, symmetric
 from .embedding import Embedding, check_compatible
 from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError, Task2VecError
 
-PARAMETERISATIONS = ("layer", "filter")
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
 _CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
 
@@ -243,8 +243,9 @@ class Model2Vec:
     ``kl_plain_`` (mean KL at the end and with b = 0 at the same tau), ``n_iter_``.
     """
 
-    def __init__(self, alpha: float = ALPHA, *, l2: float = 0.1, temperature: float | None = None,
-                 target_temperature: float = 0.01, parameterisation: str = "layer", max_iter: int = 200,
+    def __init__(self, alpha: float = ALPHA, *, l2: float = MODEL2VEC_L2, temperature: float | None = None,
+                 target_temperature: float = 0.01, parameterisation: str = PARAMETERISATIONS[0],
+                 max_iter: int = 200,
                  seed: int = 0):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(alpha):

@@ -3,22 +3,33 @@
 ``Probe.create(name, weights=...)`` is the one factory. Torchvision probes come from a
 registry; any other name is tried as a timm model. A probe carries its own
 preprocessing (resolution, crop, interpolation, mean/std) and a hash of its weights.
+
+Downloads fail fast when they cannot happen: with ``$TASK2VEC_OFFLINE`` or ``$HF_HUB_OFFLINE``
+set, or when the download host (or the proxy) does not answer within ``REACH_TIMEOUT`` seconds,
+only weights already in torchvision's or the Hugging Face hub's cache are used, and otherwise a
+one-line :class:`WeightsError` says how to give local weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+from .defaults import OFFLINE_ENV, PROBE, WEIGHTS_ENV
 from .errors import ProbeError, WeightsError
 
-WEIGHTS_ENV = "TASK2VEC_WEIGHTS"
+REACH_TIMEOUT = 3.0  # seconds the reachability check of a download host may take, DNS included
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -118,8 +129,49 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], DataConfig, Callable[[], nn.Module]]:
-    """Return (random-init model, classifier remover, data config, pretrained builder)."""
+@dataclass(frozen=True)
+class _Download:
+    """How an architecture's pretrained weights are fetched.
+
+    ``fetch`` builds the model with them; ``url`` is where they come from (None: no network is
+    involved, e.g. an architecture without pretrained weights, whose ``fetch`` fails at once);
+    ``hub``: through the Hugging Face hub, which can answer from its cache without a request.
+    """
+
+    fetch: Callable[[], nn.Module]
+    url: str | None
+    hub: bool = False
+
+
+def _torch_hub_cached(url: str) -> bool:
+    """True when torch.hub's checkpoint cache already holds the file of ``url`` (no request needed)."""
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    return bool(name) and (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
+
+
+def _timm_download(name: str) -> _Download:
+    import timm
+
+    def fetch() -> nn.Module:
+        return timm.create_model(name, pretrained=True)
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # an unknown pretrained tag: create_model says so without a request
+        return _Download(fetch, None)
+    if cfg is None or cfg.file or cfg.state_dict:
+        return _Download(fetch, None)
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        return _Download(fetch, f"{constants.ENDPOINT}/{cfg.hf_hub_id}", hub=True)
+    if cfg.url and not _torch_hub_cached(cfg.url):
+        return _Download(fetch, cfg.url)
+    return _Download(fetch, None)
+
+
+def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], DataConfig, _Download]:
+    """Return (random-init model, classifier remover, data config, how to fetch the pretrained weights)."""
     if name in TORCHVISION_PROBES:
         import torchvision
 
@@ -131,7 +183,9 @@ def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], Dat
             _set_submodule(model, spec.classifier, nn.Identity())
             return linear.in_features
 
-        return builder(), strip, spec.config, lambda: builder(weights="DEFAULT")
+        url = torchvision.models.get_model_weights(spec.builder).DEFAULT.url
+        download = _Download(lambda: builder(weights="DEFAULT"), None if _torch_hub_cached(url) else url)
+        return builder(), strip, spec.config, download
     import timm
 
     if not timm.is_model(name):
@@ -151,7 +205,83 @@ def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], Dat
         interpolation=str(cfg.get("interpolation", "bilinear")),
         crop_pct=float(cfg.get("crop_pct", 0.875)),
     )
-    return model, strip_timm, config, lambda: timm.create_model(name, pretrained=True)
+    return model, strip_timm, config, _timm_download(name)
+
+
+def host_reachable(host: str, port: int = 443, timeout: float = REACH_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds, name lookup included.
+
+    The attempt runs in a daemon thread joined with the timeout, because a hanging DNS lookup
+    ignores socket timeouts; a thread still waiting then ends with the process.
+    """
+    opened = threading.Event()
+
+    def connect() -> None:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+            opened.set()
+
+    thread = threading.Thread(target=connect, name=f"task2vec-reach-{host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return opened.is_set()
+
+
+def _is_true(value: str | None) -> bool:
+    """The Hugging Face hub's reading of a flag variable: 1, true, yes or on (any case)."""
+    return (value or "").strip().upper() in {"1", "TRUE", "YES", "ON"}
+
+
+def offline_reason(url: str) -> str | None:
+    """Why ``url`` cannot be downloaded now, or None when it may be.
+
+    Offline when ``$TASK2VEC_OFFLINE`` or ``$HF_HUB_OFFLINE`` is set, or when the URL's host (its
+    proxy, when the environment names one) does not answer within ``REACH_TIMEOUT`` seconds.
+    """
+    for var in (OFFLINE_ENV, "HF_HUB_OFFLINE"):
+        if _is_true(os.environ.get(var)):
+            return f"{var} is set"
+    parts = urllib.parse.urlparse(url)
+    host, port = parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    target, target_port = host, port
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        target, target_port = p.hostname or "", p.port or (443 if p.scheme == "https" else 80)
+    if not host_reachable(target, target_port):
+        return f"{target} cannot be reached" + (" (the proxy)" if target != host else "")
+    return None
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Inside, Hugging Face hub requests fail at once and files come from its cache only; restored after."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _download(name: str, download: _Download) -> nn.Module:
+    """The pretrained model, or a one-line WeightsError when the download fails or cannot happen."""
+    hint = f"pass --weights FILE or set {WEIGHTS_ENV} to a folder holding {name}*.safetensors"
+    offline = offline_reason(download.url) if download.url is not None else None
+    if offline is not None and not download.hub:
+        raise WeightsError(f"no local weights for {name!r} and no download ({offline}): {hint}")
+    try:
+        if offline is None:
+            return download.fetch()
+        with _hub_offline():  # the hub's cache may hold them; no request, no retries
+            return download.fetch()
+    except Exception as exc:  # hub unreachable, not cached, no pretrained tag
+        if offline is not None:
+            raise WeightsError(f"no local weights for {name!r} and no download ({offline}; not in the "
+                               f"Hugging Face cache either): {hint}") from exc
+        raise WeightsError(f"no local weights for {name!r} and the download failed ({type(exc).__name__}): "
+                           f"{hint}") from exc
 
 
 @dataclass
@@ -197,7 +327,7 @@ def build_network(name: str, weights: str | os.PathLike | None = None, *, pretra
 
     Weights come, in order, from ``weights`` (.safetensors/.pth/.pt), from
     ``$TASK2VEC_WEIGHTS/<name>*``, then from torchvision/timm's download (unless
-    ``pretrained=False``). ``random_init=True`` skips all of that. ``body_only`` accepts files
+    ``pretrained=False``; offline, only from their caches). ``random_init=True`` skips all of that. ``body_only`` accepts files
     whose classifier has another number of classes (fine-tuned experts, task2vec checkpoints):
     the body must match exactly, the classifier's weights are ignored.
     """
@@ -230,13 +360,7 @@ def build_network(name: str, weights: str | os.PathLike | None = None, *, pretra
                 f"no weights for {name!r}: pass --weights FILE or set {WEIGHTS_ENV} to a folder "
                 f"holding {name}*.safetensors (random weights only with random_init=True)")
         else:
-            try:
-                model = download()
-            except Exception as exc:  # offline, hub unreachable, no pretrained tag
-                raise WeightsError(
-                    f"no local weights for {name!r} and the download failed "
-                    f"({type(exc).__name__}): pass --weights FILE or set {WEIGHTS_ENV} to a folder "
-                    f"holding {name}*.safetensors") from exc
+            model = _download(name, download)
             source = "pretrained-download"
     weights_hash = state_dict_hash(model.state_dict())
     if feature_dim is None:
@@ -272,7 +396,7 @@ class Probe:
         self.device = device
 
     @classmethod
-    def create(cls, name: str = "mobilenet_v2", weights: str | os.PathLike | None = None, *,
+    def create(cls, name: str = PROBE, weights: str | os.PathLike | None = None, *,
                pretrained: bool | None = None, random_init: bool = False, seed: int = 0,
                image_size: int | None = None, device: str | torch.device = "auto") -> "Probe":
         """Build a probe.

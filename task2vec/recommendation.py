@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .data import as_task
+from .defaults import RECOMMEND_CHECK as CHECK, RECOMMEND_K as K, RECOMMEND_MAX_RANK as MAX_RANK
 from .embedding import Embedding
 from .errors import ZooError
 from .evidence import EvidenceCheck
@@ -29,9 +30,6 @@ from .io import atomic_open
 from .zoo import Candidate, Zoo, is_embedding_file
 
 SCHEMA_VERSION = 1  # of the JSON that Recommendation.save writes
-CHECK = 1  # first picks re-ranked by LogME with the probe's own entry (the benchmark's best)
-MAX_RANK = 1  # the target's Fisher from the leading direction of the logits (same picks, fewer backward passes)
-K = 5  # candidates returned
 
 
 @dataclass

@@ -70,18 +70,21 @@ def cluster_order(D: np.ndarray):
 
 def draw(D: np.ndarray, coords: np.ndarray, names: Sequence[str], path: str | Path, *,
          groups: Sequence[str] | None = None, title: str = "", method: str = "umap") -> Path:
-    """PNG: the 2-D map (points labelled, coloured by group) and the clustered distance heatmap."""
-    import matplotlib
+    """PNG: the 2-D map (points labelled, coloured by group) and the clustered distance heatmap.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a bare Agg figure: matplotlib's backend and pyplot's figures are left as they are.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from scipy.cluster.hierarchy import dendrogram
 
     Z, order = cluster_order(D)
     n = len(names)
-    fig = plt.figure(figsize=(16, 7.5))
+    fig = Figure(figsize=(16, 7.5))
+    FigureCanvasAgg(fig)
     ax = fig.add_axes([0.04, 0.08, 0.40, 0.84])
-    palette = plt.get_cmap("tab10")
+    palette = matplotlib.colormaps["tab10"]
     group_names = sorted(set(groups)) if groups is not None else []
     colors = [palette(group_names.index(g) % 10) for g in groups] if groups is not None else ["tab:blue"] * n
     ax.scatter(coords[:, 0], coords[:, 1], c=colors, s=60, edgecolor="k", linewidth=0.5)
@@ -109,7 +112,6 @@ def draw(D: np.ndarray, coords: np.ndarray, names: Sequence[str], path: str | Pa
     fig.colorbar(im, cax=fig.add_axes([0.97, 0.08, 0.01, 0.84]))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     with atomic_open(path) as f:
         f.write(buf.getvalue())
     return Path(path)

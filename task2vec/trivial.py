@@ -31,13 +31,16 @@ and mapping tasks").
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .defaults import BETA
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError
-from .probe import Probe
-from .variational import BETA, prior_inverse_variance
+
+if TYPE_CHECKING:
+    from .probe import Probe
 
 
 def trivial_embedding(like: Embedding, probe: Probe | None = None) -> Embedding:
@@ -64,6 +67,9 @@ def trivial_embedding(like: Embedding, probe: Probe | None = None) -> Embedding:
 
 def _probe_prior(like: Embedding, probe: Probe | None) -> list[float]:
     """1/lambda_l^2 of the probe layers ``like`` was embedded with (checked by weights hash)."""
+    from .probe import Probe
+    from .variational import prior_inverse_variance
+
     p = like.meta["probe"]
     if probe is None:  # the weights file it was embedded with when still there, else the usual search
         source = p.get("weights_source")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import BETA
 from .fisher import pad_conv_input, filter_count, weights_per_filter
 
 
@@ -52,9 +53,6 @@ class _NoiseInjector:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-BETA = 1e-2  # default weight of the KL term; task2vec.trivial converts Fisher embeddings to posteriors with it
 
 
 def prior_inverse_variance(layers: Sequence[nn.Module], prior_scale: float = 1.0) -> list[float]:

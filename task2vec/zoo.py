@@ -35,9 +35,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .defaults import EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, QUALITY_WEIGHT
 from .distance import ALPHA, complexity, symmetric
 from .embed import Task2Vec
-from .fisher import LABEL_METHODS as FISHER_METHODS
 from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
@@ -47,9 +47,6 @@ from .probe import Probe, find_local_weights
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
-QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
-# Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
-EMBEDDING_SETTINGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 

@@ -56,3 +56,14 @@ def cli_warnings(monkeypatch):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     monkeypatch.setattr(warnings, "showwarning", show)
+
+
+@pytest.fixture(scope="session")
+def real_embedding_files(probe112, shared, tmp_path_factory) -> list[Path]:
+    """Embedding files of three tiny real tasks (16 images each, the real probe at 112 px): ants vs
+    bees, five flowers, pneumonia X-rays; material for the commands that read embeddings."""
+    from task2vec import Task2Vec
+
+    out = tmp_path_factory.mktemp("real_embeddings")
+    return [Task2Vec(probe112, max_samples=16, progress=False).embed(shared / "data" / name).save(out / f"{name}.t2v.npz")
+            for name in ("hymenoptera", "flowers5", "pneumoniamnist")]

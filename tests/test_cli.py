@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,7 @@ import task2vec
 from task2vec import Embedding, EmbeddingFileError, Probe, WeightsError
 from task2vec.cli import main
 from task2vec.data import load_task
-from task2vec.probe import WEIGHTS_ENV, state_dict_hash
+from task2vec.probe import OFFLINE_ENV, WEIGHTS_ENV, host_reachable, state_dict_hash
 
 FAST = ["--random-init", "--probe", "resnet18", "--image-size", "32", "--max-samples", "8",
         "--batch-size", "4", "--quiet", "--device", "cpu"]
@@ -373,10 +377,67 @@ def test_cli_download_failure_is_a_clean_error(capsys, dataset, outdir, tmp_path
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torchvision.models, "resnet18", offline_resnet18)
+    monkeypatch.setattr(task2vec.probe, "host_reachable", lambda *a, **k: True)  # the host answers; the download fails
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # nothing in torch.hub's cache
+    for var in (OFFLINE_ENV, "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
     args = [a for a in FAST if a != "--random-init"]
     rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *args)
     assert downloads  # the download was attempted
     assert_error(rc, err, outdir, "download failed", "ConnectionError", "--weights", WEIGHTS_ENV)
+
+
+def test_offline_cli_refuses_a_timm_download_at_once(shared, tmp_path):
+    """HF_HUB_OFFLINE=1, no local weights and empty caches: one error line naming the model and how
+    to give weights, not the hub's retry loop and its traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", WEIGHTS_ENV: str(empty), "HF_HOME": str(tmp_path / "hf"),
+           "TORCH_HOME": str(tmp_path / "torch"), "PYTHONPATH": str(Path(task2vec.__file__).parents[1])}
+    out = tmp_path / "x.npz"
+    proc = subprocess.run([sys.executable, "-m", "task2vec", "embed", str(shared / "data" / "hymenoptera"),
+                           "--probe", "resnet10t", "-o", str(out), "--quiet", "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("task2vec: error: no local weights for 'resnet10t' and no download (HF_HUB_OFFLINE is set")
+    assert "--weights FILE" in lines[0] and WEIGHTS_ENV in lines[0]
+    assert not out.exists()
+
+
+def test_offline_variable_refuses_a_torchvision_download(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))  # an empty folder
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    with pytest.raises(WeightsError, match=rf"'resnet34' and no download \({OFFLINE_ENV} is set\).*--weights FILE"):
+        Probe.create("resnet34", device="cpu")
+
+
+def test_offline_timm_download_leaves_the_hub_online_setting_alone(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    monkeypatch.setenv(OFFLINE_ENV, "yes")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    before = constants.HF_HUB_OFFLINE
+    with pytest.raises(WeightsError, match="'resnet10t' and no download .*not in the Hugging Face cache"):
+        Probe.create("resnet10t", device="cpu")
+    assert constants.HF_HUB_OFFLINE == before  # offline only for our own attempt
+
+
+def test_host_reachable_on_loopback():
+    """A closed port answers False without waiting out the timeout; a listening one answers True."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert host_reachable("127.0.0.1", server.getsockname()[1], timeout=2.0)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]  # bound, never listening: connections are refused
+            start = time.monotonic()
+            assert not host_reachable("127.0.0.1", closed, timeout=2.0)
+            assert time.monotonic() - start < 2.0
 
 
 # ----------------------------------------------------------------------------- Embedding.load on non-embeddings

@@ -1,0 +1,46 @@
+"""Names and default values shared by the library and its command line, importing nothing heavy.
+
+The CLI's parsers show these (``task2vec --help``) without loading torch; the modules that use
+them (:mod:`task2vec.probe`, :mod:`task2vec.embed`, :mod:`task2vec.zoo`, :mod:`task2vec.finetune`,
+...) import them from here, so every value has one source.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping
+
+WEIGHTS_ENV = "TASK2VEC_WEIGHTS"  # folder searched for <model>*.safetensors|.pth|.pt before any download
+OFFLINE_ENV = "TASK2VEC_OFFLINE"  # set (1, true, yes, on): no download is attempted; HF_HUB_OFFLINE does the same
+
+PROBE = "mobilenet_v2"  # the default probe network (task2vec.probe.Probe.create)
+LABEL_METHODS = ("exact", "montecarlo", "empirical")  # Fisher expectations over labels (task2vec.fisher)
+METHODS = LABEL_METHODS + ("variational",)  # every Task2Vec method
+BETA = 1e-2  # weight of the variational KL term; task2vec.trivial converts Fisher embeddings to posteriors with it
+
+# Task2Vec's constructor defaults for the settings the CLI exposes.
+EMBEDDING_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "method": "exact", "max_samples": 10_000, "max_rank": 16, "samples_per_image": 1, "batch_size": 32,
+    "head_prior": 1.0, "seed": 0, "workers": 0, "max_bad_fraction": 0.05,
+})
+# The Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
+EMBEDDING_SETTINGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
+QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
+RECOMMEND_K = 5  # recommendations shown
+# task2vec.recommend's defaults: the configuration benchmarks/model_selection.py picks by its stated rule
+# (row "recommend (defaults)"; figures in benchmarks/README.md).
+RECOMMEND_CHECK = 1  # first picks re-ranked by LogME with the probe's own entry
+RECOMMEND_MAX_RANK = 1  # the target's Fisher from the leading direction of the logits
+MODEL2VEC_L2 = 0.1  # pull of the MODEL2VEC log-scales toward 0
+MODEL2VEC_PARAMETERISATIONS = ("layer", "filter")  # one log-scale per model and layer (the default), or per filter
+
+FREEZE_HELP = "none | body | until:<module> (train only what comes after that block of the body)"
+BALANCE = ("none", "sampler", "loss-weights")
+# Fine-tuning's defaults (task2vec.finetune.Trainer and fit) for the settings the CLI exposes.
+FINETUNE_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "model": "mobilenet_v2", "dropout": 0.0, "epochs": 15, "batch_size": 32, "lr": 1e-3, "body_lr": 0.1,
+    "weight_decay": 0.05, "warmup_epochs": 1.0, "label_smoothing": 0.1, "grad_clip": 1.0, "patience": 5,
+    "freeze": "none", "balance": "none", "augment": "standard", "aux_weight": 0.3, "group_weight": 0.3,
+    "val_fraction": 0.2, "seed": 0, "device": "auto", "workers": 0, "repeats": 1,
+})
+PREDICT_TOPK = 5  # classes shown per image
