@@ -15,7 +15,7 @@ from typing import Sequence
 from . import __version__, taskmap
 from .cli_zoo import add_zoo_parsers
 from .distance import ALPHA, KINDS, pairwise
-from .embed import METHODS, Task2Vec
+from .embed import METHODS, MIN_IMAGES_PER_CLASS, Task2Vec
 from .data import load_task
 from .cli_finetune import add_finetune_parsers
 from .embedding import Embedding, check_compatible
@@ -39,6 +39,8 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True) -> 
                    help="Fisher over the model's own labels: exact expectation (default), montecarlo samples, "
                         "empirical (true labels), or the variational robust Fisher")
     g.add_argument("--max-samples", type=int, default=10_000, metavar="N", help="images used, class-balanced (default 10000)")
+    g.add_argument("--min-images-per-class", type=int, default=MIN_IMAGES_PER_CLASS, metavar="K",
+                   help=f"draw at least K images per class, above --max-samples if need be (default {MIN_IMAGES_PER_CLASS})")
     g.add_argument("--max-rank", type=int, default=16, metavar="R",
                    help="exact method: leading eigen-directions of the label distribution kept (default 16)")
     g.add_argument("--head-prior", type=float, default=1.0, metavar="P",
@@ -60,7 +62,8 @@ def probe_from_args(args: argparse.Namespace) -> Probe:
 
 
 def embedder_from_args(args: argparse.Namespace, probe: Probe) -> Task2Vec:
-    return Task2Vec(probe, method=args.method, max_samples=args.max_samples, max_rank=args.max_rank,
+    return Task2Vec(probe, method=args.method, max_samples=args.max_samples,
+                    min_images_per_class=args.min_images_per_class, max_rank=args.max_rank,
                     samples_per_image=args.samples_per_image, batch_size=args.batch_size, seed=args.seed,
                     head_prior=args.head_prior,
                     workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet)
