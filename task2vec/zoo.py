@@ -4,7 +4,9 @@ A zoo is a folder:
 
 - ``zoo.json``: the manifest (format, probe, settings, one record per entry: id, model
   name, how to get its weights, its source task, metadata such as parameters and ImageNet
-  top-1), naming the arrays file that goes with it and that file's SHA-256;
+  top-1), naming the arrays file that goes with it and that file's SHA-256. Its paths
+  (checkpoints, source data sets) are read and recorded by the rule of :mod:`task2vec.paths`:
+  ``${VAR}`` from the environment, other relative paths against the zoo folder;
 - ``arrays-<hash>.npz``: ``ids``, ``source`` (N, D) source-task embeddings F_i, ``bias``
   (N, D) MODEL2VEC biases b_i, and ``t0`` (D,) the probe's trivial task.
 
@@ -43,13 +45,15 @@ from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
 from .model2vec import scaled
+from .paths import portable_path, resolve_path
 from .probe import Probe
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
 QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
 # Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
-EMBEDDING_SETTINGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
+EMBEDDING_SETTINGS = ("method", "max_samples", "min_images_per_class", "max_rank", "samples_per_image", "batch_size",
+                      "seed", "head_prior")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -116,6 +120,20 @@ def _scaled_bias(source: np.ndarray, log_scales: np.ndarray, group: np.ndarray) 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _portable_source(source: str | None, zoo_dir: Path) -> str | None:
+    """A task's source label (``DIR`` or ``CSV:column``, then ``|subset`` parts) with its path
+    recorded by :func:`task2vec.paths.portable_path`; a label naming no file here is kept."""
+    if not source:
+        return source
+    head, sep, rest = source.partition("|")
+    path, colon, column = head, "", ""
+    if not Path(head).exists():
+        path, colon, column = head.rpartition(":")
+        if not (colon and Path(path).is_file()):
+            return source
+    return portable_path(path, zoo_dir) + colon + column + sep + rest
 
 
 class Zoo:
@@ -266,21 +284,17 @@ class Zoo:
         raise ZooError(f"no entry {entry_id!r} in zoo {str(self.path)!r} (entries: {', '.join(self.ids) or 'none'})")
 
     def weights_location(self, entry: ZooEntry) -> str:
-        """Where the entry's weights come from: "pretrained", a URI, a resolved local path
-        (``${VAR}`` expanded against the working directory, other relative paths against the zoo
-        folder) marked "(missing)" when absent, or "none"."""
+        """Where the entry's weights come from: "pretrained", a URI, a local path resolved by
+        :func:`task2vec.paths.resolve_path` (relative to the zoo folder) marked "(missing)" when
+        absent, or "none". An unset ``${VAR}`` in the checkpoint is a :class:`ZooError`."""
         if entry.pretrained:
             return "pretrained"
         if not entry.checkpoint:
             return "none"
-        if "://" in entry.checkpoint:
-            return entry.checkpoint
-        # ${VAR} names a folder relative to the working directory; the rest is relative to the zoo
-        text = re.sub(r"\$\{(\w+)\}", lambda m: str(Path(os.environ[m.group(1)]).resolve())
-                      if m.group(1) in os.environ else m.group(0), entry.checkpoint)
-        path = Path(text)
-        path = path if path.is_absolute() else self.path / path
-        return str(path) if path.is_file() else f"{path} (missing)"
+        location = resolve_path(entry.checkpoint, self.path, f"zoo {str(self.path / MANIFEST)!r}, entry {entry.id!r}")
+        if "://" in location:
+            return location
+        return location if Path(location).is_file() else f"{location} (missing)"
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -324,7 +338,7 @@ class Zoo:
             "name": embedding.name,
             "n_classes": embedding.meta.get("n_classes"),
             "n_images": embedding.meta.get("n_images"),
-            "dataset": embedding.meta.get("dataset", {}).get("source"),
+            "dataset": _portable_source(embedding.meta.get("dataset", {}).get("source"), self.path),
             "fingerprint": embedding.meta.get("dataset", {}).get("fingerprint"),
             "method": embedding.meta.get("method", {}),
         }
