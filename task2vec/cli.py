@@ -83,6 +83,8 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo
                    **setting("method", "Fisher over the model's own labels: exact expectation, montecarlo samples, "
                                        "empirical (true labels), or the variational robust Fisher"))
     g.add_argument("--max-samples", type=int, metavar="N", **setting("max_samples", "images used, class-balanced"))
+    g.add_argument("--min-images-per-class", type=int, metavar="K",
+                   **setting("min_images_per_class", "draw at least K images per class, above --max-samples if need be"))
     g.add_argument("--max-rank", type=int, metavar="R",
                    **setting("max_rank", "exact method: leading eigen-directions of the label distribution kept"))
     g.add_argument("--head-prior", type=float, metavar="P",
@@ -116,7 +118,8 @@ def embedder_from_args(args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the ``embed`` flags' settings."""
     from .embed import Task2Vec
 
-    return Task2Vec(probe, method=args.method, max_samples=args.max_samples, max_rank=args.max_rank,
+    return Task2Vec(probe, method=args.method, max_samples=args.max_samples,
+                    min_images_per_class=args.min_images_per_class, max_rank=args.max_rank,
                     samples_per_image=args.samples_per_image, batch_size=args.batch_size, seed=args.seed,
                     head_prior=args.head_prior,
                     workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet)

@@ -65,18 +65,19 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
         raise ZooError(f"zoo {str(zoo.path)!r} already has an entry {args.id!r}")
     if args.pretrained and args.checkpoint:
         raise ZooError("give --pretrained or --checkpoint, not both")
+    if args.params_m is not None:
+        raise ZooError("--params-m is derived from --model (its parameter count), not given")
+    meta = {k: v for k, v in (("imagenet_top1", args.imagenet_top1), ("license", args.license),
+                              ("notes", args.notes)) if v is not None}
+    meta = entry_metadata(args.model, meta, args.input_size, pretrained=args.pretrained)  # before any embedding
     source = args.source_embedding or args.source_dataset
     emb, probe = embed_for_zoo(zoo, args, source, name=args.name or args.id)
     zoo.check_embedding(emb)
     t0 = None
     if zoo.t0 is None:
         t0 = trivial_embedding(emb, probe or zoo.load_probe(args.weights, device=args.device))
-    meta = {k: v for k, v in (("params_m", args.params_m), ("input_size", args.input_size),
-                              ("imagenet_top1", args.imagenet_top1), ("license", args.license),
-                              ("notes", args.notes)) if v is not None}
-    entry = ZooEntry(args.id, args.model, args.pretrained, args.checkpoint,
-                     {"name": args.name} if args.name else {}, entry_metadata(args.model, meta, args.input_size,
-                                                                                    pretrained=args.pretrained))
+    entry = ZooEntry(args.id, args.model, args.pretrained, args.checkpoint, {"name": args.name} if args.name else {},
+                     meta)
     zoo.add(entry, emb, t0)
     print(f"added {args.id} ({args.model}, source {emb.name}) to {zoo.path}: {len(zoo)} entries")
     return 0
@@ -248,8 +249,9 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     src.add_argument("--source-dataset", metavar="DIR|CSV", help="the dataset the model was trained on (embedded now)")
     src.add_argument("--source-embedding", metavar="EMB.npz", help="an existing embedding of the source task")
     p.add_argument("--name", help="source task name (default: the id)")
-    p.add_argument("--params-m", type=float, metavar="M", help="parameters, millions (default: not recorded)")
-    p.add_argument("--input-size", type=int, metavar="PX", help="the model's input resolution (default: not recorded)")
+    p.add_argument("--params-m", help=argparse.SUPPRESS)  # derived from --model: refused
+    p.add_argument("--input-size", type=int, metavar="PX",
+                   help="resolution the weights were trained at (default: the architecture's own)")
     p.add_argument("--imagenet-top1", type=float, metavar="ACC",
                    help="ImageNet top-1 accuracy (default: from the published tables when known, for --pretrained)")
     p.add_argument("--license", help="the weights' license (default: not recorded)")

@@ -20,11 +20,13 @@ BETA = 1e-2  # weight of the variational KL term; task2vec.trivial converts Fish
 
 # Task2Vec's constructor defaults for the settings the CLI exposes.
 EMBEDDING_DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "method": "exact", "max_samples": 10_000, "max_rank": 16, "samples_per_image": 1, "batch_size": 32,
+    "method": "exact", "max_samples": 10_000, "min_images_per_class": 10,
+    "max_rank": 16, "samples_per_image": 1, "batch_size": 32,
     "head_prior": 1.0, "seed": 0, "workers": 0, "max_bad_fraction": 0.05,
 })
 # The Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
-EMBEDDING_SETTINGS = ("method", "max_samples", "max_rank", "samples_per_image", "batch_size", "seed", "head_prior")
+EMBEDDING_SETTINGS = ("method", "max_samples", "min_images_per_class", "max_rank", "samples_per_image", "batch_size",
+                      "seed", "head_prior")
 QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
 RECOMMEND_K = 5  # recommendations shown
 # task2vec.recommend's defaults: the configuration benchmarks/model_selection.py picks by its stated rule

@@ -30,6 +30,9 @@ class Task2Vec:
         (``samples_per_image`` sampled labels), ``empirical`` (true labels) or
         ``variational`` (the paper's robust Fisher).
       max_samples: images used, drawn class-balanced with ``seed``.
+      min_images_per_class: at least this many images per class are drawn, so a task with many
+        classes is not embedded from about one image each: max(max_samples,
+        min_images_per_class * classes) images in all, capped at what the task has.
       head_prior: precision of the Gaussian prior on the task head's weights (acting on
         standardised features). The head is the MAP fit of the *summed* class-balanced
         cross-entropy, so the penalty per image is ``head_prior / n``: the head becomes as
@@ -43,6 +46,7 @@ class Task2Vec:
     """
 
     def __init__(self, probe: Probe, method: str = _D["method"], *, max_samples: int = _D["max_samples"],
+                 min_images_per_class: int = _D["min_images_per_class"],
                  samples_per_image: int = _D["samples_per_image"], max_rank: int | None = _D["max_rank"],
                  batch_size: int = _D["batch_size"], head_prior: float = _D["head_prior"], seed: int = _D["seed"],
                  workers: int = _D["workers"], max_bad_fraction: float = _D["max_bad_fraction"],
@@ -50,7 +54,8 @@ class Task2Vec:
                  variational_epochs: int = 10, progress: bool = True):
         if method not in METHODS:
             raise ProbeError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
-        for name, value, low in (("max_samples", max_samples, 2), ("batch_size", batch_size, 1),
+        for name, value, low in (("max_samples", max_samples, 2), ("min_images_per_class", min_images_per_class, 1),
+                                 ("batch_size", batch_size, 1),
                                  ("samples_per_image", samples_per_image, 1), ("workers", workers, 0),
                                  ("variational_epochs", variational_epochs, 1)):
             if int(value) != value or value < low:
@@ -63,6 +68,7 @@ class Task2Vec:
             raise ProbeError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction!r}")
         self.probe, self.method = probe, method
         self.max_samples, self.samples_per_image, self.max_rank = max_samples, samples_per_image, max_rank
+        self.min_images_per_class = int(min_images_per_class)
         self.batch_size, self.head_prior, self.seed, self.workers = batch_size, head_prior, seed, workers
         self.max_bad_fraction, self.cache_bytes = max_bad_fraction, cache_bytes
         self.beta, self.prior_scale, self.variational_epochs = beta, prior_scale, variational_epochs
@@ -71,7 +77,8 @@ class Task2Vec:
     # ------------------------------------------------------------------ helpers
     def settings(self) -> dict[str, Any]:
         """The settings that shape the embedding, as recorded in its ``meta["method"]``."""
-        s: dict[str, Any] = {"name": self.method, "max_samples": self.max_samples, "seed": self.seed,
+        s: dict[str, Any] = {"name": self.method, "max_samples": self.max_samples,
+                             "min_images_per_class": self.min_images_per_class, "seed": self.seed,
                              "head_prior": self.head_prior, "batch_size": self.batch_size}
         if self.method == "montecarlo":
             s["samples_per_image"] = self.samples_per_image
@@ -89,7 +96,8 @@ class Task2Vec:
         """Embed a task: an ImageFolder directory, a CSV of path,label, or a torch Dataset."""
         start = time.perf_counter()
         task = as_task(data, label_column=label_column)
-        indices = balanced_indices(task.labels, self.max_samples, self.seed)
+        n_draw = max(self.max_samples, self.min_images_per_class * len(task.classes))
+        indices = balanced_indices(task.labels, n_draw, self.seed)
         halves = half_split(task.labels[indices])
         group_of = dict(zip(indices.tolist(), halves.tolist()))
         probe = self.probe

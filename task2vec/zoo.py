@@ -4,7 +4,9 @@ A zoo is a folder:
 
 - ``zoo.json``: the manifest (format, probe, settings, one record per entry: id, model
   name, how to get its weights, its source task, metadata such as parameters and ImageNet
-  top-1), naming the arrays file that goes with it and that file's SHA-256;
+  top-1), naming the arrays file that goes with it and that file's SHA-256. Its paths
+  (checkpoints, source data sets) are read and recorded by the rule of :mod:`task2vec.paths`:
+  ``${VAR}`` from the environment, other relative paths against the zoo folder;
 - ``arrays-<hash>.npz``: ``ids``, ``source`` (N, D) source-task embeddings F_i, ``bias``
   (N, D) MODEL2VEC biases b_i, and ``t0`` (D,) the probe's trivial task.
 
@@ -43,6 +45,7 @@ from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
 from .model2vec import scaled
+from .paths import portable_path, resolve_path
 from .probe import Probe, find_local_weights
 
 FORMAT = "task2vec.zoo/1"
@@ -143,6 +146,20 @@ def _scaled_bias(source: np.ndarray, log_scales: np.ndarray, group: np.ndarray) 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _portable_source(source: str | None, zoo_dir: Path) -> str | None:
+    """A task's source label (``DIR`` or ``CSV:column``, then ``|subset`` parts) with its path
+    recorded by :func:`task2vec.paths.portable_path`; a label naming no file here is kept."""
+    if not source:
+        return source
+    head, sep, rest = source.partition("|")
+    path, colon, column = head, "", ""
+    if not Path(head).exists():
+        path, colon, column = head.rpartition(":")
+        if not (colon and Path(path).is_file()):
+            return source
+    return portable_path(path, zoo_dir) + colon + column + sep + rest
 
 
 class Zoo:
@@ -305,23 +322,19 @@ class Zoo:
     def weights(self, entry: ZooEntry) -> EntryWeights:
         """Where the entry's weights come from, and whether they are here (:class:`EntryWeights`).
 
-        ``${VAR}`` in a checkpoint path expands against the working directory; other relative
-        paths are relative to the zoo folder. ``pretrained`` entries use a local copy found
-        through ``$TASK2VEC_WEIGHTS`` when there is one.
+        A checkpoint path is resolved by :func:`task2vec.paths.resolve_path` (relative to the zoo
+        folder; an unset ``${VAR}`` is a :class:`ZooError`). ``pretrained`` entries use a local copy
+        found through ``$TASK2VEC_WEIGHTS`` when there is one.
         """
         if entry.pretrained:
             local = find_local_weights(entry.model)
             return EntryWeights(str(local), "local") if local else EntryWeights(None, "downloadable")
         if not entry.checkpoint:
             return EntryWeights(None, "none")
-        if "://" in entry.checkpoint:
-            return EntryWeights(entry.checkpoint, "downloadable")
-        # ${VAR} names a folder relative to the working directory; the rest is relative to the zoo
-        text = re.sub(r"\$\{(\w+)\}", lambda m: str(Path(os.environ[m.group(1)]).resolve())
-                      if m.group(1) in os.environ else m.group(0), entry.checkpoint)
-        path = Path(text)
-        path = path if path.is_absolute() else self.path / path
-        return EntryWeights(str(path), "local" if path.is_file() else "missing")
+        location = resolve_path(entry.checkpoint, self.path, f"zoo {str(self.path / MANIFEST)!r}, entry {entry.id!r}")
+        if "://" in location:
+            return EntryWeights(location, "downloadable")
+        return EntryWeights(location, "local" if Path(location).is_file() else "missing")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -365,7 +378,7 @@ class Zoo:
             "name": embedding.name,
             "n_classes": embedding.meta.get("n_classes"),
             "n_images": embedding.meta.get("n_images"),
-            "dataset": embedding.meta.get("dataset", {}).get("source"),
+            "dataset": _portable_source(embedding.meta.get("dataset", {}).get("source"), self.path),
             "fingerprint": embedding.meta.get("dataset", {}).get("fingerprint"),
             "method": embedding.meta.get("method", {}),
         }

@@ -27,7 +27,12 @@ finetune:                        # optional: how missing expert checkpoints are 
   max_train_images: 1000
 ```
 
-``${VAR}`` is expanded from the environment; relative paths are relative to the spec file.
+Paths follow :mod:`task2vec.paths`: ``${VAR}`` from the environment (a relative value is
+relative to the working directory; an unset one is an error), other relative paths relative to
+the spec's folder, except ``checkpoint``, kept as written and relative to the zoo folder.
+``params_m`` and ``input_size`` are derived, never typed: the parameter count from the
+architecture, the input size from the ``finetune`` section's ``image_size`` for the experts
+the spec trains, else from the architecture's own data config.
 Entries already in the zoo are skipped, so an interrupted build resumes where it stopped.
 With a ``finetune`` section, an entry whose ``checkpoint`` file is missing is trained first
 (:func:`task2vec.finetune.fit` on its source dataset, run kept in ``<zoo>/runs/<id>/``, body
@@ -38,17 +43,18 @@ not the weights gets them back with the same command.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from .data import ImageTask, load_task, subset
+from .defaults import EMBEDDING_DEFAULTS
 from .distance import ALPHA
 from .embedding import Embedding
-from .errors import ZooError
-from .probe import Probe
+from .errors import ProbeError, ZooError
+from .paths import resolve_path
+from .probe import Probe, architecture_facts
 from .quality import imagenet_top1
 from .trivial import trivial_embedding
 from .zoo import EMBEDDING_SETTINGS, QUALITY_WEIGHT, Zoo, ZooEntry
@@ -58,18 +64,13 @@ ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "sour
 TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune",
             "split_seed"}
 EMBED_KEYS = {*EMBEDDING_SETTINGS, "workers", "device", "max_bad_fraction"}
-
-
-def _expand(value: str, base: Path, where: str) -> str:
-    missing = [v for v in re.findall(r"\$\{(\w+)\}", value) if v not in os.environ]
-    if missing:
-        raise ZooError(f"{where}: environment variable {missing[0]} is not set")
-    out = os.path.expandvars(value)
-    return out if "://" in out or Path(out).is_absolute() else str(base / out)
+DERIVED_METADATA = ("params_m", "input_size")  # computed for every entry, never typed
 
 
 def read_spec(path: str | os.PathLike) -> dict[str, Any]:
-    """The validated spec, with paths resolved."""
+    """The validated spec, with paths resolved by :func:`task2vec.paths.resolve_path`; an entry's
+    ``checkpoint`` stays as written (the manifest records it) and its resolved form, relative to
+    the zoo folder, is added as ``checkpoint_path``."""
     path = Path(path)
     try:
         spec = yaml.safe_load(path.read_text())
@@ -90,15 +91,15 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
     emb = spec.get("embedding") or {}
     if not isinstance(emb, dict) or set(emb) - EMBED_KEYS:
         raise ZooError(f"zoo spec {str(path)!r}: 'embedding' may only set {sorted(EMBED_KEYS)}")
-    base = path.resolve().parent
-    spec["zoo"] = _expand(spec["zoo"], base, str(path))
+    base = Path(os.path.relpath(path.parent))  # the spec's relative paths stay relative: recorded so, not as absolute
+    spec["zoo"] = resolve_path(spec["zoo"], base, str(path))
     tune = spec.get("finetune") or {}
     if not isinstance(tune, dict):
         raise ZooError(f"zoo spec {str(path)!r}: 'finetune' must be a mapping of fine-tuning settings")
     if tune.get("from"):
-        tune["from"] = _expand(str(tune["from"]), base, str(path))
+        tune["from"] = resolve_path(str(tune["from"]), base, str(path))
     if spec.get("weights"):
-        spec["weights"] = _expand(spec["weights"], base, str(path))
+        spec["weights"] = resolve_path(spec["weights"], base, str(path))
     ids = []
     for i, e in enumerate(spec["entries"]):
         where = f"zoo spec {str(path)!r}, entry {i + 1}"
@@ -108,19 +109,30 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ZooError(f"{where}: unknown key(s) {sorted(set(e) - ENTRY_KEYS)}")
         if not isinstance(e.get("id"), str) or not isinstance(e.get("model"), str):
             raise ZooError(f"{where}: 'id' and 'model' are required strings")
+        where = f"{where} ({e['id']})"
         if ("source_dataset" in e) == ("source_embedding" in e):
-            raise ZooError(f"{where} ({e['id']}): give exactly one of source_dataset and source_embedding")
+            raise ZooError(f"{where}: give exactly one of source_dataset and source_embedding")
         if e.get("pretrained") and e.get("checkpoint"):
-            raise ZooError(f"{where} ({e['id']}): give pretrained or checkpoint, not both")
+            raise ZooError(f"{where}: give pretrained or checkpoint, not both")
+        if e.get("checkpoint") is not None and not isinstance(e["checkpoint"], str):
+            raise ZooError(f"{where}: 'checkpoint' must be a string")
         if e.get("half") is not None and e["half"] not in ("source", "target"):
-            raise ZooError(f"{where} ({e['id']}): 'half' must be source or target, got {e['half']!r}")
+            raise ZooError(f"{where}: 'half' must be source or target, got {e['half']!r}")
         if e.get("classes") is not None and not isinstance(e["classes"], list):
-            raise ZooError(f"{where} ({e['id']}): 'classes' must be a list of class names")
+            raise ZooError(f"{where}: 'classes' must be a list of class names")
         if not isinstance(e.get("finetune") or {}, dict):
-            raise ZooError(f"{where} ({e['id']}): 'finetune' must be a mapping")
-        for key in ("source_dataset", "source_embedding"):  # checkpoints stay as written: see Zoo.weights_location
+            raise ZooError(f"{where}: 'finetune' must be a mapping")
+        e = spec["entries"][i] = {**e, "finetune": dict(e.get("finetune") or {})}  # YAML aliases share entries
+        if not isinstance(e.get("metadata") or {}, dict):
+            raise ZooError(f"{where}: 'metadata' must be a mapping")
+        refuse_derived(e.get("metadata") or {}, where)
+        for key in ("source_dataset", "source_embedding"):
             if e.get(key):
-                e[key] = _expand(str(e[key]), base, where)
+                e[key] = resolve_path(str(e[key]), base, where)
+        if e["finetune"].get("from"):
+            e["finetune"]["from"] = resolve_path(str(e["finetune"]["from"]), base, where)
+        if e.get("checkpoint"):  # kept as written for the manifest; resolved against the zoo folder
+            e["checkpoint_path"] = resolve_path(e["checkpoint"], spec["zoo"], where)
         ids.append(e["id"])
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
@@ -128,19 +140,53 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
+def refuse_derived(metadata: dict[str, Any], where: str) -> None:
+    """Refuse metadata that types what is derived (:data:`DERIVED_METADATA`)."""
+    typed = [k for k in DERIVED_METADATA if k in metadata]
+    if typed:
+        raise ZooError(f"{where}: metadata {typed[0]!r} is derived (parameters from the architecture, input size "
+                       "from the fine-tuning image_size or the architecture), not typed: remove it")
+
+
 def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | None = None, *,
                    pretrained: bool) -> dict[str, Any]:
-    """Metadata for an entry: what was given, plus ImageNet top-1 from the published tables when known.
+    """Metadata for an entry: what was given, ``params_m`` and ``input_size`` derived, and
+    ImageNet top-1 from the published tables when known.
 
-    The published figure describes the published weights only: a checkpoint (a fine-tuned
-    expert) gets a top-1 only when one is given.
+    ``params_m`` counts ``model`` as the library builds it, ImageNet classifier included (as
+    published tables count it); ``input_size`` is the resolution the weights were trained at,
+    default the architecture's own. The published top-1 describes the published weights only:
+    a checkpoint (a fine-tuned expert) gets one only when it is given.
     """
     meta = dict(given or {})
+    refuse_derived(meta, f"a {model!r} entry")
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
+        raise ZooError(f"input_size must be a positive integer, got {input_size!r}")
+    try:
+        params_m, default_size = architecture_facts(model)
+    except ProbeError:
+        raise ZooError(f"unknown model {model!r}: neither a torchvision nor a timm architecture name") from None
     if pretrained and "imagenet_top1" not in meta:
         top1 = imagenet_top1(model, input_size)
         if top1 is not None:
             meta["imagenet_top1"] = top1
+    meta.update(params_m=params_m, input_size=input_size or default_size)
     return meta
+
+
+def finetune_settings(spec: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
+    """The entry's fine-tuning settings: its own ``finetune`` over the spec's."""
+    return {**(spec.get("finetune") or {}), **(e.get("finetune") or {})}
+
+
+def trained_by_spec(spec: dict[str, Any], e: dict[str, Any]) -> bool:
+    """Whether the spec's ``finetune`` section makes the entry's checkpoint: a local checkpoint of
+    an entry with a source dataset, other than the weights fine-tuning starts from (the generalist)."""
+    target = e.get("checkpoint_path")
+    if spec.get("finetune") is None or not e.get("source_dataset") or not target or "://" in target:
+        return False
+    start = finetune_settings(spec, e).get("from")
+    return start is None or Path(start).resolve() != Path(target).resolve()
 
 
 def entry_task(spec: dict[str, Any], e: dict[str, Any]) -> ImageTask:
@@ -165,7 +211,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
     else:
         zoo = Zoo.create(zoo_dir, probe.describe(), method=settings.get("method", "exact"),
                          alpha=float(spec.get("alpha", ALPHA)),
-                         quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)), embedding_settings=settings)
+                         quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)),
+                         embedding_settings={"min_images_per_class": EMBEDDING_DEFAULTS["min_images_per_class"], **settings})
     runtime = {k: v for k, v in settings.items() if k in ("workers", "max_bad_fraction")}
     embedder = zoo.embedder(probe, progress=progress, **runtime)
     for e in spec["entries"]:
@@ -178,9 +225,10 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
         else:
             emb = embedder.embed(entry_task(spec, e), name=e.get("name") or e["id"])
         t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
+        size = finetune_settings(spec, e).get("image_size") if trained_by_spec(spec, e) else None
         entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
-                         {"name": e["name"]} if e.get("name") else {}, entry_metadata(e["model"], e.get("metadata"),
-                                                                           pretrained=bool(e.get("pretrained", False))))
+                         {"name": e["name"]} if e.get("name") else {},
+                         entry_metadata(e["model"], e.get("metadata"), size, pretrained=bool(e.get("pretrained", False))))
         zoo.add(entry, emb, t0)
         log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
     return zoo
@@ -189,15 +237,12 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
 def _train_missing_expert(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], log: Callable[[str], None],
                           progress: bool) -> None:
     """Fine-tune an entry whose checkpoint is missing, when the spec says how."""
-    if spec.get("finetune") is None or not e.get("checkpoint") or "://" in e["checkpoint"]:
-        return
-    target = Path(os.path.expandvars(e["checkpoint"]))
-    target = target if target.is_absolute() else zoo.path / target
-    if target.is_file() or not e.get("source_dataset"):
+    if not trained_by_spec(spec, e) or Path(e["checkpoint_path"]).is_file():
         return
     from .finetune import export_weights, fit
 
-    settings = {**spec["finetune"], **(e.get("finetune") or {})}
+    target = Path(e["checkpoint_path"])
+    settings = finetune_settings(spec, e)
     start = settings.pop("from", None)
     run_dir = zoo.path / "runs" / e["id"]
     log(f"{e['id']}: training the expert on {e['source_dataset']} -> {target}")

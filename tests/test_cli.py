@@ -174,6 +174,19 @@ def test_head_prior_must_be_positive(capsys, dataset, outdir, value):
     assert_error(rc, err, outdir, "head_prior must be a positive number")
 
 
+def test_min_images_per_class_flag(capsys, dataset, outdir):
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    assert "least K images per class, above --max-samples if need be (default 10)" in " ".join(capsys.readouterr().out.split())
+    rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--min-images-per-class", "0")
+    assert_error(rc, err, outdir, "min_images_per_class must be an integer >= 1")
+    rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--max-samples", "2",
+                     "--min-images-per-class", "3")
+    assert rc == 0, err
+    m = Embedding.load(outdir / "x.npz").meta
+    assert m["n_images"] == 6 and m["method"]["min_images_per_class"] == 3
+
+
 def test_head_prior_sets_the_penalty(capsys, dataset, outdir):
     rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--head-prior", "4")
     assert rc == 0, err

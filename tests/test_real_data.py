@@ -56,6 +56,25 @@ def test_same_seed_is_bit_identical(probe112, shared, tmp_path):
     assert np.array_equal(Embedding.load(tmp_path / "a.npz").vector, a.vector)
 
 
+def test_many_classes_get_at_least_min_images_per_class(shared):
+    """Tiny-ImageNet classes with a small max_samples: 10 images per class, not about one."""
+    from conftest import WEIGHTS
+    from task2vec.errors import ProbeError
+
+    probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=32, device="cpu")
+    task = load_task(shared / "data" / "tiny_imagenet_val")
+    many = subset(task, classes=task.classes[:16])
+    t2v = Task2Vec(probe, max_samples=20, max_rank=1, progress=False)  # rank 1: one backward pass per image
+    e = t2v.embed(many)
+    assert e.meta["n_images"] == 160 and e.meta["n_classes"] == 16 and np.bincount(t2v.labels_).tolist() == [10] * 16
+    assert e.meta["method"]["min_images_per_class"] == 10 and e.meta["method"]["max_samples"] == 20
+    few = subset(task, classes=task.classes[:2], half="source")  # about 25 images per class
+    f = Task2Vec(probe, max_samples=20, min_images_per_class=40, max_rank=1, progress=False).embed(few)
+    assert f.meta["n_images"] == len(few) < 80 and f.meta["method"]["min_images_per_class"] == 40
+    with pytest.raises(ProbeError, match="min_images_per_class must be an integer >= 1"):
+        Task2Vec(probe, min_images_per_class=0)
+
+
 def same_images(task, n):
     """The first n images of a task (a fixed set, whatever the labels)."""
     order = np.argsort([str(p) for p in task.paths])

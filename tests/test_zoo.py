@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from task2vec import Embedding, IncompatibleEmbeddingsError, ZooError
 from task2vec.distance import asymmetric, complexity
 from task2vec.zoo import MANIFEST, Zoo, ZooEntry
 
+ROOT = Path(__file__).resolve().parents[1]
 PROBE = {"name": "mobilenet_v2", "weights_hash": "abc123", "input_size": 112}
 DIM = 40
 
@@ -225,8 +227,81 @@ def test_checkpoint_variables_resolve_against_the_working_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WEIGHTS_DIR", "w")  # relative to where the user runs the command, not to the zoo
     assert z.weights(z.entry("g")) == (str(tmp_path / "w" / "w.safetensors"), "local")
+    assert Zoo.load(tmp_path / "zoo").entry("g").checkpoint == "${WEIGHTS_DIR}/w.safetensors"  # kept as written
+    monkeypatch.setenv("WEIGHTS_DIR", "nowhere")
+    assert z.weights(z.entry("g")) == (str(tmp_path / "nowhere" / "w.safetensors"), "missing")
     monkeypatch.delenv("WEIGHTS_DIR")
-    assert z.weights(z.entry("g")).status == "missing" and not z.weights(z.entry("g")).available
+    with pytest.raises(ZooError, match=r"zoo\.json'?, entry 'g': environment variable WEIGHTS_DIR is not set"):
+        z.weights(z.entry("g"))
+
+
+def test_paths_resolve_and_record_by_one_rule(tmp_path, monkeypatch):
+    from task2vec.paths import portable_path, resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    for d in ("shared/data/d", "zoo/local", "other"):
+        (tmp_path / d).mkdir(parents=True)
+    monkeypatch.setenv("DATA_DIR", "other")  # relative: where the user stands
+    assert resolve_path("${DATA_DIR}/x", "zoo", "f") == str(tmp_path / "other" / "x")
+    assert resolve_path("experts/${DATA_DIR}.pt", "zoo", "f") == str(Path("zoo") / "experts" / "other.pt")
+    assert resolve_path("experts/a.pt", "zoo", "f") == str(Path("zoo") / "experts" / "a.pt")  # the file's folder
+    assert resolve_path("/abs/a.pt", "zoo", "f") == "/abs/a.pt"
+    assert resolve_path("https://host/${NOT_SET_ANYWHERE}/a.pt", "zoo", "f") == "https://host/${NOT_SET_ANYWHERE}/a.pt"
+    with pytest.raises(ZooError, match=r"^spec\.yaml, entry 2: environment variable NOT_SET_ANYWHERE is not set"):
+        resolve_path("${NOT_SET_ANYWHERE}/a.pt", "zoo", "spec.yaml, entry 2")
+
+    monkeypatch.setenv("TASK2VEC_SHARED", "shared")
+    assert portable_path(tmp_path / "shared" / "data" / "d", "zoo") == "${TASK2VEC_SHARED}/data/d"
+    assert portable_path("shared/data/d", "zoo") == "${TASK2VEC_SHARED}/data/d"
+    assert portable_path(tmp_path / "zoo" / "local", "zoo") == "local"
+    assert portable_path("other", "zoo") == "../other"  # relative stays relative, read back against the zoo
+    assert Path(resolve_path(portable_path("other", "zoo"), "zoo", "f")).resolve() == tmp_path / "other"
+    assert portable_path("/somewhere/else", "zoo") == "/somewhere/else"  # the user's own absolute path
+    assert portable_path("hf://org/model", "zoo") == "hf://org/model"
+    monkeypatch.delenv("TASK2VEC_SHARED")
+    assert portable_path("shared/data/d", "zoo") == "../shared/data/d"
+
+
+@pytest.mark.parametrize("name", ["demo", "starter"])
+def test_committed_specs_resolve_from_any_working_directory(name, tmp_path, shared, monkeypatch):
+    """The README's `export TASK2VEC_SHARED=../shared`: a relative value, resolved where the user stands."""
+    from task2vec.zoospec import read_spec, trained_by_spec
+
+    spec_path = ROOT / "zoo" / name / "spec.yaml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASK2VEC_SHARED", os.path.relpath(shared, tmp_path))
+    spec = read_spec(spec_path)
+    weights = shared / "weights" / "mobilenet_v2_imagenet.safetensors"
+    assert Path(spec["weights"]).is_file() and Path(spec["weights"]).resolve() == weights.resolve()
+    assert Path(spec["finetune"]["from"]).resolve() == weights.resolve()
+    assert Path(spec["zoo"]).resolve() == spec_path.parent.resolve()
+    assert all(Path(e["source_dataset"]).exists() for e in spec["entries"])
+    first, second = spec["entries"][:2]
+    assert Path(first["checkpoint_path"]).resolve() == weights.resolve()
+    assert Path(second["checkpoint_path"]).resolve() == spec_path.parent.resolve() / second["checkpoint"]
+    assert [trained_by_spec(spec, e) for e in spec["entries"]] == [False] + [True] * (len(spec["entries"]) - 1)
+    monkeypatch.delenv("TASK2VEC_SHARED")
+    with pytest.raises(ZooError) as info:
+        read_spec(spec_path)
+    assert "environment variable TASK2VEC_SHARED is not set" in str(info.value)
+    assert str(spec_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_params_m_and_input_size_are_derived_not_typed(tmp_path):
+    from task2vec.zoospec import entry_metadata, read_spec
+
+    assert entry_metadata("mobilenet_v2", {"license": "x"}, 112, pretrained=False) == \
+        {"license": "x", "params_m": 3.5, "input_size": 112}
+    assert entry_metadata("resnet18", None, pretrained=True) == {"imagenet_top1": 69.758, "params_m": 11.69,
+                                                                 "input_size": 224}
+    assert entry_metadata("tf_efficientnet_lite2", None, pretrained=False) == {"params_m": 6.09, "input_size": 260}
+    with pytest.raises(ZooError, match="unknown model 'not-a-net'"):
+        entry_metadata("not-a-net", None, pretrained=False)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text("zoo: z\nprobe: mobilenet_v2\nentries:\n  - id: a\n    model: mobilenet_v2\n"
+                         "    pretrained: true\n    source_dataset: d\n    metadata: {params_m: 2.2}\n")
+    with pytest.raises(ZooError, match=r"entry 1 \(a\): metadata 'params_m' is derived"):
+        read_spec(spec_path)
 
 
 def test_spec_classes_and_half_select_the_source_task(tmp_path, shared, monkeypatch):

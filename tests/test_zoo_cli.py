@@ -1,6 +1,9 @@
 """`task2vec zoo ...` and `task2vec recommend` end to end: the real probe on real data."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +13,7 @@ from task2vec.zoo import MANIFEST, Zoo
 
 from conftest import WEIGHTS
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max-samples", "24", "--quiet", "--weights", str(WEIGHTS)]
 
 
@@ -180,3 +184,99 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
     code, _, err = run(capsys, "finetune", shared / "data" / "hymenoptera", "--zoo", tmp_path / "z", "--model", "wasps",
                        "-o", tmp_path / "run2")
     assert code == 2 and "no entry 'wasps'" in err
+
+
+def small_folder(shared, root, n: int = 3):
+    """n real ants and n real bees from hymenoptera, copied to ``root``."""
+    for cls in ("ants", "bees"):
+        (root / cls).mkdir(parents=True)
+        for p in sorted((shared / "data" / "hymenoptera" / "train" / cls).iterdir())[:n]:
+            shutil.copy(p, root / cls / p.name)
+    return root
+
+
+def test_build_records_sources_portably_and_derives_params_and_input_size(shared, tmp_path, capsys, monkeypatch):
+    """From a working directory that is not the spec's, with TASK2VEC_SHARED relative (as the README exports it)."""
+    work, proj = tmp_path / "work", tmp_path / "proj"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("TASK2VEC_SHARED", os.path.relpath(shared, work))
+    small_folder(shared, proj / "local" / "insects")  # beside the spec
+    small_folder(shared, proj / "z" / "data" / "insects")  # inside the zoo folder
+    for name in ("beside", "inside"):  # the experts exist: nothing is trained
+        (proj / "z" / "experts").mkdir(parents=True, exist_ok=True)
+        (proj / "z" / "experts" / f"{name}.safetensors").write_bytes(b"not read by the build")
+    weights = "${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors"
+    spec = {
+        "zoo": "z", "probe": "mobilenet_v2", "weights": weights, "image_size": 64,
+        "embedding": {"method": "exact", "max_samples": 8, "min_images_per_class": 4},
+        "finetune": {"from": weights, "image_size": 48},
+        "entries": [
+            {"id": "generalist", "model": "mobilenet_v2", "checkpoint": weights, "label_column": "alphabet",
+             "half": "source", "source_dataset": "${TASK2VEC_SHARED}/data/omniglot_small/labels.csv"},
+            {"id": "beside", "model": "mobilenet_v2", "checkpoint": "experts/beside.safetensors",
+             "source_dataset": "local/insects", "finetune": {"image_size": 40}},
+            {"id": "inside", "model": "tf_efficientnet_lite0", "checkpoint": "experts/inside.safetensors",
+             "source_dataset": "z/data/insects"},
+            {"id": "pre", "model": "resnet18", "pretrained": True, "source_dataset": str(proj / "local" / "insects")},
+        ],
+    }
+    (proj / "spec.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = run(capsys, "zoo", "build", "../proj/spec.yaml", "--quiet")
+    assert code == 0, err
+    assert "training" not in out
+    manifest = json.loads((proj / "z" / MANIFEST).read_text())
+    entries = {e["id"]: e for e in manifest["entries"]}
+    assert entries["generalist"]["source"]["dataset"] == \
+        "${TASK2VEC_SHARED}/data/omniglot_small/labels.csv:alphabet|half=source/0"
+    assert entries["beside"]["source"]["dataset"] == "../local/insects"  # relative to the zoo folder
+    assert entries["inside"]["source"]["dataset"] == "data/insects"
+    assert entries["pre"]["source"]["dataset"] == str(proj / "local" / "insects")  # given absolute: kept
+    assert str(tmp_path) not in json.dumps({k: e for k, e in entries.items() if k != "pre"})
+    assert entries["generalist"]["checkpoint"] == weights  # kept as written
+    meta = {k: (e["metadata"]["params_m"], e["metadata"]["input_size"]) for k, e in entries.items()}
+    assert meta == {"generalist": (3.5, 224), "beside": (3.5, 40), "inside": (4.65, 48), "pre": (11.69, 224)}
+    # min_images_per_class: recorded by the zoo, 8 alphabets x 4 images although max_samples is 8
+    assert manifest["embedding_settings"]["min_images_per_class"] == 4
+    assert entries["generalist"]["source"]["n_images"] == 32
+    assert entries["generalist"]["source"]["method"]["min_images_per_class"] == 4
+    zoo = Zoo.load(proj / "z")
+    from task2vec import Probe
+
+    probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=64, device="cpu")
+    assert zoo.embedder(probe).min_images_per_class == 4
+    assert zoo.weights(zoo.entry("generalist")) == (str(WEIGHTS.resolve()), "local")
+
+    spec["entries"][1]["metadata"] = {"input_size": 112}
+    (proj / "spec.yaml").write_text(yaml.safe_dump(spec))
+    code, _, err = run(capsys, "zoo", "build", "../proj/spec.yaml")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "metadata 'input_size' is derived" in err
+
+
+def test_build_with_an_unset_variable_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TASK2VEC_SHARED", raising=False)
+    spec = ROOT / "zoo" / "demo" / "spec.yaml"
+    code, out, err = run(capsys, "zoo", "build", spec)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("task2vec: error: ") and "environment variable TASK2VEC_SHARED is not set" in err
+    assert str(spec) in err and list(tmp_path.iterdir()) == []
+
+
+def test_zoo_add_derives_params_and_records_a_relative_source_relative_to_the_zoo(shared, tmp_path, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small_folder(shared, tmp_path / "data" / "insects")
+    assert main(["zoo", "init", "zoos/z", "--weights", str(WEIGHTS), "--image-size", "64"]) == 0
+    add = ["zoo", "add", "zoos/z", "--model", "tf_efficientnet_lite1", "--checkpoint", "experts/x.safetensors",
+           "--source-dataset", "data/insects", *FAST]
+    code, _, err = run(capsys, *add, "--id", "x", "--params-m", "5.4")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--params-m is derived from --model" in err
+    code, _, err = run(capsys, *add, "--id", "x", "--input-size", "0")
+    assert code == 2 and "input_size must be a positive integer" in err
+    assert run(capsys, *add, "--id", "x")[0] == 0
+    assert run(capsys, *add, "--id", "y", "--input-size", "96")[0] == 0
+    zoo = Zoo.load("zoos/z")
+    assert [(e.metadata["params_m"], e.metadata["input_size"]) for e in zoo.entries] == [(5.42, 240), (5.42, 96)]
+    assert zoo.entry("x").source["dataset"] == "../../data/insects"
+    assert Path(zoo.path / zoo.entry("x").source["dataset"]).resolve() == tmp_path / "data" / "insects"
