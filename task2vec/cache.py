@@ -19,9 +19,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import OutputPathError
-from .zoo import Zoo
+
+if TYPE_CHECKING:  # for the type hints only: the zoo module loads torch
+    from .zoo import Zoo
 
 
 def user_cache_dir() -> Path:

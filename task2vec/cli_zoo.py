@@ -103,6 +103,21 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo_set(args: argparse.Namespace) -> int:
+    from .zoo import Zoo
+
+    if args.alpha is None and args.quality_weight is None:
+        raise ZooError("nothing to set: give --alpha and/or --quality-weight")
+    zoo = Zoo.load(args.dir)
+    had_biases = bool(zoo.manifest.get("model2vec"))
+    zoo.configure(alpha=args.alpha, quality_weight=args.quality_weight)
+    dropped = had_biases and not zoo.manifest.get("model2vec")
+    print(f"zoo {zoo.path}: alpha {zoo.alpha}, quality weight {zoo.quality_weight}"
+          + ("; MODEL2VEC biases dropped (learned at the old alpha: refit them with 'task2vec zoo fit-model2vec')"
+             if dropped else ""))
+    return 0
+
+
 def cmd_zoo_remove(args: argparse.Namespace) -> int:
     from .zoo import Zoo
 
@@ -115,7 +130,7 @@ def cmd_zoo_remove(args: argparse.Namespace) -> int:
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     from .zoospec import build_zoo
 
-    zoo = build_zoo(args.spec, progress=not args.quiet)
+    zoo = build_zoo(args.spec, progress=not args.quiet, train=not args.no_train)
     print(f"zoo {zoo.path}: {len(zoo)} entries")
     return 0
 
@@ -263,6 +278,12 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("dir")
     p.set_defaults(func=cmd_zoo_list)
 
+    p = zsub.add_parser("set", help="change the ranking's alpha or quality weight")
+    p.add_argument("dir")
+    p.add_argument("--alpha", type=float, help="weight of the source-complexity term (default: unchanged)")
+    p.add_argument("--quality-weight", type=float, help="weight of standardised ImageNet top-1 (default: unchanged)")
+    p.set_defaults(func=cmd_zoo_set)
+
     p = zsub.add_parser("remove", help="remove an entry")
     p.add_argument("dir")
     p.add_argument("--id", required=True, help="the entry to remove")
@@ -270,6 +291,8 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
 
     p = zsub.add_parser("build", help="build or complete a zoo from a YAML spec (resumable)")
     p.add_argument("spec", metavar="SPEC.yaml")
+    p.add_argument("--no-train", action="store_true",
+                   help="add entries whose expert checkpoint is missing without training it (a later build trains it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_zoo_build)
 

@@ -410,6 +410,23 @@ class Zoo:
         self.manifest["model2vec"] = info
         self._commit(self.entries, self.source, bias, self.t0, dim=self.manifest.get("dim"))
 
+    def configure(self, *, alpha: float | None = None, quality_weight: float | None = None) -> None:
+        """Change the ranking's alpha and quality weight. MODEL2VEC biases were learned at the old
+        alpha: changing it drops them, to be refitted."""
+        for name, value in (("alpha", alpha), ("quality_weight", quality_weight)):
+            if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ZooError(f"{name} must be a finite number >= 0, got {value!r}")
+        if alpha is not None and float(alpha) != self.alpha:
+            self.manifest["alpha"] = float(alpha)
+            if self.manifest.get("model2vec"):
+                self.manifest["model2vec"] = None
+                self._commit(self.entries, self.source, np.zeros_like(self.source), self.t0,
+                             dim=self.manifest.get("dim"))
+                return
+        if quality_weight is not None:
+            self.manifest["quality_weight"] = float(quality_weight)
+        self._commit(self.entries, self.source, self.bias, self.t0, dim=self.manifest.get("dim"), scales=self.scales)
+
     def set_trivial(self, t0: Embedding) -> None:
         """Replace the zoo's trivial task (:func:`task2vec.trivial.trivial_embedding` of a source).
         The MODEL2VEC biases were learned against the old one: they are dropped, to be refitted."""

@@ -197,8 +197,13 @@ def entry_task(spec: dict[str, Any], e: dict[str, Any]) -> ImageTask:
     return subset(task, classes=e.get("classes"), half=e.get("half"), seed=int(spec.get("split_seed", 0)))
 
 
-def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = True) -> Zoo:
-    """Create or complete the zoo that ``spec_path`` describes; returns it."""
+def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = True,
+              train: bool = True) -> Zoo:
+    """Create or complete the zoo that ``spec_path`` describes; returns it.
+
+    ``train=False`` adds entries whose expert checkpoint is missing without training it (their
+    source task is embedded all the same): a later build with ``train=True`` trains them.
+    """
     spec = read_spec(spec_path)
     settings = spec.get("embedding") or {}
     probe = Probe.create(spec["probe"], weights=spec.get("weights"), image_size=spec.get("image_size"),
@@ -216,7 +221,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
     runtime = {k: v for k, v in settings.items() if k in ("workers", "max_bad_fraction")}
     embedder = zoo.embedder(probe, progress=progress, **runtime)
     for e in spec["entries"]:
-        _train_missing_expert(zoo, spec, e, log, progress)
+        if train:
+            _train_missing_expert(zoo, spec, e, log, progress)
         if e["id"] in zoo.ids:
             log(f"{e['id']}: already in the zoo, skipped")
             continue

@@ -177,7 +177,7 @@ def test_head_prior_must_be_positive(capsys, dataset, outdir, value):
 def test_min_images_per_class_flag(capsys, dataset, outdir):
     with pytest.raises(SystemExit):
         main(["embed", "--help"])
-    assert "least K images per class, above --max-samples if need be (default 10)" in " ".join(capsys.readouterr().out.split())
+    assert "least K images per class, above --max-samples if need be (default: 10)" in " ".join(capsys.readouterr().out.split())
     rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--min-images-per-class", "0")
     assert_error(rc, err, outdir, "min_images_per_class must be an integer >= 1")
     rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--max-samples", "2",

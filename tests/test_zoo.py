@@ -374,3 +374,25 @@ def test_a_zoo_holds_fisher_embeddings_only(tmp_path):
     with pytest.raises(ZooError, match="Fisher embeddings"):
         Zoo.create(tmp_path / "v", PROBE, method="variational")
     assert not (tmp_path / "v").exists()
+
+
+def test_configure_changes_alpha_and_quality_weight_and_drops_biases_learned_at_the_old_alpha(tmp_path):
+    z = Zoo.create(tmp_path / "z", PROBE)
+    z.add(ZooEntry("a", "resnet18"), emb(1), emb(999))
+    z.add(ZooEntry("b", "resnet50"), emb(2))
+    bias = np.zeros_like(z.source)
+    bias[1] = 0.5 * z.source[1]
+    z.set_biases(bias, {"alpha": z.alpha})
+    z.configure(quality_weight=0.2)  # the biases do not depend on the quality weight: they stay
+    again = Zoo.load(z.path)
+    assert again.quality_weight == 0.2 and again.manifest["model2vec"] and again.bias.any()
+    again.configure(alpha=0.5)
+    again = Zoo.load(z.path)
+    assert again.alpha == 0.5 and not again.manifest["model2vec"] and not again.bias.any()
+    target = emb(3)
+    brute = [asymmetric(again.source[i], target.vector, again.t0, 0.5) for i in range(2)]
+    assert [r.distance for r in again.rank(target)] == pytest.approx(sorted(brute))
+    for bad in ({"alpha": -1.0}, {"alpha": float("nan")}, {"quality_weight": float("inf")}, {"alpha": "0.1"}):
+        with pytest.raises(ZooError):
+            again.configure(**bad)
+    assert Zoo.load(z.path).alpha == 0.5

@@ -82,12 +82,18 @@ def test_bad_input_is_one_line_and_changes_nothing(built, shared, tmp_path, caps
         ("recommend", hym, "--zoo", built, "-k", "0", *FAST),
         ("recommend", tmp_path / "nowhere", "--zoo", built, *FAST),
         ("recommend", hym, "--zoo", built, "--json", tmp_path / "no" / "dir.json", *FAST),
+        ("zoo", "set", built),
+        ("zoo", "set", built, "--alpha", "-1"),
+        ("zoo", "set", built, "--quality-weight", "nan"),
     ]
     for argv in cases:
         code, out, err = run(capsys, *argv)
         assert code == 2, argv
         assert err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1, err
     assert {p.name: p.read_bytes() for p in built.iterdir()} == before
+
+    code, out, _ = run(capsys, "zoo", "set", built, "--alpha", str(Zoo.load(built).alpha))  # a no-op change
+    assert code == 0 and "alpha" in out and "dropped" not in out and Zoo.load(built).ids == ["insects", "xray"]
 
     empty = tmp_path / "empty"
     assert main(["zoo", "init", str(empty), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
@@ -145,6 +151,11 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
                      "source_dataset": str(shared / "data" / "hymenoptera"), "finetune": {"augment": "light"}}],
     }
     path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, "zoo": "untrained"}))
+    code, out, err = run(capsys, "zoo", "build", path, "--quiet", "--no-train")  # sources embedded, nothing trained
+    assert code == 0 and "training" not in out, err
+    assert Zoo.load(tmp_path / "untrained").ids == ["bees"] and not (tmp_path / "untrained" / "runs").exists()
+    assert Zoo.load(tmp_path / "untrained").weights(Zoo.load(tmp_path / "untrained").entry("bees")).status == "missing"
     path.write_text(yaml.safe_dump(spec))
     code, out, err = run(capsys, "zoo", "build", path, "--quiet")
     assert code == 0, err
