@@ -294,19 +294,15 @@ def _tree(d: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def small_zoo(tmp_path_factory, shared) -> Path:
-    """A real two-entry zoo (probe at 64 px): an ants/bees entry recorded at 48 px and one without an input size."""
-    import yaml
-
-    root = tmp_path_factory.mktemp("ftzoo")
-    spec = {"zoo": "zoo", "probe": "mobilenet_v2", "weights": str(WEIGHTS), "image_size": 64,
-            "embedding": {"method": "exact", "max_samples": 16},
-            "entries": [{"id": "bees", "model": "mobilenet_v2", "checkpoint": str(WEIGHTS),
-                         "source_dataset": str(shared / "data" / "hymenoptera"), "metadata": {"input_size": 48}},
-                        {"id": "xray", "model": "mobilenet_v2", "checkpoint": str(WEIGHTS),
-                         "source_dataset": str(shared / "data" / "pneumoniamnist")}]}
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
-    assert main(["zoo", "build", str(root / "spec.yaml"), "--quiet"]) == 0
-    return root / "zoo"
+    """A real two-entry zoo (probe at 64 px): an ants/bees entry whose weights were trained at 48 px
+    (``zoo add --input-size``) and an X-ray entry at its architecture's own 224 px."""
+    z = tmp_path_factory.mktemp("ftzoo") / "zoo"
+    assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "64"]) == 0
+    for entry, source, extra in (("bees", "hymenoptera", ["--input-size", "48"]), ("xray", "pneumoniamnist", [])):
+        assert main(["zoo", "add", str(z), "--id", entry, "--model", "mobilenet_v2", "--checkpoint", str(WEIGHTS),
+                     "--source-dataset", str(shared / "data" / source), "--max-samples", "16", "--quiet",
+                     "--weights", str(WEIGHTS), *extra]) == 0
+    return z
 
 
 def test_finetune_of_the_recommendation_trains_at_the_entry_input_size(small_zoo, shared, tmp_path, capsys):
@@ -334,11 +330,12 @@ def test_finetune_of_the_recommendation_trains_at_the_entry_input_size(small_zoo
 def test_every_form_of_a_zoo_model_carries_its_input_size(small_zoo, tmp_path, capsys):
     assert resolve_model(f"{small_zoo}:bees").input_size == 48
     assert resolve_model("bees", zoo=small_zoo).input_size == 48
-    assert resolve_model("xray", zoo=small_zoo).input_size is None  # the architecture's own size then
+    assert resolve_model("xray", zoo=small_zoo).input_size == 224  # the architecture's own size
     assert resolve_model("mobilenet_v2").input_size is None
     # a recommendation whose zoo is not on this machine: the size it lists
     far = {"zoo": str(tmp_path / "elsewhere"),
-           "recommendations": [{"id": "far", "model": "mobilenet_v2", "input_size": 96, "weights": str(WEIGHTS)}]}
+           "recommendations": [{"id": "far", "model": "mobilenet_v2", "input_size": 96, "weights": str(WEIGHTS),
+                               "weights_available": True}]}
     (tmp_path / "far.json").write_text(json.dumps(far))
     choice = resolve_model(str(tmp_path / "far.json"))
     assert (choice.arch, choice.model_id, choice.weights, choice.input_size) == ("mobilenet_v2", "far", str(WEIGHTS), 96)
