@@ -62,7 +62,8 @@ def tiny_zoo(tmp_path_factory, shared):
 def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     env = {**os.environ, "TASK2VEC_SHARED": str(shared)}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "model_selection.py"), "--quick", "--zoo", str(tiny_zoo / "zoo"),
-           "--spec", str(tiny_zoo / "spec.yaml"), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+           "--spec", str(tiny_zoo / "spec.yaml"), "--m2v-folds", "2", "--cache", str(tmp_path / "cache"),
+           "--out", str(tmp_path / "out")]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "out"

@@ -45,6 +45,10 @@ def test_list_and_recommend(built, shared, tmp_path, capsys):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[2].split()[:2] == ["1", "insects"]  # same images, same labels: the insects expert first
+    # a column only where it carries information: no biases, one known top-1 (no quality term), one input size
+    header = lines[1].split()
+    assert header[:4] == ["rank", "model", "id", "architecture"] and "LogME" in header and "params" in header
+    assert not {"bias", "quality", "score", "px"} & set(header) and {"weights", "stable", "why"} <= set(header)
     data = json.loads((tmp_path / "rec.json").read_text())
     first = data["recommendations"][0]
     assert first["id"] == "insects" and first["rank"] == 1 and first["why"].startswith("trained on insects")
