@@ -25,7 +25,7 @@ _LAZY = {
     **dict.fromkeys(
         ("Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
          "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
-         "FinetuneError", "CheckpointError"), "errors"),
+         "FinetuneError", "CheckpointError", "SettingError", "UsageError"), "errors"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .errors import FinetuneError
+from .validate import number
 
 AUTO_AUGMENT = ("none", "trivial", "randaugment")
 
@@ -40,20 +41,14 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("hflip", "vflip", "erasing", "mix_prob", "mobius"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise FinetuneError(f"augmentation {name} must be a probability in [0, 1], got {v}")
-        if not 0.0 < self.zoom <= 1.0:
-            raise FinetuneError(f"augmentation zoom (smallest crop area) must be in (0, 1], got {self.zoom}")
-        for name in ("rotate", "color_jitter", "mixup", "cutmix"):
-            if getattr(self, name) < 0:
-                raise FinetuneError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
-        if self.rotate > 180:
-            raise FinetuneError(f"augmentation rotate is in degrees, at most 180, got {self.rotate}")
+            number(getattr(self, name), f"augmentation {name} (a probability)", low=0, high=1, error=FinetuneError)
+        number(self.zoom, "augmentation zoom (smallest crop area)", low=0, high=1, low_open=True, error=FinetuneError)
+        number(self.rotate, "augmentation rotate (degrees)", low=0, high=180, error=FinetuneError)
+        for name in ("color_jitter", "mixup", "cutmix"):
+            number(getattr(self, name), f"augmentation {name}", low=0, error=FinetuneError)
         if self.auto_augment not in AUTO_AUGMENT:
             raise FinetuneError(f"auto_augment must be one of {', '.join(AUTO_AUGMENT)}, got {self.auto_augment!r}")
-        if not 0.0 <= self.mobius_strength < 1.0:
-            raise FinetuneError(f"mobius_strength must be in [0, 1), got {self.mobius_strength}")
+        number(self.mobius_strength, "augmentation mobius_strength", low=0, high=1, high_open=True, error=FinetuneError)
 
     def as_dict(self) -> dict:
         return asdict(self)

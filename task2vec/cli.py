@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 from . import __version__, taskmap
 from .cli_finetune import add_finetune_parsers
@@ -23,9 +24,10 @@ from .cli_zoo import add_zoo_parsers
 from .defaults import EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, METHODS, OFFLINE_ENV, PROBE, WEIGHTS_ENV
 from .distance import ALPHA, KINDS, pairwise
 from .embedding import Embedding, check_compatible
-from .errors import Task2VecError
+from .errors import Task2VecError, UsageError
 from .io import atomic_open, check_writable
 from .trivial import trivial_embedding
+from .validate import integer_flag, number_flag, seed_flag
 
 if TYPE_CHECKING:
     from .embed import Task2Vec
@@ -47,11 +49,24 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser (and, through ``add_subparsers``, sub-parsers) that shows defaults in help."""
+    """An argument parser (and, through ``add_subparsers``, sub-parsers of the same class) that shows
+    defaults in help and reports a malformed command line as one :class:`UsageError` line, not
+    argparse's usage block."""
 
     def __init__(self, *args: Any, formatter_class: type[argparse.HelpFormatter] = DefaultsHelpFormatter,
                  **kwargs: Any) -> None:
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Raise ``message`` as a :class:`UsageError` (``main`` prints it as ``task2vec: error: ...``, exit 2).
+
+        A flag type's own complaint (:mod:`task2vec.validate`) reads ``--alpha must be a finite
+        number, got nan``; argparse's others (unknown flag, missing argument) point to the help.
+        """
+        own = re.fullmatch(r"argument ([^:]+): (must .*)", message, flags=re.S)
+        if own:
+            raise UsageError(f"{own[1].split('/')[-1]} {own[2]}")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo_settings: bool = False,
@@ -76,32 +91,32 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo
         g.add_argument("--weights", metavar="FILE",
                        help=f"probe weights, .safetensors or .pth (default: ${WEIGHTS_ENV}/<probe>*.safetensors, then a "
                             f"download, which ${OFFLINE_ENV} or $HF_HUB_OFFLINE turns off)")
-        g.add_argument("--image-size", type=int, metavar="PX",
+        g.add_argument("--image-size", type=integer_flag(), metavar="PX",
                        help="override the probe's input resolution (default: the probe's own)")
         g.add_argument("--random-init", action="store_true", help="random probe weights (for testing only)")
     g.add_argument("--method", choices=METHODS,
                    **setting("method", "Fisher over the model's own labels: exact expectation, montecarlo samples, "
                                        "empirical (true labels), or the variational robust Fisher"))
-    g.add_argument("--max-samples", type=int, metavar="N", **setting("max_samples", "images used, class-balanced"))
-    g.add_argument("--min-images-per-class", type=int, metavar="K",
+    g.add_argument("--max-samples", type=integer_flag(), metavar="N", **setting("max_samples", "images used, class-balanced"))
+    g.add_argument("--min-images-per-class", type=integer_flag(), metavar="K",
                    **setting("min_images_per_class", "draw at least K images per class, above --max-samples if need be"))
-    g.add_argument("--max-rank", type=int, metavar="R",
+    g.add_argument("--max-rank", type=integer_flag(), metavar="R",
                    **setting("max_rank", "exact method: leading eigen-directions of the label distribution kept"))
-    g.add_argument("--head-prior", type=float, metavar="P",
+    g.add_argument("--head-prior", type=number_flag(), metavar="P",
                    **setting("head_prior", "precision of the Gaussian prior on the task head's weights; its penalty "
                                            "per image is P/n"))
-    g.add_argument("--samples-per-image", type=int, metavar="S",
+    g.add_argument("--samples-per-image", type=integer_flag(), metavar="S",
                    **setting("samples_per_image", "montecarlo method: labels drawn per image"))
-    g.add_argument("--batch-size", type=int, metavar="B", **setting("batch_size", "images per forward pass"))
+    g.add_argument("--batch-size", type=integer_flag(), metavar="B", **setting("batch_size", "images per forward pass"))
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    g.add_argument("--seed", type=int, metavar="S",
+    g.add_argument("--seed", type=seed_flag(), metavar="S",
                    **setting("seed", "random seed of the image sample and the montecarlo labels"
                                      + (" (and of --random-init weights)" if probe_flags else "")))
     g.add_argument("--label-column", metavar="COL",
                    help="label column of a CSV dataset (default: 'label', or the only column besides the path)")
-    g.add_argument("--workers", type=int, metavar="W",
+    g.add_argument("--workers", type=integer_flag(), metavar="W",
                    **setting("workers", "DataLoader worker processes for decoding"))
-    g.add_argument("--max-bad-fraction", type=float, metavar="F",
+    g.add_argument("--max-bad-fraction", type=number_flag(), metavar="F",
                    **setting("max_bad_fraction", "fail when more than this fraction of images cannot be read"))
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -242,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=KINDS, default="sym",
                    help="sym (the paper's), asym (row -> column, uses the trivial task), cosine, "
                         "domain (mean features, label-blind), kl (variational embeddings)")
-    p.add_argument("--alpha", type=float, default=ALPHA, help="asym: weight of the trivial-task term")
+    p.add_argument("--alpha", type=number_flag(low=0), default=ALPHA, help="asym: weight of the trivial-task term")
     p.add_argument("--weights", metavar="FILE",
                    help="probe weights, for the trivial task of embeddings that do not record their prior "
                         f"(default: the file they were made with when still there, else the ${WEIGHTS_ENV} lookup)")
@@ -258,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"umap, tsne or pca (classical MDS; used for fewer than {taskmap.UMAP_MIN_POINTS} tasks)")
     p.add_argument("--labels", metavar="CSV", help="CSV with a 'file' (or 'task') column, optional 'name' and more columns")
     p.add_argument("--color-by", metavar="COL", help="colour points by this column of --labels (default: one colour)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the layout")
+    p.add_argument("--seed", type=seed_flag(), default=0, help="random seed of the layout")
     p.set_defaults(func=cmd_map)
 
     add_zoo_parsers(sub, add_embedding_args)
@@ -267,11 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     formatwarning = warnings.formatwarning
     warnings.formatwarning = lambda msg, cat, *a, **k: f"task2vec: warning: {msg}\n"
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except Task2VecError as exc:
         print(f"task2vec: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
 from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK, WEIGHTS_ENV
 from .errors import DatasetError, FinetuneError, WeightsError
 from .io import atomic_open, check_writable
+from .validate import integer_flag, number_flag, seed_flag
 
 if TYPE_CHECKING:  # the handlers import these (and torch) when they run
     from .finetune import FitResult, RepeatsResult
@@ -71,26 +72,27 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import RepeatsResult, append_transfer_record, fit
+    from .finetune import RepeatsResult, Trainer, append_transfer_record, fit
 
-    records, embedding = _record_target(args)  # before training: a bad records setting fails first
     overrides = {k: getattr(args, k) for k in _AUG_FLAGS if getattr(args, k) is not None}
     try:
         augment = dataclasses.replace(preset(args.augment), **overrides)
     except TypeError as exc:
         raise FinetuneError(str(exc)) from None
-    result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume,
-                 model=args.model, weights=args.weights, zoo=args.zoo, random_init=args.random_init,
-                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, body_lr=args.body_lr,
-                 weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                 label_smoothing=args.label_smoothing, augment=augment, freeze=args.freeze, train_bn=args.train_bn,
-                 balance=args.balance, aux_labels=args.aux_labels,
-                 aux_columns=args.aux_columns.split(",") if args.aux_columns else None, aux_weight=args.aux_weight,
-                 groups=args.groups, group_weight=args.group_weight, val_fraction=args.val_fraction,
-                 image_size=args.image_size, patience=args.patience, grad_clip=args.grad_clip, dropout=args.dropout,
-                 amp=not args.no_amp, device=args.device, workers=args.workers, seed=args.seed,
-                 overfit_batch=args.overfit_batch, max_train_images=args.max_train_images,
-                 label_column=args.label_column, progress=not args.quiet)
+    settings = dict(model=args.model, weights=args.weights, zoo=args.zoo, random_init=args.random_init,
+                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, body_lr=args.body_lr,
+                    weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                    label_smoothing=args.label_smoothing, augment=augment, freeze=args.freeze, train_bn=args.train_bn,
+                    balance=args.balance, aux_labels=args.aux_labels,
+                    aux_columns=args.aux_columns.split(",") if args.aux_columns else None, aux_weight=args.aux_weight,
+                    groups=args.groups, group_weight=args.group_weight, val_fraction=args.val_fraction,
+                    image_size=args.image_size, patience=args.patience, grad_clip=args.grad_clip, dropout=args.dropout,
+                    amp=not args.no_amp, device=args.device, workers=args.workers, seed=args.seed,
+                    overfit_batch=args.overfit_batch, max_train_images=args.max_train_images,
+                    label_column=args.label_column, progress=not args.quiet)
+    Trainer(**settings)  # every setting checked before the task is embedded for its record
+    records, embedding = _record_target(args)  # before training: a bad records setting fails first
+    result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, **settings)
     runs = result.runs if isinstance(result, RepeatsResult) else [result]
     _print_run(runs[0] if len(runs) == 1 else None, result)
     if records is not None and not args.overfit_batch:
@@ -183,22 +185,22 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weights", metavar="FILE", help=f"weights for the model (default: ${WEIGHTS_ENV}, then a download)")
     g.add_argument("--zoo", metavar="DIR", help="read --model as an entry id of this zoo")
     g.add_argument("--random-init", action="store_true", help="train from random weights (a baseline)")
-    g.add_argument("--image-size", type=int, metavar="PX",
+    g.add_argument("--image-size", type=integer_flag(), metavar="PX",
                    help="training resolution (default: the input size of a zoo entry or recommendation, else the "
                         "architecture's)")
-    g.add_argument("--dropout", type=float, default=_D["dropout"], help="dropout before the classifier")
+    g.add_argument("--dropout", type=number_flag(), default=_D["dropout"], help="dropout before the classifier")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=_D["epochs"], help="training epochs (fewer with --patience)")
-    g.add_argument("--batch-size", type=int, default=_D["batch_size"], help="images per step")
-    g.add_argument("--lr", type=float, default=_D["lr"], help="classifier learning rate (AdamW)")
-    g.add_argument("--body-lr", type=float, default=_D["body_lr"], help="body rate as a fraction of --lr (0 freezes)")
-    g.add_argument("--weight-decay", type=float, default=_D["weight_decay"], help="AdamW weight decay")
-    g.add_argument("--warmup-epochs", type=float, default=_D["warmup_epochs"],
+    g.add_argument("--epochs", type=integer_flag(), default=_D["epochs"], help="training epochs (fewer with --patience)")
+    g.add_argument("--batch-size", type=integer_flag(), default=_D["batch_size"], help="images per step")
+    g.add_argument("--lr", type=number_flag(), default=_D["lr"], help="classifier learning rate (AdamW)")
+    g.add_argument("--body-lr", type=number_flag(), default=_D["body_lr"], help="body rate as a fraction of --lr (0 freezes)")
+    g.add_argument("--weight-decay", type=number_flag(), default=_D["weight_decay"], help="AdamW weight decay")
+    g.add_argument("--warmup-epochs", type=number_flag(), default=_D["warmup_epochs"],
                    help="linear warm-up of the learning rates, in epochs, before the cosine decay")
-    g.add_argument("--label-smoothing", type=float, default=_D["label_smoothing"],
+    g.add_argument("--label-smoothing", type=number_flag(), default=_D["label_smoothing"],
                    help="label smoothing of the cross-entropy")
-    g.add_argument("--grad-clip", type=float, default=_D["grad_clip"], help="max gradient norm (0: off)")
-    g.add_argument("--patience", type=int, default=_D["patience"],
+    g.add_argument("--grad-clip", type=number_flag(), default=_D["grad_clip"], help="max gradient norm (0: off)")
+    g.add_argument("--patience", type=integer_flag(), default=_D["patience"],
                    help="early stopping: epochs without val improvement (0: off)")
     g.add_argument("--freeze", default=_D["freeze"], help=FREEZE_HELP)
     g.add_argument("--train-bn", action="store_true", default=None,
@@ -208,39 +210,43 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("augmentation (a preset, then single overrides)")
     g.add_argument("--augment", choices=list(PRESETS), default=_D["augment"], help="the preset")
     preset_value = " (default: the preset's)"
-    g.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability" + preset_value)
-    g.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability" + preset_value)
-    g.add_argument("--rotate", type=float, metavar="DEG", help="maximum rotation in degrees" + preset_value)
-    g.add_argument("--zoom", type=float, metavar="S", help="smallest crop area of RandomResizedCrop (1: none)" + preset_value)
-    g.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation strength" + preset_value)
+    g.add_argument("--hflip", type=number_flag(), metavar="P", help="horizontal flip probability" + preset_value)
+    g.add_argument("--vflip", type=number_flag(), metavar="P", help="vertical flip probability" + preset_value)
+    g.add_argument("--rotate", type=number_flag(), metavar="DEG", help="maximum rotation in degrees" + preset_value)
+    g.add_argument("--zoom", type=number_flag(), metavar="S",
+                   help="smallest crop area of RandomResizedCrop (1: none)" + preset_value)
+    g.add_argument("--color-jitter", type=number_flag(), metavar="X",
+                   help="brightness/contrast/saturation strength" + preset_value)
     g.add_argument("--auto-augment", choices=AUTO_AUGMENT, help="TrivialAugment, RandAugment or none" + preset_value)
-    g.add_argument("--erasing", type=float, metavar="P", help="random erasing (cutout) probability" + preset_value)
-    g.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup Beta(α, α) (0: off)" + preset_value)
-    g.add_argument("--cutmix", type=float, metavar="ALPHA", help="cutmix Beta(α, α) (0: off)" + preset_value)
-    g.add_argument("--mix-prob", type=float, metavar="P", help="probability that a batch is mixed" + preset_value)
-    g.add_argument("--mobius", type=float, metavar="P", help="probability of a random Möbius map per image" + preset_value)
-    g.add_argument("--mobius-strength", type=float, metavar="S",
+    g.add_argument("--erasing", type=number_flag(), metavar="P", help="random erasing (cutout) probability" + preset_value)
+    g.add_argument("--mixup", type=number_flag(), metavar="ALPHA", help="mixup Beta(α, α) (0: off)" + preset_value)
+    g.add_argument("--cutmix", type=number_flag(), metavar="ALPHA", help="cutmix Beta(α, α) (0: off)" + preset_value)
+    g.add_argument("--mix-prob", type=number_flag(), metavar="P", help="probability that a batch is mixed" + preset_value)
+    g.add_argument("--mobius", type=number_flag(), metavar="P",
+                   help="probability of a random Möbius map per image" + preset_value)
+    g.add_argument("--mobius-strength", type=number_flag(), metavar="S",
                    help="size of the Möbius maps (see task2vec.mobius)" + preset_value)
     g = p.add_argument_group("multi-task heads (training only)")
     g.add_argument("--aux-labels", metavar="CSV", help="auxiliary targets per image (path column) or per class")
     g.add_argument("--aux-columns", metavar="A,B", help="which CSV columns (default: all but the keys)")
-    g.add_argument("--aux-weight", type=float, default=_D["aux_weight"], help="λ of the auxiliary losses")
+    g.add_argument("--aux-weight", type=number_flag(), default=_D["aux_weight"], help="λ of the auxiliary losses")
     g.add_argument("--groups", metavar="JSON", help="superclasses: {group: [class, ...]}")
-    g.add_argument("--group-weight", type=float, default=_D["group_weight"], help="λ of the superclass loss")
+    g.add_argument("--group-weight", type=number_flag(), default=_D["group_weight"], help="λ of the superclass loss")
     g = p.add_argument_group("run")
-    g.add_argument("--val-fraction", type=float, default=_D["val_fraction"],
+    g.add_argument("--val-fraction", type=number_flag(), default=_D["val_fraction"],
                    help="held-out share when the data has no val/ split")
     g.add_argument("--label-column", metavar="COL",
                    help="label column of a CSV dataset (default: 'label', or the only column besides the path)")
-    g.add_argument("--repeats", type=int, default=_D["repeats"], metavar="R", help="train R seeds and report mean ± std")
-    g.add_argument("--overfit-batch", type=int, default=0, metavar="N",
+    g.add_argument("--repeats", type=integer_flag(), default=_D["repeats"], metavar="R",
+                   help="train R seeds and report mean ± std")
+    g.add_argument("--overfit-batch", type=integer_flag(), default=0, metavar="N",
                    help="train on one batch of N images, a check (0: off)")
-    g.add_argument("--max-train-images", type=int, metavar="N",
+    g.add_argument("--max-train-images", type=integer_flag(), metavar="N",
                    help="train on a class-balanced subset of N images (default: the whole training split)")
     g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
-    g.add_argument("--seed", type=int, default=_D["seed"], help="random seed (split, initialisation, batches)")
+    g.add_argument("--seed", type=seed_flag(), default=_D["seed"], help="random seed (split, initialisation, batches)")
     g.add_argument("--device", default=_D["device"], help="auto (CUDA when present), cpu or cuda[:i]")
-    g.add_argument("--workers", type=int, default=_D["workers"], metavar="W", help="DataLoader worker processes")
+    g.add_argument("--workers", type=integer_flag(), default=_D["workers"], metavar="W", help="DataLoader worker processes")
     g.add_argument("--records", metavar="CSV",
                    help="append a transfer record (task, model, accuracy) for MODEL2VEC here (default for a zoo model: "
                         "the zoo's records in the per-user cache, $TASK2VEC_CACHE or ~/.cache/task2vec, "
@@ -255,7 +261,7 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a fine-tuned checkpoint")
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
     p.add_argument("images", nargs="+")
-    p.add_argument("--topk", type=int, default=PREDICT_TOPK, help="classes shown per image")
+    p.add_argument("--topk", type=integer_flag(low=1), default=PREDICT_TOPK, help="classes shown per image")
     p.add_argument("--json", metavar="OUT.json", help="also write the predictions as JSON")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.set_defaults(func=cmd_predict)

@@ -15,6 +15,7 @@ from .embedding import Embedding
 from .errors import RecordsError, ZooError
 from .io import check_writable
 from .trivial import trivial_embedding
+from .validate import integer_flag, number_flag
 
 if TYPE_CHECKING:  # the handlers import these (and torch) when they run
     from .embed import Task2Vec
@@ -244,13 +245,13 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("dir")
     p.add_argument("--probe", default=PROBE, help="probe network, as for 'task2vec embed'")
     p.add_argument("--weights", metavar="FILE", help=f"probe weights (default: ${WEIGHTS_ENV} lookup, then download)")
-    p.add_argument("--image-size", type=int, metavar="PX", help="override the probe's input resolution "
+    p.add_argument("--image-size", type=integer_flag(), metavar="PX", help="override the probe's input resolution "
                                                                 "(default: the probe's own)")
     p.add_argument("--random-init", action="store_true", help="random probe weights (for testing only)")
     p.add_argument("--method", choices=FISHER_METHODS, default=EMBEDDING_DEFAULTS["method"],
                    help="the Fisher method of the zoo's embeddings")
-    p.add_argument("--alpha", type=float, default=ALPHA, help="weight of the source-complexity term")
-    p.add_argument("--quality-weight", type=float, default=QUALITY_WEIGHT,
+    p.add_argument("--alpha", type=number_flag(low=0), default=ALPHA, help="weight of the source-complexity term")
+    p.add_argument("--quality-weight", type=number_flag(low=0), default=QUALITY_WEIGHT,
                    help="weight of standardised ImageNet top-1 in the score")
     p.set_defaults(func=cmd_zoo_init)
 
@@ -265,9 +266,9 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     src.add_argument("--source-embedding", metavar="EMB.npz", help="an existing embedding of the source task")
     p.add_argument("--name", help="source task name (default: the id)")
     p.add_argument("--params-m", help=argparse.SUPPRESS)  # derived from --model: refused
-    p.add_argument("--input-size", type=int, metavar="PX",
+    p.add_argument("--input-size", type=integer_flag(), metavar="PX",
                    help="resolution the weights were trained at (default: the architecture's own)")
-    p.add_argument("--imagenet-top1", type=float, metavar="ACC",
+    p.add_argument("--imagenet-top1", type=number_flag(), metavar="ACC",
                    help="ImageNet top-1 accuracy (default: from the published tables when known, for --pretrained)")
     p.add_argument("--license", help="the weights' license (default: not recorded)")
     p.add_argument("--notes", help="free text kept with the entry")
@@ -280,8 +281,8 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
 
     p = zsub.add_parser("set", help="change the ranking's alpha or quality weight")
     p.add_argument("dir")
-    p.add_argument("--alpha", type=float, help="weight of the source-complexity term (default: unchanged)")
-    p.add_argument("--quality-weight", type=float, help="weight of standardised ImageNet top-1 (default: unchanged)")
+    p.add_argument("--alpha", type=number_flag(low=0), help="weight of the source-complexity term (default: unchanged)")
+    p.add_argument("--quality-weight", type=number_flag(low=0), help="weight of standardised ImageNet top-1 (default: unchanged)")
     p.set_defaults(func=cmd_zoo_set)
 
     p = zsub.add_parser("remove", help="remove an entry")
@@ -303,7 +304,7 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("--records", metavar="CSV",
                    help="the records (default: the zoo's in the per-user cache, where 'task2vec finetune' of its "
                         "entries appends them)")
-    p.add_argument("--l2", type=float, default=MODEL2VEC_L2, help="pull of the biases toward 0")
+    p.add_argument("--l2", type=number_flag(), default=MODEL2VEC_L2, help="pull of the biases toward 0")
     p.add_argument("--parameterisation", choices=MODEL2VEC_PARAMETERISATIONS, default=MODEL2VEC_PARAMETERISATIONS[0],
                    help="one bias scale per model and layer, or per model and filter")
     p.set_defaults(func=cmd_zoo_fit_model2vec)
@@ -313,11 +314,12 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
                                    "asymmetric Task2Vec distance, MODEL2VEC biases and ImageNet quality.")
     p.add_argument("dataset", help="ImageFolder directory, CSV, or an embedding .npz")
     p.add_argument("--zoo", required=True, metavar="DIR", help="the zoo folder")
-    p.add_argument("-k", type=int, default=RECOMMEND_K, help="how many to show")
+    p.add_argument("-k", type=integer_flag(), default=RECOMMEND_K, help="how many to show")
     p.add_argument("--json", metavar="OUT.json", help="also write the ranking as JSON")
-    p.add_argument("--alpha", type=float, help="override the zoo's alpha (default: the zoo's setting)")
-    p.add_argument("--quality-weight", type=float, help="override the zoo's quality weight (default: the zoo's setting)")
-    p.add_argument("--check", type=int, default=CHECK, metavar="N",
+    p.add_argument("--alpha", type=number_flag(low=0), help="override the zoo's alpha (default: the zoo's setting)")
+    p.add_argument("--quality-weight", type=number_flag(low=0),
+                   help="override the zoo's quality weight (default: the zoo's setting)")
+    p.add_argument("--check", type=integer_flag(), default=CHECK, metavar="N",
                    help="run the first N picks over the dataset (one forward pass each; picks whose weights are not "
                         "here are skipped with a warning) and re-rank them, with the zoo's entry that is the probe "
                         "(free), by LogME; 0: no check (default: %(default)s, the benchmark's best)")

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import IncompatibleEmbeddingsError
+from .validate import number
 
 ALPHA = 0.15  # the paper's value for its ResNet-34 probe
 KINDS = ("sym", "asym", "cosine", "domain", "kl")
@@ -174,6 +175,7 @@ def pairwise(embeddings: Sequence, kind: str = "sym", *, others: Sequence | None
 
     if kind not in KINDS:
         raise IncompatibleEmbeddingsError(f"unknown distance kind {kind!r} (one of {', '.join(KINDS)})")
+    alpha = number(alpha, "alpha", low=0)
     rows = list(embeddings)
     cols = rows if others is None else list(others)
     check_compatible(*rows, *cols)

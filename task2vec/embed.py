@@ -18,6 +18,7 @@ from .errors import DatasetError, ProbeError
 from .fisher import FisherAccumulator
 from .head import fit_linear_head
 from .probe import Probe
+from .validate import integer, number, seed as seed_value
 from .variational import BETA, prior_inverse_variance, variational_fisher
 
 
@@ -55,21 +56,20 @@ class Task2Vec:
         if method not in METHODS:
             raise ProbeError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
         for name, value, low in (("max_samples", max_samples, 2), ("min_images_per_class", min_images_per_class, 1),
-                                 ("batch_size", batch_size, 1),
-                                 ("samples_per_image", samples_per_image, 1), ("workers", workers, 0),
-                                 ("variational_epochs", variational_epochs, 1)):
-            if int(value) != value or value < low:
-                raise ProbeError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not (np.isfinite(head_prior) and head_prior > 0):
-            raise ProbeError(f"head_prior must be a positive number, got {head_prior!r}")
-        if max_rank is not None and max_rank < 1:
-            raise ProbeError(f"max_rank must be >= 1 or None, got {max_rank!r}")
-        if not 0 <= max_bad_fraction <= 1:
-            raise ProbeError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction!r}")
+                                 ("batch_size", batch_size, 1), ("samples_per_image", samples_per_image, 1),
+                                 ("workers", workers, 0), ("variational_epochs", variational_epochs, 1),
+                                 ("cache_bytes", cache_bytes, 0)):
+            integer(value, name, low=low, error=ProbeError)
+        if max_rank is not None:
+            integer(max_rank, "max_rank", low=1, error=ProbeError)
+        for name, value in (("head_prior", head_prior), ("beta", beta), ("prior_scale", prior_scale)):
+            number(value, name, low=0, low_open=True, error=ProbeError)
         self.probe, self.method = probe, method
         self.max_samples, self.samples_per_image, self.max_rank = max_samples, samples_per_image, max_rank
         self.min_images_per_class = int(min_images_per_class)
-        self.batch_size, self.head_prior, self.seed, self.workers = batch_size, head_prior, seed, workers
+        number(max_bad_fraction, "max_bad_fraction", low=0, high=1, error=ProbeError)
+        self.batch_size, self.head_prior, self.workers = batch_size, head_prior, workers
+        self.seed = seed_value(seed, error=ProbeError)
         self.max_bad_fraction, self.cache_bytes = max_bad_fraction, cache_bytes
         self.beta, self.prior_scale, self.variational_epochs = beta, prior_scale, variational_epochs
         self.progress = progress

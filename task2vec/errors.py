@@ -47,3 +47,11 @@ class FinetuneError(Task2VecError):
 
 class CheckpointError(Task2VecError):
     """A file that should hold a task2vec fine-tuning checkpoint does not (missing, corrupt or foreign)."""
+
+
+class SettingError(Task2VecError):
+    """A number setting is not a finite number in its range (NaN, inf, a negative seed, a word)."""
+
+
+class UsageError(Task2VecError):
+    """The command line is malformed: an unknown command or flag, a missing or mistyped argument."""

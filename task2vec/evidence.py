@@ -32,6 +32,7 @@ from .errors import Task2VecError, ZooError
 from .models import create_body, resolve_model
 from .probe import load_state_dict_file, normalize_batch, state_dict_hash
 from .transferability import logme
+from .validate import integer
 from .zoo import Candidate, Zoo, ZooEntry
 
 
@@ -88,11 +89,8 @@ class EvidenceCheck:
     """
 
     def __init__(self, top: int = 1, *, batch_size: int = 64):
-        if int(top) != top or top < 1:
-            raise ZooError(f"top must be an integer >= 1, got {top!r}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ZooError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.top, self.batch_size = int(top), int(batch_size)
+        self.top = integer(top, "top", low=1, error=ZooError)
+        self.batch_size = integer(batch_size, "batch_size", low=1, error=ZooError)
 
     def fit(self, zoo: Zoo, ranking: Sequence[Candidate], task: Any, embedder: Task2Vec) -> "EvidenceCheck":
         """Score the candidates on ``task``, the dataset ``embedder`` has just embedded."""

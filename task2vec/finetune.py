@@ -42,6 +42,7 @@ from .mobius import RandomMobius
 from .models import ModelChoice, create_body, data_config_dict, data_config_from_dict, new_classifier, resolve_model
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
 from .probe import DataConfig, build_network, normalize_batch, resolve_device
+from .validate import integer, number, seed as check_seed
 from .zoo import Zoo
 
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
@@ -204,30 +205,23 @@ class Trainer:
         ints = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1), "patience": (self.patience, 0),
                 "workers": (self.workers, 0), "overfit_batch": (self.overfit_batch, 0)}
         for name, (v, lo) in ints.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise FinetuneError(f"{name} must be an integer >= {lo}, got {v!r}")
-        pos = {"lr": self.lr}
-        nonneg = {"body_lr": self.body_lr, "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
-                  "aux_weight": self.aux_weight, "group_weight": self.group_weight, "grad_clip": self.grad_clip}
-        for name, v in pos.items():
-            if not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
-                raise FinetuneError(f"{name} must be a positive number, got {v!r}")
-        for name, v in nonneg.items():
-            if not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
-                raise FinetuneError(f"{name} must be a number >= 0, got {v!r}")
-        for name, v in (("label_smoothing", self.label_smoothing), ("dropout", self.dropout)):
-            if not 0 <= v < 1:
-                raise FinetuneError(f"{name} must be in [0, 1), got {v!r}")
-        if not 0 < self.val_fraction < 1:
-            raise FinetuneError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+            integer(v, name, low=lo, error=FinetuneError)
+        check_seed(self.seed, error=FinetuneError)
+        number(self.lr, "lr", low=0, low_open=True, error=FinetuneError)
+        for name in ("body_lr", "weight_decay", "warmup_epochs", "aux_weight", "group_weight", "grad_clip"):
+            number(getattr(self, name), name, low=0, error=FinetuneError)
+        for name in ("label_smoothing", "dropout"):
+            number(getattr(self, name), name, low=0, high=1, high_open=True, error=FinetuneError)
+        number(self.val_fraction, "val_fraction", low=0, high=1, low_open=True, high_open=True, error=FinetuneError)
+        number(self.max_bad_fraction, "max_bad_fraction", low=0, high=1, error=FinetuneError)
         if self.balance not in BALANCE:
             raise FinetuneError(f"unknown balance {self.balance!r}: choose one of {', '.join(BALANCE)}")
         if not (self.freeze in ("none", "body") or self.freeze.startswith("until:")):
             raise FinetuneError(f"unknown --freeze {self.freeze!r}: {FREEZE_HELP}")
-        if self.max_train_images is not None and (not isinstance(self.max_train_images, int) or self.max_train_images < 2):
-            raise FinetuneError(f"max_train_images must be an integer >= 2, got {self.max_train_images!r}")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 32):
-            raise FinetuneError(f"image_size must be an integer >= 32, got {self.image_size!r}")
+        if self.max_train_images is not None:
+            integer(self.max_train_images, "max_train_images", low=2, error=FinetuneError)
+        if self.image_size is not None:
+            integer(self.image_size, "image_size", low=32, error=FinetuneError)
         self.augment_config()
 
     def augment_config(self) -> AugmentConfig:
@@ -513,8 +507,7 @@ def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = _D["repeats"], 
         **hyperparameters: Any) -> FitResult | RepeatsResult:
     """Fine-tune with :class:`Trainer`; ``repeats > 1`` trains seeds ``seed .. seed + R - 1`` in
     ``run_dir/seed-<s>/`` and writes ``summary.json``/``summary.csv`` with mean ± std."""
-    if not isinstance(repeats, int) or repeats < 1:
-        raise FinetuneError(f"repeats must be an integer >= 1, got {repeats!r}")
+    integer(repeats, "repeats", low=1, error=FinetuneError)
     if repeats == 1:
         return Trainer(**hyperparameters).fit(data, run_dir, resume=resume)
     base = int(hyperparameters.pop("seed", 0))

@@ -63,6 +63,7 @@ import numpy as np
 
 from .distance import ALPHA, symmetric_matrix
 from .errors import SearchIndexError
+from .validate import number
 
 KINDS = ("flat", "ivfpq")
 DEVICES = ("auto", "cpu", "cuda")
@@ -272,13 +273,7 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
 
 
 def _check_alpha(alpha) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError) as exc:
-        raise SearchIndexError(f"alpha must be a number, got {alpha!r}") from exc
-    if not math.isfinite(a) or a < 0:
-        raise SearchIndexError(f"alpha must be finite and >= 0, got {alpha!r}")
-    return a
+    return number(alpha, "alpha", low=0, error=SearchIndexError)
 
 
 def _positive_int(value, name: str, allow_none: bool = False):

@@ -60,6 +60,7 @@ from .defaults import MODEL2VEC_L2, MODEL2VEC_PARAMETERISATIONS as PARAMETERISAT
 from .distance import ALPHA, complexity, symmetric
 from .embedding import Embedding, check_compatible
 from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError, Task2VecError
+from .validate import integer, number, seed as check_seed
 
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
 _CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
@@ -212,10 +213,7 @@ def _groups(layer_sizes, dim: int, parameterisation: str) -> tuple[np.ndarray, n
 def _positive(value, name: str, *, allow_none: bool = False, allow_zero: bool = False) -> Any:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise Task2VecError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return float(value)
+    return number(value, name, low=0, low_open=not allow_zero, error=Task2VecError)
 
 
 # --------------------------------------------------------------------------- the model
@@ -247,10 +245,7 @@ class Model2Vec:
                  target_temperature: float = 0.01, parameterisation: str = PARAMETERISATIONS[0],
                  max_iter: int = 200,
                  seed: int = 0):
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(alpha):
-            raise Task2VecError(f"alpha must be a finite number, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = number(alpha, "alpha", error=Task2VecError)
         self.l2 = _positive(l2, "l2", allow_zero=True)
         self.temperature = _positive(temperature, "temperature", allow_none=True)
         self.target_temperature = _positive(target_temperature, "target_temperature")
@@ -258,10 +253,8 @@ class Model2Vec:
             raise Task2VecError(f"parameterisation must be one of {', '.join(PARAMETERISATIONS)}, "
                                 f"got {parameterisation!r}")
         self.parameterisation = parameterisation
-        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-            raise Task2VecError(f"max_iter must be a positive integer, got {max_iter!r}")
-        self.max_iter = int(max_iter)
-        self.seed = int(seed)
+        self.max_iter = integer(max_iter, "max_iter", low=1, error=Task2VecError)
+        self.seed = check_seed(seed, error=Task2VecError)
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("alpha", "l2", "temperature", "target_temperature",

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import FinetuneError
 from .probe import DataConfig, Network, build_network, known_architecture
+from .validate import integer
 from .zoo import MANIFEST, Zoo
 
 
@@ -38,9 +39,7 @@ def _input_size(value: object, entry_id: str) -> int | None:
     """An entry's recorded input size, checked (None when it records none)."""
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 32:
-        raise FinetuneError(f"zoo entry {entry_id!r}: input_size must be an integer >= 32 (pixels), got {value!r}")
-    return value
+    return integer(value, f"zoo entry {entry_id!r}: input_size (pixels)", low=32, error=FinetuneError)
 
 
 def _from_zoo(zoo_dir: str | os.PathLike, entry_id: str) -> ModelChoice:

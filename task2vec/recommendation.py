@@ -19,14 +19,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .data import as_task
 from .defaults import RECOMMEND_CHECK as CHECK, RECOMMEND_K as K, RECOMMEND_MAX_RANK as MAX_RANK
 from .embedding import Embedding
 from .errors import ZooError
 from .evidence import EvidenceCheck
 from .io import atomic_open
+from .validate import integer
 from .zoo import Candidate, Zoo, is_embedding_file
 
 SCHEMA_VERSION = 1  # of the JSON that Recommendation.save writes
@@ -73,12 +72,6 @@ class Recommendation:
         return path
 
 
-def _int_at_least(value: Any, low: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ZooError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int = CHECK,
               max_rank: int | None = MAX_RANK, alpha: float | None = None, quality_weight: float | None = None,
               weights: str | os.PathLike | None = None, device: str = "auto", label_column: str | None = None,
@@ -96,8 +89,8 @@ def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int
     zoo = zoo if isinstance(zoo, Zoo) else Zoo.load(zoo)
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty: add models with 'task2vec zoo add'")
-    k = _int_at_least(k, 1, "k")
-    check = _int_at_least(check, 0, "check")
+    k = integer(k, "k", low=1, error=ZooError)
+    check = integer(check, "check", low=0, error=ZooError)
     given = isinstance(data, Embedding) or (isinstance(data, (str, os.PathLike)) and is_embedding_file(data))
     task = embedder = None
     if given:

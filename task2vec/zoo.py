@@ -47,6 +47,7 @@ from .io import atomic_open
 from .model2vec import scaled
 from .paths import portable_path, resolve_path
 from .probe import Probe, find_local_weights
+from .validate import integer, number
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
@@ -194,8 +195,8 @@ class Zoo:
         missing = [k for k in ("name", "weights_hash", "input_size") if k not in probe]
         if missing:
             raise ZooError(f"probe description lacks {missing}")
-        if alpha < 0 or quality_weight < 0:
-            raise ZooError(f"alpha and quality_weight must be >= 0, got {alpha} and {quality_weight}")
+        number(alpha, "alpha", low=0, error=ZooError)
+        number(quality_weight, "quality_weight", low=0, error=ZooError)
         if method not in FISHER_METHODS:
             raise ZooError(f"a zoo holds Fisher embeddings ({', '.join(FISHER_METHODS)}), not {method!r}: "
                            "its complexity term adds t0 to each model embedding")
@@ -228,10 +229,11 @@ class Zoo:
             raise ZooError(f"{str(mpath)!r} is not valid JSON ({exc})") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ZooError(f"{str(mpath)!r} is not a {FORMAT} manifest")
-        for key, kind in (("probe", dict), ("entries", list), ("alpha", (int, float)),
-                          ("quality_weight", (int, float)), ("method", str)):
+        for key, kind in (("probe", dict), ("entries", list), ("method", str)):
             if not isinstance(manifest.get(key), kind):
                 raise ZooError(f"{str(mpath)!r}: field {key!r} is missing or has the wrong type")
+        for key in ("alpha", "quality_weight"):
+            number(manifest.get(key), f"{str(mpath)!r}: field {key!r}", low=0, error=ZooError)
         entries = [ZooEntry.from_json(e, str(mpath)) for e in manifest["entries"]]
         ids = [e.id for e in entries]
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -414,8 +416,8 @@ class Zoo:
         """Change the ranking's alpha and quality weight. MODEL2VEC biases were learned at the old
         alpha: changing it drops them, to be refitted."""
         for name, value in (("alpha", alpha), ("quality_weight", quality_weight)):
-            if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ZooError(f"{name} must be a finite number >= 0, got {value!r}")
+            if value is not None:
+                number(value, name, low=0, error=ZooError)
         if alpha is not None and float(alpha) != self.alpha:
             self.manifest["alpha"] = float(alpha)
             if self.manifest.get("model2vec"):
@@ -506,14 +508,11 @@ class Zoo:
         """The zoo's entries for the task of ``embedding``, best first (the ``k`` best, or all)."""
         if not len(self):
             raise ZooError(f"zoo {str(self.path)!r} is empty: add models with 'task2vec zoo add'")
-        k = len(self) if k is None else k
-        if int(k) != k or k < 1:
-            raise ZooError(f"k must be an integer >= 1, got {k!r}")
+        k = len(self) if k is None else integer(k, "k", low=1, error=ZooError)
         self.check_embedding(embedding)
-        alpha = self.alpha if alpha is None else alpha
-        qw = self.quality_weight if quality_weight is None else quality_weight
-        if not (np.isfinite(alpha) and np.isfinite(qw)) or alpha < 0 or qw < 0:
-            raise ZooError(f"alpha and quality_weight must be finite and >= 0, got {alpha} and {qw}")
+        alpha = number(self.alpha if alpha is None else alpha, "alpha", low=0, error=ZooError)
+        qw = number(self.quality_weight if quality_weight is None else quality_weight, "quality_weight", low=0,
+                    error=ZooError)
         q = embedding.vector
         quality = -qw * self.quality_z()
         # The index ranks every entry exactly (zoos up to its exhaustive size); the quality term is a

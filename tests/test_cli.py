@@ -168,10 +168,12 @@ def test_empty_folder(capsys, tmp_path, outdir):
     assert_error(rc, err, outdir, "no class sub-folders")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan"])
-def test_head_prior_must_be_positive(capsys, dataset, outdir, value):
+@pytest.mark.parametrize("value, message", [("0", "head_prior must be a positive number"),
+                                            ("-1", "head_prior must be a positive number"),
+                                            ("nan", "--head-prior must be a finite number, got nan")])
+def test_head_prior_must_be_positive(capsys, dataset, outdir, value, message):
     rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *FAST, "--head-prior", value)
-    assert_error(rc, err, outdir, "head_prior must be a positive number")
+    assert_error(rc, err, outdir, message)
 
 
 def test_min_images_per_class_flag(capsys, dataset, outdir):

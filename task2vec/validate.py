@@ -1,0 +1,123 @@
+"""One place that checks numbers: finite reals in range, integers, seeds.
+
+The library's constructors call :func:`number`, :func:`integer` and :func:`seed` with the
+:class:`~task2vec.errors.Task2VecError` subclass of their module; the command line's flags take
+:func:`number_flag`, :func:`integer_flag` and :func:`seed_flag` as their argparse ``type``, built
+from the same checks, so NaN, inf, a negative seed or a word where a number belongs is refused by
+name before any work starts. Imports no torch and no numpy (numpy's scalars are ``numbers.Real``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import numbers
+from typing import Callable
+
+from .errors import SettingError, Task2VecError
+
+SEED_LIMIT = 2 ** 32  # seeds are integers in [0, 2**32): what numpy, torch and every platform accept
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """The range in words: ``>= 0``, ``> 0``, ``<= 1``, ``in [0, 1)``; empty when unbounded."""
+    def text(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{text(low)}, {text(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {text(low)}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {text(high)}"
+    return ""
+
+
+def _number_problem(value: object, low: float | None, high: float | None, low_open: bool,
+                    high_open: bool) -> str | None:
+    """What is wrong with ``value`` as a real number in the range (None: nothing)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a number, got {value!r}"
+    x = float(value)
+    if not math.isfinite(x):
+        return f"must be a finite number, got {x}"
+    below = low is not None and (x <= low if low_open else x < low)
+    above = high is not None and (x >= high if high_open else x > high)
+    if below or above:
+        kind = "a positive number" if (low == 0 and low_open and high is None) else \
+            f"a number {_interval(low, high, low_open, high_open)}"
+        return f"must be {kind}, got {value!r}"
+    return None
+
+
+def _integer_problem(value: object, low: int | None, high: int | None, high_open: bool) -> str | None:
+    """What is wrong with ``value`` as an integer in the range (None: nothing)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return f"must be an integer, got {value!r}"
+    if (low is not None and value < low) or (high is not None and (value >= high if high_open else value > high)):
+        return f"must be an integer {_interval(low, high, False, high_open)}, got {value!r}"
+    return None
+
+
+def number(value: object, name: str, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False,
+           error: type[Task2VecError] = SettingError) -> float:
+    """``value`` as a float; not a real number, NaN, inf or outside the range is an ``error``
+    naming ``name`` (``low_open``/``high_open``: the bound itself is excluded)."""
+    problem = _number_problem(value, low, high, low_open, high_open)
+    if problem:
+        raise error(f"{name} {problem}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def integer(value: object, name: str, *, low: int | None = None, high: int | None = None, high_open: bool = False,
+            error: type[Task2VecError] = SettingError) -> int:
+    """``value`` as an int; a float, a bool or a value outside the range is an ``error`` naming ``name``."""
+    problem = _integer_problem(value, low, high, high_open)
+    if problem:
+        raise error(f"{name} {problem}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def seed(value: object, name: str = "seed", *, error: type[Task2VecError] = SettingError) -> int:
+    """A random seed: an integer in ``[0, 2**32)``."""
+    return integer(value, name, low=0, high=SEED_LIMIT, high_open=True, error=error)
+
+
+def number_flag(*, low: float | None = None, high: float | None = None, low_open: bool = False,
+                high_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: the text as a finite float in the range (the parser names the flag)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        problem = _number_problem(value, low, high, low_open, high_open)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in its own messages
+    return parse
+
+
+def integer_flag(*, low: int | None = None, high: int | None = None,
+                 high_open: bool = False) -> Callable[[str], int]:
+    """An argparse ``type``: the text as an integer in the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        problem = _integer_problem(value, low, high, high_open)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def seed_flag() -> Callable[[str], int]:
+    """An argparse ``type``: a random seed in ``[0, 2**32)``."""
+    return integer_flag(low=0, high=SEED_LIMIT, high_open=True)
