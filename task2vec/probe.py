@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
+import re
 import socket
 import threading
 import urllib.parse
@@ -29,6 +31,7 @@ from torch import nn
 
 from .defaults import OFFLINE_ENV, PROBE, WEIGHTS_ENV
 from .errors import ProbeError, WeightsError
+from .validate import integer, seed as check_seed
 
 REACH_TIMEOUT = 3.0  # seconds the reachability check of a download host may take, DNS included
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,19 +93,45 @@ def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def _weights_kind(path: Path) -> str | None:
+    """``torch`` (a zip archive or a pickle) or ``safetensors`` by the file's first bytes; None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {str(path)!r} ({exc.strerror})") from None
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
+        return "safetensors"
+    return None
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read weights from .safetensors or .pth/.pt (``weights_only=True``: no pickle code runs)."""
+    """Read weights from .safetensors or .pth/.pt (``weights_only=True``: no pickle code runs).
+
+    The format is told by the file's first bytes, not its name; anything else, and a pickle of
+    Python objects beyond tensors, is a one-line :class:`WeightsError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist")
+    kind = _weights_kind(path)
+    if kind is None:
+        raise WeightsError(f"{str(path)!r} is not a weights file (neither a torch .pt/.pth nor a .safetensors file)")
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, wrong format, pickle with code
-        raise WeightsError(f"cannot read weights file {str(path)!r}: {str(exc).splitlines()[0]}") from exc
+    except pickle.UnpicklingError as exc:  # weights_only=True met a Python object it will not build
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise WeightsError(f"weights file {str(path)!r} holds pickled Python objects{f' ({found[1]})' if found else ''}, "
+                           "which are not loaded: save a plain state dict or .safetensors") from None
+    except Exception as exc:  # truncated or corrupt: the first sentence of what the reader says
+        reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"cannot read weights file {str(path)!r} ({kind}: {reason})") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -344,6 +373,7 @@ def build_network(name: str, weights: str | os.PathLike | None = None, *, pretra
     whose classifier has another number of classes (fine-tuned experts, task2vec checkpoints):
     the body must match exactly, the classifier's weights are ignored.
     """
+    check_seed(seed, error=ProbeError)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random init is reproducible and leaves the global RNG alone
         model, strip, config, download = _architecture(name)
@@ -419,13 +449,11 @@ class Probe:
         torchvision/timm (unless ``pretrained=False``). ``random_init=True`` skips all of
         that (for tests only). ``image_size`` overrides the model's resolution.
         """
+        if image_size is not None:
+            integer(image_size, "image_size", low=32, error=ProbeError)
         device = resolve_device(device)
         net = build_network(name, weights, pretrained=pretrained, random_init=random_init, seed=seed)
-        config = net.config
-        if image_size is not None:
-            if image_size < 32:
-                raise ProbeError(f"image_size must be at least 32, got {image_size}")
-            config = replace(config, input_size=int(image_size))
+        config = net.config if image_size is None else replace(net.config, input_size=int(image_size))
         return cls(name, net.body, net.feature_dim, config, net.weights_hash, net.weights_source, device)
 
     def layers(self) -> list[tuple[str, nn.Module]]:
