@@ -49,6 +49,7 @@ from typing import Any, Callable
 import yaml
 
 from .data import ImageTask, load_task, subset
+from .embed import Task2Vec
 from .defaults import EMBEDDING_DEFAULTS
 from .distance import ALPHA
 from .embedding import Embedding
@@ -57,6 +58,7 @@ from .paths import resolve_path
 from .probe import Probe, architecture_facts
 from .quality import imagenet_top1
 from .trivial import trivial_embedding
+from .validate import integer, number, seed as check_seed
 from .zoo import EMBEDDING_SETTINGS, QUALITY_WEIGHT, Zoo, ZooEntry
 
 ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
@@ -91,6 +93,13 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
     emb = spec.get("embedding") or {}
     if not isinstance(emb, dict) or set(emb) - EMBED_KEYS:
         raise ZooError(f"zoo spec {str(path)!r}: 'embedding' may only set {sorted(EMBED_KEYS)}")
+    for key in ("alpha", "quality_weight"):
+        if spec.get(key) is not None:
+            number(spec[key], f"zoo spec {str(path)!r}: {key!r}", low=0, error=ZooError)
+    if spec.get("image_size") is not None:
+        integer(spec["image_size"], f"zoo spec {str(path)!r}: 'image_size'", low=32, error=ZooError)
+    if spec.get("split_seed") is not None:
+        check_seed(spec["split_seed"], f"zoo spec {str(path)!r}: 'split_seed'", error=ZooError)
     base = Path(os.path.relpath(path.parent))  # the spec's relative paths stay relative: recorded so, not as absolute
     spec["zoo"] = resolve_path(spec["zoo"], base, str(path))
     tune = spec.get("finetune") or {}
@@ -160,6 +169,9 @@ def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | N
     """
     meta = dict(given or {})
     refuse_derived(meta, f"a {model!r} entry")
+    if meta.get("imagenet_top1") is not None:
+        meta["imagenet_top1"] = number(meta["imagenet_top1"], "imagenet_top1 (a percentage)", low=0, high=100,
+                                       error=ZooError)
     if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
         raise ZooError(f"input_size must be a positive integer, got {input_size!r}")
     try:
@@ -194,7 +206,7 @@ def entry_task(spec: dict[str, Any], e: dict[str, Any]) -> ImageTask:
     task = load_task(e["source_dataset"], label_column=e.get("label_column"))
     if e.get("classes") is None and e.get("half") is None:
         return task
-    return subset(task, classes=e.get("classes"), half=e.get("half"), seed=int(spec.get("split_seed", 0)))
+    return subset(task, classes=e.get("classes"), half=e.get("half"), seed=int(spec.get("split_seed") or 0))
 
 
 def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = True,
@@ -206,8 +218,11 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
     """
     spec = read_spec(spec_path)
     settings = spec.get("embedding") or {}
+    given = {e["id"]: Embedding.load(e["source_embedding"]) for e in spec["entries"] if e.get("source_embedding")}
     probe = Probe.create(spec["probe"], weights=spec.get("weights"), image_size=spec.get("image_size"),
                          device=settings.get("device", "auto"))
+    runtime = {k: v for k, v in settings.items() if k in ("workers", "max_bad_fraction")}
+    Task2Vec(probe, **{k: v for k, v in settings.items() if k in EMBEDDING_SETTINGS}, **runtime)  # checked first
     zoo_dir = Path(spec["zoo"])
     if (zoo_dir / "zoo.json").exists():
         zoo = Zoo.load(zoo_dir)
@@ -215,10 +230,10 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
             raise ZooError(f"zoo {str(zoo_dir)!r} was built with another probe ({zoo.probe}) than the spec's")
     else:
         zoo = Zoo.create(zoo_dir, probe.describe(), method=settings.get("method", "exact"),
-                         alpha=float(spec.get("alpha", ALPHA)),
-                         quality_weight=float(spec.get("quality_weight", QUALITY_WEIGHT)),
+                         alpha=float(ALPHA if spec.get("alpha") is None else spec["alpha"]),
+                         quality_weight=float(QUALITY_WEIGHT if spec.get("quality_weight") is None
+                                              else spec["quality_weight"]),
                          embedding_settings={"min_images_per_class": EMBEDDING_DEFAULTS["min_images_per_class"], **settings})
-    runtime = {k: v for k, v in settings.items() if k in ("workers", "max_bad_fraction")}
     embedder = zoo.embedder(probe, progress=progress, **runtime)
     for e in spec["entries"]:
         if train:
@@ -226,8 +241,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
         if e["id"] in zoo.ids:
             log(f"{e['id']}: already in the zoo, skipped")
             continue
-        if e.get("source_embedding"):
-            emb = Embedding.load(e["source_embedding"])
+        if e["id"] in given:
+            emb = given[e["id"]]
         else:
             emb = embedder.embed(entry_task(spec, e), name=e.get("name") or e["id"])
         t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
