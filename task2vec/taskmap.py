@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import Task2VecError
 from .io import atomic_open
+from .validate import seed as check_seed
 
 LAYOUTS = ("umap", "tsne", "pca")
 UMAP_MIN_POINTS = 5
@@ -33,6 +34,7 @@ def layout(D: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[np.ndarr
     """2-D coordinates for a precomputed distance matrix: (coords, method used, note)."""
     if method not in LAYOUTS:
         raise Task2VecError(f"unknown layout {method!r} (one of {', '.join(LAYOUTS)})")
+    seed = check_seed(seed)
     n = len(D)
     D = 0.5 * (D + D.T)
     np.fill_diagonal(D, 0.0)
@@ -98,8 +100,9 @@ def draw(D: np.ndarray, coords: np.ndarray, names: Sequence[str], path: str | Pa
     ax.set_xticks([])
     ax.set_yticks([])
     axd = fig.add_axes([0.52, 0.08, 0.08, 0.84])
-    dendrogram(Z, orientation="left", ax=axd, no_labels=True, color_threshold=None, link_color_func=lambda k: "k")
-    axd.invert_yaxis()
+    if Z[:, 2].max() > 0:  # identical tasks merge at height 0: no tree to draw (and no axis to scale)
+        dendrogram(Z, orientation="left", ax=axd, no_labels=True, color_threshold=None, link_color_func=lambda k: "k")
+        axd.invert_yaxis()
     axd.axis("off")
     axh = fig.add_axes([0.605, 0.08, 0.30, 0.84])
     im = axh.imshow(D[np.ix_(order, order)], cmap="viridis_r", aspect="auto", interpolation="nearest")
