@@ -25,6 +25,87 @@ def method_family(method: str) -> str:
     return "variational" if method == "variational" else "fisher"
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+               int: "a number", float: "a number"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _real_array(value: Any, field: str, *, ndim: int | None = None, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``value`` as a float64 array of real numbers (not complex, strings, booleans or objects) of
+    the given rank or shape; anything else is an :class:`EmbeddingFileError` naming ``field``."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nested lists
+        raise EmbeddingFileError(f"{field} must be an array of real numbers") from None
+    if arr.dtype.kind not in "iuf":
+        raise EmbeddingFileError(f"{field} must hold real numbers, got {arr.dtype} values")
+    if shape is not None and arr.shape != shape:
+        raise EmbeddingFileError(f"{field} must have shape {shape}, got {arr.shape}")
+    if ndim is not None and arr.ndim != ndim:
+        raise EmbeddingFileError(f"{field} must be {ndim}-D, got shape {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def _check_values(arr: np.ndarray, field: str, *, negative: bool = False) -> None:
+    """Finite (and, unless ``negative``, >= 0) values, else an :class:`EmbeddingFileError` naming ``field``."""
+    if not np.isfinite(arr).all():
+        raise EmbeddingFileError(f"{field} must be finite, it holds {np.count_nonzero(~np.isfinite(arr))} NaN or inf")
+    if not negative and (arr < 0).any():
+        raise EmbeddingFileError(f"{field} must be non-negative, it holds {np.count_nonzero(arr < 0)} negative value(s)")
+
+
+def _count(value: Any, field: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise EmbeddingFileError(f"{field} must be an integer >= {low}, got {value!r}")
+
+
+def check_meta(meta: Any, dim: int) -> None:
+    """The metadata fields the library reads, checked for their type (an embedding of ``dim``
+    filters): a hand-edited or foreign file fails here, by field, not deep inside a command."""
+    if not isinstance(meta, dict):
+        raise EmbeddingFileError(f"meta must be a JSON object, got {_json_type(meta)}")
+    for key in ("probe", "method", "dataset", "head", "trivial_scale"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise EmbeddingFileError(f"meta.{key} must be an object, got {_json_type(meta[key])}")
+    probe = meta.get("probe", {})
+    for key in ("name", "weights_hash", "weights_source"):
+        if probe.get(key) is not None and not isinstance(probe[key], str):
+            raise EmbeddingFileError(f"meta.probe.{key} must be a string, got {_json_type(probe[key])}")
+    for key in ("input_size", "feature_dim"):
+        if probe.get(key) is not None:
+            _count(probe[key], f"meta.probe.{key}", 1)
+    if meta.get("method", {}).get("name") is not None and not isinstance(meta["method"]["name"], str):
+        raise EmbeddingFileError(f"meta.method.name must be a string, got {_json_type(meta['method']['name'])}")
+    if meta.get("name") is not None and not isinstance(meta["name"], str):
+        raise EmbeddingFileError(f"meta.name must be a string, got {_json_type(meta['name'])}")
+    for key in ("n_images", "n_classes", "n_skipped_images"):
+        if meta.get(key) is not None:
+            _count(meta[key], f"meta.{key}", 0)
+    noise = meta.get("noise_half_split")
+    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or not np.isfinite(noise)
+                              or noise < 0):
+        raise EmbeddingFileError(f"meta.noise_half_split must be a finite number >= 0 or null, got {noise!r}")
+    layers = meta.get("layers", [])
+    if not isinstance(layers, list):
+        raise EmbeddingFileError(f"meta.layers must be an array, got {_json_type(layers)}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise EmbeddingFileError(f"meta.layers[{i}] must be an object, got {_json_type(layer)}")
+        if not isinstance(layer.get("name"), str):
+            raise EmbeddingFileError(f"meta.layers[{i}].name must be a string, got {_json_type(layer.get('name'))}")
+        _count(layer.get("filters"), f"meta.layers[{i}].filters", 1)
+    if layers and sum(layer["filters"] for layer in layers) != dim:
+        raise EmbeddingFileError(f"vector has {dim} values but meta.layers hold {sum(x['filters'] for x in layers)}")
+    prior = meta.get("prior_inverse_variance")
+    if prior is not None:
+        if not isinstance(prior, list) or (layers and len(prior) != len(layers)) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x > 0 for x in prior):
+            raise EmbeddingFileError("meta.prior_inverse_variance must be an array of one positive number per layer")
+
+
 @dataclass
 class Embedding:
     """One task's embedding.
@@ -44,18 +125,22 @@ class Embedding:
     halves: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.vector = np.asarray(self.vector, dtype=np.float64)
-        for name in ("domain_mean", "domain_var", "halves"):
-            if getattr(self, name) is not None:
-                setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
-        if self.vector.ndim != 1 or not len(self.vector):
-            raise EmbeddingFileError(f"an embedding vector must be 1-D and non-empty, got shape {self.vector.shape}")
-        if not np.isfinite(self.vector).all() or (self.vector < 0).any():
-            raise EmbeddingFileError("an embedding vector must be finite and non-negative")
-        if self.halves is not None and (self.halves.shape != (2, len(self.vector)) or not np.isfinite(self.halves).all()
-                                        or (self.halves < 0).any()):
-            raise EmbeddingFileError(f"an embedding's halves must be two finite, non-negative rows like its vector, "
-                                     f"got shape {self.halves.shape}")
+        self.vector = _real_array(self.vector, "vector", ndim=1)
+        if not len(self.vector):
+            raise EmbeddingFileError("vector must be non-empty")
+        _check_values(self.vector, "vector")
+        check_meta(self.meta, len(self.vector))
+        if self.halves is not None:
+            self.halves = _real_array(self.halves, "halves", shape=(2, len(self.vector)))
+            _check_values(self.halves, "halves")
+        if self.domain_mean is not None:
+            dim = self.meta.get("probe", {}).get("feature_dim")
+            self.domain_mean = _real_array(self.domain_mean, "domain_mean", ndim=1, shape=None if dim is None else (dim,))
+            _check_values(self.domain_mean, "domain_mean", negative=True)
+        if self.domain_var is not None:
+            shape = None if self.domain_mean is None else self.domain_mean.shape
+            self.domain_var = _real_array(self.domain_var, "domain_var", ndim=1, shape=shape)
+            _check_values(self.domain_var, "domain_var")
 
     def half(self, i: int) -> "Embedding":
         """The embedding of half ``i`` (0 or 1) of the images, with the same metadata."""
@@ -109,17 +194,23 @@ class Embedding:
             with np.load(path, allow_pickle=False) as z:
                 if "format" not in z.files or str(z["format"]) != FORMAT:
                     raise EmbeddingFileError(f"{str(path)!r} is not a task2vec embedding file")
-                vector, meta = z["vector"], json.loads(str(z["meta"]))
+                missing = [k for k in ("vector", "meta") if k not in z.files]
+                if missing:
+                    raise EmbeddingFileError(f"embedding file {str(path)!r} has no {missing[0]!r} array")
+                vector = z["vector"]
+                try:
+                    meta = json.loads(str(z["meta"]))
+                except json.JSONDecodeError:
+                    raise EmbeddingFileError(f"embedding file {str(path)!r}: meta is not JSON text") from None
                 domain = {k: z[k] for k in ("domain_mean", "domain_var", "halves") if k in z.files}
         except EmbeddingFileError:
             raise
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise EmbeddingFileError(f"{str(path)!r} is not a readable task2vec embedding file ({type(exc).__name__})") from exc
-        emb = cls(vector, meta, **domain)
-        expected = sum(layer["filters"] for layer in meta.get("layers", []))
-        if expected and expected != len(emb.vector):
-            raise EmbeddingFileError(f"{str(path)!r}: vector has {len(emb.vector)} values but its layers hold {expected}")
-        return emb
+        try:
+            return cls(vector, meta, **domain)
+        except EmbeddingFileError as exc:
+            raise EmbeddingFileError(f"embedding file {str(path)!r}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"Embedding({self.name!r}, probe={self.probe!r}, method={self.method!r}, dim={len(self.vector)})"

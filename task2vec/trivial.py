@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 def trivial_embedding(like: Embedding, probe: Probe | None = None) -> Embedding:
     """t0 in the same space as ``like`` (``probe`` is loaded from the embedding's metadata when
     needed and not given)."""
+    if not like.meta.get("layers"):
+        raise IncompatibleEmbeddingsError(f"{like!r} does not record its layers (meta.layers)")
+    if like.method != "variational" and not like.meta.get("n_images"):
+        raise IncompatibleEmbeddingsError(f"{like!r} does not record how many images it was made from")
     prior = like.meta.get("prior_inverse_variance")
     if prior is None:
         if like.method == "variational":
@@ -57,12 +61,19 @@ def trivial_embedding(like: Embedding, probe: Probe | None = None) -> Embedding:
     vector = np.repeat(np.asarray(prior, dtype=np.float64), sizes)
     meta = {**like.meta, "name": "t0", "trivial": True, "prior_inverse_variance": list(map(float, prior))}
     if like.method != "variational":
-        if not like.meta.get("n_images"):
-            raise IncompatibleEmbeddingsError(f"{like!r} does not record how many images it was made from")
         n = int(like.meta["n_images"])
         vector = vector * (BETA / n)
         meta["trivial_scale"] = {"beta": BETA, "n_images": n}
     return Embedding(vector, meta)
+
+
+def recorded_probe(like: Embedding) -> dict:
+    """The probe ``like`` records (``meta.probe``), with the name, weights hash and input size t0 needs."""
+    p = like.meta.get("probe", {})
+    missing = [k for k in ("name", "weights_hash", "input_size") if p.get(k) is None]
+    if missing:
+        raise IncompatibleEmbeddingsError(f"{like!r} does not record its probe's {missing[0]} (meta.probe.{missing[0]})")
+    return p
 
 
 def _probe_prior(like: Embedding, probe: Probe | None) -> list[float]:
@@ -70,7 +81,7 @@ def _probe_prior(like: Embedding, probe: Probe | None) -> list[float]:
     from .probe import Probe
     from .variational import prior_inverse_variance
 
-    p = like.meta["probe"]
+    p = recorded_probe(like)
     if probe is None:  # the weights file it was embedded with when still there, else the usual search
         source = p.get("weights_source")
         weights = source if source and os.path.isfile(source) else None
