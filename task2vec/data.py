@@ -187,6 +187,8 @@ def from_csv(
         rel, label = (row.get(path_column) or "").strip(), (row.get(label_column) or "").strip()
         if not rel or not label:
             raise DatasetError(f"CSV {str(csv_path)!r} line {line}: empty {path_column if not rel else label_column!r}")
+        if "\0" in rel:  # no file system takes it: os calls would raise ValueError
+            raise DatasetError(f"CSV {str(csv_path)!r} line {line}: path {rel!r} holds a NUL byte")
         full = (root / rel).resolve()
         if not full.is_relative_to(root):
             raise DatasetError(f"CSV {str(csv_path)!r} line {line}: path {rel!r} escapes the CSV's folder")
