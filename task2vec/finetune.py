@@ -371,12 +371,20 @@ class Trainer:
         if resume:
             if not (run_dir / "last.pt").is_file() or not (run_dir / "config.json").is_file():
                 raise FinetuneError(f"cannot resume: {str(run_dir)!r} holds no run (no last.pt/config.json)")
-            old = json.loads((run_dir / "config.json").read_text())
+            try:
+                old = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise FinetuneError(f"cannot resume {str(run_dir)!r}: its config.json is not JSON "
+                                    f"({type(exc).__name__})") from None
+            if not isinstance(old, dict) or not isinstance(old.get("params"), dict):
+                raise FinetuneError(f"cannot resume {str(run_dir)!r}: its config.json is not a task2vec run's "
+                                    "(no 'params' mapping)")
             for key in ("arch", "model_id", "weights", "dataset_fingerprint", "params"):
-                if old.get(key) != json.loads(json.dumps(config[key])):
+                now = json.loads(json.dumps(config[key]))
+                if old.get(key) != now:
                     diff = key
                     if key == "params":
-                        diff = next(k for k in config["params"] if old["params"].get(k) != config["params"][k])
+                        diff = next(k for k in sorted(set(now) | set(old["params"])) if old["params"].get(k) != now.get(k))
                     raise FinetuneError(f"cannot resume {str(run_dir)!r}: setting {diff!r} differs from the saved run")
             return
         if run_dir.exists() and any((run_dir / f).exists() for f in RUN_FILES):
@@ -805,6 +813,7 @@ class FinetunedModel:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "FinetunedModel":
         ckpt = load_checkpoint(path)
+        config = data_config_from_dict(ckpt.get("data_config"), f"checkpoint {str(path)!r}: data_config")
         device_ = resolve_device(device)
         try:
             net = build_network(ckpt["arch"], random_init=True)
@@ -813,8 +822,7 @@ class FinetunedModel:
             dropout = float(ckpt["config"]["params"].get("dropout", 0.0))
             model = MultiTaskModel(net.body, new_classifier(net.feature_dim, len(classes), dropout), None)
             model.load_state_dict(state)
-            config = data_config_from_dict(ckpt["data_config"])
-        except (KeyError, TypeError, RuntimeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{str(path)!r} does not hold a usable model ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
         return cls(model.eval().to(device_), classes, config, str(ckpt["arch"]), device_)

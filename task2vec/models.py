@@ -14,12 +14,13 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from .errors import FinetuneError
+from .errors import CheckpointError, FinetuneError
 from .probe import DataConfig, Network, build_network, known_architecture
-from .validate import integer
+from .validate import integer, number
 from .zoo import MANIFEST, Zoo
 
 
@@ -122,6 +123,22 @@ def data_config_dict(config: DataConfig) -> dict:
             "interpolation": config.interpolation, "crop_pct": config.crop_pct}
 
 
-def data_config_from_dict(d: dict) -> DataConfig:
-    return DataConfig(int(d["input_size"]), tuple(d["mean"]), tuple(d["std"]), str(d["interpolation"]),
-                      float(d["crop_pct"]))
+def data_config_from_dict(d: Any, where: str = "data_config") -> DataConfig:
+    """The preprocessing a checkpoint records, every field checked: a bad one is a :class:`CheckpointError`
+    naming ``where`` and the field, not a failure deep inside the image transforms."""
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{where} must be a mapping, got {type(d).__name__}")
+    missing = [k for k in ("input_size", "mean", "std", "interpolation", "crop_pct") if k not in d]
+    if missing:
+        raise CheckpointError(f"{where} has no {missing[0]!r}")
+    size = integer(d["input_size"], f"{where}.input_size", low=1, error=CheckpointError)
+    stats = {}
+    for key in ("mean", "std"):
+        if not isinstance(d[key], (list, tuple)) or len(d[key]) != 3:
+            raise CheckpointError(f"{where}.{key} must be three numbers (R, G, B), got {d[key]!r}")
+        stats[key] = tuple(number(v, f"{where}.{key}", low=0, low_open=key == "std", error=CheckpointError)
+                           for v in d[key])
+    if not isinstance(d["interpolation"], str):
+        raise CheckpointError(f"{where}.interpolation must be a string, got {d['interpolation']!r}")
+    crop = number(d["crop_pct"], f"{where}.crop_pct", low=0, high=1, low_open=True, error=CheckpointError)
+    return DataConfig(size, stats["mean"], stats["std"], d["interpolation"], crop)
