@@ -26,7 +26,7 @@ from .distance import ALPHA, KINDS, pairwise
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError, UsageError
 from .io import atomic_open, check_writable
-from .trivial import trivial_embedding
+from .trivial import recorded_probe, trivial_embedding
 from .validate import integer_flag, number_flag, seed_flag
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def _trivial(embs: list[Embedding], weights: str | None) -> Embedding:
     if embs[0].method != "variational" and weights:
         from .probe import Probe
 
-        p = embs[0].meta["probe"]
+        p = recorded_probe(embs[0])
         probe = Probe.create(p["name"], weights=weights, image_size=p["input_size"])
     return trivial_embedding(embs[0], probe)
 
@@ -203,8 +203,11 @@ def cmd_distance(args: argparse.Namespace) -> int:
 
 def _read_labels(path: str, names: list[str], files: list[str]) -> dict[str, dict[str, str]]:
     """Rows of a labels CSV keyed by embedding file (column ``file``) or task name (column ``task``)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise Task2VecError(f"labels CSV {path!r} is not readable CSV text ({type(exc).__name__})") from None
     key = "file" if rows and "file" in rows[0] else "task"
     if not rows or key not in rows[0]:
         raise Task2VecError(f"labels CSV {path!r} needs a 'file' or 'task' column")
@@ -214,6 +217,10 @@ def _read_labels(path: str, names: list[str], files: list[str]) -> dict[str, dic
 
 def cmd_map(args: argparse.Namespace) -> int:
     out = check_writable(args.output)
+    resolved = [Path(p).resolve() for p in args.embeddings]
+    twice = next((p for i, p in enumerate(args.embeddings) if resolved[i] in resolved[:i]), None)
+    if twice is not None:  # one task drawn as two points on top of each other, two rows of one name: a slip
+        raise Task2VecError(f"map: embedding file {twice!r} is given twice")
     embs, names = _load_embeddings(args.embeddings)
     labels = _read_labels(args.labels, names, args.embeddings) if args.labels else {}
     if args.color_by and not labels:
