@@ -285,6 +285,7 @@ class Trainer:
             scheduler.load_state_dict(ckpt["scheduler"])
             state = {k: ckpt[k] for k in state}
         else:
+            self._make_run_dir(run_dir)
             _write_json(run_dir / "config.json", {**config, "classes": classes, "frozen_parameters": frozen,
                                                   "data_config": data_config_dict(data_cfg),
                                                   "split_sizes": {k: int(len(v)) for k, v in splits.items()}})
@@ -391,6 +392,13 @@ class Trainer:
             raise FinetuneError(f"run folder {str(run_dir)!r} already holds a run: use --resume or another -o")
         if run_dir.exists() and not run_dir.is_dir():
             raise FinetuneError(f"run folder {str(run_dir)!r} is a file")
+        parent = next((d for d in run_dir.absolute().parents if d.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise FinetuneError(f"cannot create run folder {str(run_dir)!r}: {str(parent)!r} is not a writable folder")
+
+    @staticmethod
+    def _make_run_dir(run_dir: Path) -> None:
+        """Create the run folder once the network is built: a run that fails to start leaves no folder."""
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
