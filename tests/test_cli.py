@@ -306,7 +306,7 @@ def test_weights_file_unreadable(capsys, dataset, outdir, tmp_path):
     bad.write_bytes(b"garbage, not a checkpoint")
     args = [a for a in FAST if a != "--random-init"]
     rc, _, err = run(capsys, "embed", dataset, "-o", outdir / "x.npz", *args, "--weights", bad)
-    assert_error(rc, err, outdir, "cannot read weights file", "resnet18_bad.pth")
+    assert_error(rc, err, outdir, "resnet18_bad.pth' is not a weights file")
 
 
 # ----------------------------------------------------------------------------- unreadable images

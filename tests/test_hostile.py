@@ -1,0 +1,386 @@
+"""Hostile files and flags across every command: each is refused with exit code 2 and one line
+``task2vec: error: ...`` that names the problem, no traceback, and nothing written or changed.
+
+The material is real and tiny: 8 flower photos at 32 px, their embedding by the real ImageNet
+MobileNetV2 at 64 px, a one-entry zoo of it and a one-epoch fine-tuning run; the hostile files
+are these with one field spoiled, so each case tests that field alone (``test_the_material_is_sound``
+shows the unspoiled files work).
+"""
+
+from __future__ import annotations
+
+import fractions
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from task2vec import (Embedding, EmbeddingFileError, FinetuneError, Probe, ProbeError, SettingError, Task2Vec,
+                      Task2VecError, WeightsError, Zoo, ZooError)
+from task2vec.augment_config import AugmentConfig
+from task2vec.cli import main
+from task2vec.distance import pairwise
+from task2vec.finetune import Trainer
+from task2vec.model2vec import Model2Vec
+from task2vec.probe import load_state_dict_file
+from task2vec.taskmap import layout
+from task2vec.trivial import trivial_embedding
+from task2vec.zoo import ZooEntry
+from task2vec.zoospec import entry_metadata
+
+from conftest import WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_RANGE = "must be an integer in [0, 4294967296)"
+EMBED_FAST = ["--random-init", "--probe", "resnet18", "--image-size", "32", "--max-samples", "8", "--batch-size", "4",
+              "--quiet", "--device", "cpu"]
+TUNE_FAST = ["--model", "mobilenet_v2", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--no-records",
+             "--quiet", "--device", "cpu"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_warnings")
+
+
+# ----------------------------------------------------------------------------- the material
+def _spoiled_embeddings(good: Path, root: Path) -> None:
+    """``bad_<name>.npz``: the good embedding file with one array or metadata field spoiled."""
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    layers, vector = meta["layers"], arrays["vector"]
+
+    def save(name: str, **changes) -> None:
+        out = {**arrays, **changes}
+        np.savez(root / f"bad_{name}.npz", **{k: v for k, v in out.items() if v is not None})
+
+    def with_meta(name: str, **fields) -> None:
+        save(name, meta=np.array(json.dumps({**meta, **fields})))
+
+    save("meta_list", meta=np.array("[]"))
+    save("meta_not_json", meta=np.array("{probe: mobilenet"))
+    save("no_meta", meta=None)
+    with_meta("probe_string", probe="mobilenet_v2")
+    with_meta("input_size_word", probe={**meta["probe"], "input_size": "big"})
+    with_meta("no_filters", layers=[{k: v for k, v in layer.items() if k != "filters"} for layer in layers])
+    with_meta("negative_filters", layers=[{**layer, "filters": -layer["filters"]} for layer in layers])
+    with_meta("filters_miscounted", layers=[{**layers[0], "filters": layers[0]["filters"] + 1}, *layers[1:]])
+    with_meta("layers_string", layers="features")
+    with_meta("short_prior", prior_inverse_variance=[1.0])
+    save("vector_strings", vector=np.array(["0.5"] * len(vector)))
+    save("vector_complex", vector=vector.astype(np.complex128))
+    save("vector_2d", vector=vector.reshape(2, -1))
+    save("vector_nan", vector=np.where(np.arange(len(vector)) == 3, np.nan, vector))
+    save("vector_negative", vector=-vector)
+    save("domain_mean_shape", domain_mean=arrays["domain_mean"][:5])
+    save("domain_var_shape", domain_var=arrays["domain_var"].reshape(2, -1))
+    save("halves_shape", halves=arrays["halves"][:1])
+
+
+def _spoiled_checkpoints(best: Path, root: Path) -> None:
+    """``ckpt_<name>.pt``: the run's best checkpoint with one ``data_config`` field spoiled."""
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    for name, change in (("size_negative", {"input_size": -5}), ("std_zero", {"std": [0.0, 0.0, 0.0]}),
+                         ("crop_nan", {"crop_pct": float("nan")})):
+        torch.save({**ckpt, "data_config": {**ckpt["data_config"], **change}}, root / f"ckpt_{name}.pt")
+    torch.save({k: v for k, v in ckpt.items() if k != "data_config"}, root / "ckpt_no_data_config.pt")
+
+
+def _resumable_copy(run: Path, dest: Path, config_text: str) -> None:
+    """A copy of ``run`` (its checkpoint linked, not copied) whose config.json reads ``config_text``."""
+    dest.mkdir()
+    for f in run.iterdir():
+        if f.suffix == ".pt":
+            try:
+                os.link(f, dest / f.name)
+            except OSError:
+                shutil.copy2(f, dest / f.name)
+        else:
+            shutil.copy2(f, dest / f.name)
+    (dest / "config.json").write_text(config_text)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, shared, one_torch_thread) -> SimpleNamespace:
+    """The real material and its spoiled copies, in one folder that no refused command may change."""
+    root = tmp_path_factory.mktemp("hostile")
+    data = root / "flowers"
+    for cls in ("daisy", "rose"):
+        (data / cls).mkdir(parents=True)
+        for i, p in enumerate(sorted((shared / "data" / "flowers5" / cls).iterdir())[:4]):
+            Image.open(p).convert("RGB").resize((32, 32)).save(data / cls / f"{i}.png")
+    probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=64, device="cpu")
+    emb = Task2Vec(probe, max_samples=8, min_images_per_class=4, progress=False).embed(data, name="flowers")
+    good = emb.save(root / "good.t2v.npz")
+    shutil.copy(good, root / "same.t2v.npz")
+    _spoiled_embeddings(good, root)
+
+    zoo = Zoo.create(root / "zoo", probe.describe(), embedding_settings={"max_samples": 8, "min_images_per_class": 4})
+    zoo.add(ZooEntry("flowers", "mobilenet_v2", True, None, {}, entry_metadata("mobilenet_v2", {}, pretrained=True)),
+            emb, trivial_embedding(emb))
+
+    run = root / "run"
+    assert main(["finetune", str(data), "-o", str(run), "--random-init", *TUNE_FAST]) == 0
+    _spoiled_checkpoints(run / "best.pt", root)
+    _resumable_copy(run, root / "run_config_garbled", '{"params": {"lr": 0.001')
+    _resumable_copy(run, root / "run_config_list", "[]\n")
+
+    (root / "text.pt").write_text("these are not weights\n")
+    torch.save({"weight": torch.zeros(2), "note": fractions.Fraction(1, 3)}, root / "pickled.pt")
+    (root / "nul.csv").write_bytes(b"path,label\nflowers/daisy/0\x00.png,daisy\nflowers/rose/0.png,rose\n")
+    (root / "labels.csv").write_bytes(b"file,name\n\xff\xfegood.t2v.npz,x\n")
+    for name, text in (("alpha_word", "alpha: abc\n"), ("seed_negative", "split_seed: -1\n"),
+                       ("image_size_small", "image_size: 8\n")):
+        (root / f"spec_{name}.yaml").write_text(f"zoo: built\nprobe: mobilenet_v2\n{text}"
+                                                f"entries:\n  - {{id: a, model: mobilenet_v2, source_embedding: good.t2v.npz}}\n")
+    (root / "spec_bad_embedding.yaml").write_text(
+        "zoo: built\nprobe: mobilenet_v2\nentries:\n  - {id: a, model: mobilenet_v2, source_embedding: bad_vector_complex.npz}\n")
+    return SimpleNamespace(root=root, data=data, good=good, zoo=root / "zoo", run=run,
+                           image=data / "daisy" / "0.png", probe=probe, emb=emb)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time: what a refused command must not touch."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+# ----------------------------------------------------------------------------- the hostile command lines
+# (id, argv with {placeholders}, what the one line must say); {out} is an empty folder of the test's own
+BAD_EMBEDDINGS = [
+    ("meta_list", "meta must be a JSON object, got an array"),
+    ("meta_not_json", "meta is not JSON text"),
+    ("no_meta", "has no 'meta' array"),
+    ("probe_string", "meta.probe must be an object, got a string"),
+    ("input_size_word", "meta.probe.input_size must be an integer >= 1, got 'big'"),
+    ("no_filters", "meta.layers[0].filters must be an integer >= 1, got None"),
+    ("negative_filters", "meta.layers[0].filters must be an integer >= 1, got -32"),
+    ("filters_miscounted", "vector has 17056 values but meta.layers hold 17057"),
+    ("layers_string", "meta.layers must be an array, got a string"),
+    ("short_prior", "meta.prior_inverse_variance must be an array of one positive number per layer"),
+    ("vector_strings", "vector must hold real numbers, got <U3 values"),
+    ("vector_complex", "vector must hold real numbers, got complex128 values"),
+    ("vector_2d", "vector must be 1-D, got shape (2, 8528)"),
+    ("vector_nan", "vector must be finite, it holds 1 NaN or inf"),
+    ("vector_negative", "vector must be non-negative"),
+    ("domain_mean_shape", "domain_mean must have shape (1280,), got (5,)"),
+    ("domain_var_shape", "domain_var must have shape (1280,), got (2, 640)"),
+    ("halves_shape", "halves must have shape (2, 17056), got (1, 17056)"),
+]
+
+CASES = [
+    # embed
+    ("embed-seed-negative", ["embed", "{data}", "-o", "{out}/e.npz", "--seed", "-1"], f"--seed {SEED_RANGE}, got -1"),
+    ("embed-seed-huge", ["embed", "{data}", "-o", "{out}/e.npz", "--seed", "4294967296"],
+     f"--seed {SEED_RANGE}, got 4294967296"),
+    ("embed-max-samples-word", ["embed", "{data}", "-o", "{out}/e.npz", "--max-samples", "abc"],
+     "--max-samples must be an integer, got 'abc'"),
+    ("embed-head-prior-inf", ["embed", "{data}", "-o", "{out}/e.npz", "--head-prior", "inf"],
+     "--head-prior must be a finite number, got inf"),
+    ("embed-bad-fraction-nan", ["embed", "{data}", "-o", "{out}/e.npz", "--max-bad-fraction", "nan"],
+     "--max-bad-fraction must be a finite number, got nan"),
+    ("embed-bad-fraction-2", ["embed", "{data}", "-o", "{out}/e.npz", *EMBED_FAST, "--max-bad-fraction", "2"],
+     "max_bad_fraction must be a number in [0, 1], got 2.0"),
+    ("embed-image-size-16", ["embed", "{data}", "-o", "{out}/e.npz", *EMBED_FAST, "--image-size", "16"],
+     "image_size must be an integer >= 32, got 16"),
+    ("embed-weights-text", ["embed", "{data}", "-o", "{out}/e.npz", "--weights", "{root}/text.pt"],
+     "text.pt' is not a weights file (neither a torch .pt/.pth nor a .safetensors file)"),
+    ("embed-weights-pickle", ["embed", "{data}", "-o", "{out}/e.npz", "--weights", "{root}/pickled.pt"],
+     "pickled.pt' holds pickled Python objects (fractions.Fraction), which are not loaded"),
+    ("embed-csv-nul", ["embed", "{root}/nul.csv", "-o", "{out}/e.npz", *EMBED_FAST],
+     "line 2: path 'flowers/daisy/0\\x00.png' holds a NUL byte"),
+    ("embed-unknown-flag", ["embed", "{data}", "-o", "{out}/e.npz", "--bogus"], "unrecognized arguments: --bogus"),
+    ("embed-no-dataset", ["embed", "-o", "{out}/e.npz"], "the following arguments are required: dataset"),
+    # distance
+    *[(f"distance-{name}", ["distance", "{good}", f"{{root}}/bad_{name}.npz", "--csv", "{out}/d.csv"],
+       f"bad_{name}.npz': {what}" if name != "no_meta" else what) for name, what in BAD_EMBEDDINGS],
+    ("distance-alpha-nan", ["distance", "{good}", "{root}/same.t2v.npz", "--alpha", "nan"],
+     "--alpha must be a finite number, got nan"),
+    ("distance-alpha-inf", ["distance", "{good}", "{root}/same.t2v.npz", "--alpha", "inf"],
+     "--alpha must be a finite number, got inf"),
+    ("distance-alpha-negative", ["distance", "{good}", "{root}/same.t2v.npz", "--kind", "asym", "--alpha", "-5"],
+     "--alpha must be a number >= 0, got -5.0"),
+    ("distance-alpha-word", ["distance", "{good}", "{root}/same.t2v.npz", "--alpha", "x"], "--alpha must be a number, got 'x'"),
+    ("distance-kind-unknown", ["distance", "{good}", "{root}/same.t2v.npz", "--kind", "euclid", "--csv", "{out}/d.csv"],
+     "argument --kind: invalid choice: 'euclid'"),
+    ("distance-asym-weights-text", ["distance", "{good}", "{root}/same.t2v.npz", "--kind", "asym", "--weights",
+                                    "{root}/text.pt", "--csv", "{out}/d.csv"], "text.pt' is not a weights file"),
+    # map
+    ("map-same-file-twice", ["map", "{good}", "{root}/../{root_name}/good.t2v.npz", "-o", "{out}/m.png"],
+     "good.t2v.npz' is given twice"),
+    ("map-seed-negative", ["map", "{good}", "{root}/same.t2v.npz", "-o", "{out}/m.png", "--seed", "-1"],
+     f"--seed {SEED_RANGE}, got -1"),
+    ("map-labels-not-utf8", ["map", "{good}", "{root}/same.t2v.npz", "-o", "{out}/m.png", "--labels", "{root}/labels.csv"],
+     "labels.csv' is not readable CSV text (UnicodeDecodeError)"),
+    ("map-vector-complex", ["map", "{good}", "{root}/bad_vector_complex.npz", "-o", "{out}/m.png"],
+     "vector must hold real numbers, got complex128 values"),
+    # zoo init / add / list / remove / set / build / fit-model2vec
+    ("zoo-init-alpha-nan", ["zoo", "init", "{out}/z", "--alpha", "nan"], "--alpha must be a finite number, got nan"),
+    ("zoo-init-quality-negative", ["zoo", "init", "{out}/z", "--quality-weight", "-1"],
+     "--quality-weight must be a number >= 0, got -1.0"),
+    ("zoo-init-weights-pickle", ["zoo", "init", "{out}/z", "--weights", "{root}/pickled.pt"],
+     "holds pickled Python objects (fractions.Fraction)"),
+    ("zoo-init-image-size-word", ["zoo", "init", "{out}/z", "--image-size", "big"], "--image-size must be an integer, got 'big'"),
+    ("zoo-add-unknown-model", ["zoo", "add", "{zoo}", "--id", "x", "--model", "notamodel", "--source-embedding", "{good}"],
+     "unknown model 'notamodel'"),
+    ("zoo-add-probe-string", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--source-embedding",
+                              "{root}/bad_probe_string.npz"], "meta.probe must be an object, got a string"),
+    ("zoo-add-domain-mean-shape", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--source-embedding",
+                                   "{root}/bad_domain_mean_shape.npz"], "domain_mean must have shape (1280,), got (5,)"),
+    ("zoo-add-top1-150", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--imagenet-top1", "150",
+                          "--source-embedding", "{good}"],
+     "imagenet_top1 (a percentage) must be a number in [0, 100], got 150.0"),
+    ("zoo-add-top1-nan", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--imagenet-top1", "nan",
+                          "--source-embedding", "{good}"], "--imagenet-top1 must be a finite number, got nan"),
+    ("zoo-add-input-size-word", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--input-size", "x",
+                                 "--source-embedding", "{good}"], "--input-size must be an integer, got 'x'"),
+    ("zoo-add-no-id", ["zoo", "add", "{zoo}", "--model", "resnet18", "--source-embedding", "{good}"],
+     "the following arguments are required: --id"),
+    ("zoo-list-no-dir", ["zoo", "list"], "the following arguments are required: dir"),
+    ("zoo-remove-no-id", ["zoo", "remove", "{zoo}"], "the following arguments are required: --id"),
+    ("zoo-set-alpha-nan", ["zoo", "set", "{zoo}", "--alpha", "nan"], "--alpha must be a finite number, got nan"),
+    ("zoo-set-alpha-negative", ["zoo", "set", "{zoo}", "--alpha", "-5"], "--alpha must be a number >= 0, got -5.0"),
+    ("zoo-set-quality-inf", ["zoo", "set", "{zoo}", "--quality-weight", "inf"],
+     "--quality-weight must be a finite number, got inf"),
+    ("zoo-build-alpha-word", ["zoo", "build", "{root}/spec_alpha_word.yaml"], "'alpha' must be a number, got 'abc'"),
+    ("zoo-build-seed-negative", ["zoo", "build", "{root}/spec_seed_negative.yaml"], f"'split_seed' {SEED_RANGE}, got -1"),
+    ("zoo-build-image-size-small", ["zoo", "build", "{root}/spec_image_size_small.yaml"],
+     "'image_size' must be an integer >= 32, got 8"),
+    ("zoo-build-bad-embedding", ["zoo", "build", "{root}/spec_bad_embedding.yaml"],
+     "bad_vector_complex.npz': vector must hold real numbers, got complex128 values"),
+    ("zoo-fit-l2-nan", ["zoo", "fit-model2vec", "{zoo}", "--l2", "nan"], "--l2 must be a finite number, got nan"),
+    ("zoo-unknown-command", ["zoo", "frobnicate", "{zoo}"], "invalid choice: 'frobnicate'"),
+    # recommend
+    ("recommend-meta-list", ["recommend", "{root}/bad_meta_list.npz", "--zoo", "{zoo}", "--json", "{out}/r.json"],
+     "meta must be a JSON object, got an array"),
+    ("recommend-domain-var-shape", ["recommend", "{root}/bad_domain_var_shape.npz", "--zoo", "{zoo}"],
+     "domain_var must have shape (1280,), got (2, 640)"),
+    ("recommend-vector-strings", ["recommend", "{root}/bad_vector_strings.npz", "--zoo", "{zoo}"],
+     "vector must hold real numbers, got <U3 values"),
+    ("recommend-quality-nan", ["recommend", "{good}", "--zoo", "{zoo}", "--quality-weight", "nan"],
+     "--quality-weight must be a finite number, got nan"),
+    ("recommend-alpha-negative", ["recommend", "{good}", "--zoo", "{zoo}", "--alpha", "-5"],
+     "--alpha must be a number >= 0, got -5.0"),
+    ("recommend-k-word", ["recommend", "{good}", "--zoo", "{zoo}", "-k", "x"], "-k must be an integer, got 'x'"),
+    ("recommend-k-zero", ["recommend", "{good}", "--zoo", "{zoo}", "-k", "0", "--json", "{out}/r.json"],
+     "k must be an integer >= 1, got 0"),
+    ("recommend-seed-huge", ["recommend", "{data}", "--zoo", "{zoo}", "--seed", "99999999999"],
+     f"--seed {SEED_RANGE}, got 99999999999"),
+    # finetune
+    ("finetune-rotate-nan", ["finetune", "{data}", "-o", "{out}/run", "--rotate", "nan"],
+     "--rotate must be a finite number, got nan"),
+    ("finetune-color-jitter-nan", ["finetune", "{data}", "-o", "{out}/run", "--color-jitter", "nan"],
+     "--color-jitter must be a finite number, got nan"),
+    ("finetune-mixup-nan", ["finetune", "{data}", "-o", "{out}/run", "--mixup", "nan"],
+     "--mixup must be a finite number, got nan"),
+    ("finetune-cutmix-inf", ["finetune", "{data}", "-o", "{out}/run", "--cutmix", "inf"],
+     "--cutmix must be a finite number, got inf"),
+    ("finetune-lr-inf", ["finetune", "{data}", "-o", "{out}/run", "--lr", "inf"], "--lr must be a finite number, got inf"),
+    ("finetune-epochs-fraction", ["finetune", "{data}", "-o", "{out}/run", "--epochs", "1.5"],
+     "--epochs must be an integer, got '1.5'"),
+    ("finetune-seed-negative", ["finetune", "{data}", "-o", "{out}/run", "--seed", "-1"], f"--seed {SEED_RANGE}, got -1"),
+    ("finetune-seed-huge", ["finetune", "{data}", "-o", "{out}/run", "--seed", "18446744073709551616"],
+     f"--seed {SEED_RANGE}, got 18446744073709551616"),
+    ("finetune-repeats-past-seed-range", ["finetune", "{data}", "-o", "{out}/run", *TUNE_FAST, "--random-init",
+                                          "--seed", "4294967295", "--repeats", "2"], f"seed {SEED_RANGE}, got 4294967296"),
+    ("finetune-rotate-200", ["finetune", "{data}", "-o", "{out}/run", *TUNE_FAST, "--rotate", "200"],
+     "augmentation rotate (degrees) must be a number in [0, 180], got 200.0"),
+    ("finetune-mixup-negative", ["finetune", "{data}", "-o", "{out}/run", *TUNE_FAST, "--mixup", "-1"],
+     "augmentation mixup must be a number >= 0, got -1.0"),
+    ("finetune-weights-text", ["finetune", "{data}", "-o", "{out}/run", *TUNE_FAST, "--weights", "{root}/text.pt"],
+     "text.pt' is not a weights file"),
+    ("finetune-resume-config-garbled", ["finetune", "{data}", "-o", "{root}/run_config_garbled", "--resume", "--random-init",
+                                        *TUNE_FAST], "run_config_garbled': its config.json is not JSON (JSONDecodeError)"),
+    ("finetune-resume-config-list", ["finetune", "{data}", "-o", "{root}/run_config_list", "--resume", "--random-init",
+                                     *TUNE_FAST], "its config.json is not a task2vec run's (no 'params' mapping)"),
+    # predict, cam
+    ("predict-input-size-negative", ["predict", "{root}/ckpt_size_negative.pt", "{image}", "--json", "{out}/p.json"],
+     "data_config.input_size must be an integer >= 1, got -5"),
+    ("predict-std-zero", ["predict", "{root}/ckpt_std_zero.pt", "{image}"], "data_config.std must be a positive number, got 0.0"),
+    ("predict-crop-nan", ["predict", "{root}/ckpt_crop_nan.pt", "{image}"],
+     "data_config.crop_pct must be a finite number, got nan"),
+    ("predict-no-data-config", ["predict", "{root}/ckpt_no_data_config.pt", "{image}"],
+     "data_config must be a mapping, got NoneType"),
+    ("predict-text-checkpoint", ["predict", "{root}/text.pt", "{image}"], "text.pt' is not a task2vec checkpoint"),
+    ("predict-topk-zero", ["predict", "{run}/best.pt", "{image}", "--topk", "0"], "--topk must be an integer >= 1, got 0"),
+    ("cam-input-size-negative", ["cam", "{root}/ckpt_size_negative.pt", "{image}", "-o", "{out}/c.png"],
+     "data_config.input_size must be an integer >= 1, got -5"),
+    ("cam-no-output", ["cam", "{run}/best.pt", "{image}"], "the following arguments are required: -o/--output"),
+    ("no-command", ["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", [pytest.param(a, f, id=i) for i, a, f in CASES])
+def test_hostile_input_is_one_line_and_leaves_nothing(world, tmp_path, capsys, argv, fragment):
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = {"root": world.root, "root_name": world.root.name, "data": world.data, "good": world.good,
+             "zoo": world.zoo, "run": world.run, "image": world.image, "out": out}
+    before = _tree(world.root)
+    code = main([a.format(**paths) for a in argv])
+    stdout, stderr = capsys.readouterr()
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr
+    assert len(lines) == 1 and lines[0].startswith("task2vec: error: "), stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in stdout + stderr
+    assert os.listdir(out) == []  # no output, no temp file
+    assert _tree(world.root) == before  # the zoo, the run and every input unchanged
+
+
+def test_the_material_is_sound(world, tmp_path, capsys):
+    """The unspoiled files work: each hostile case above fails for its one spoiled field or flag."""
+    same = str(world.root / "same.t2v.npz")
+    for argv in (["distance", world.good, same, "--kind", "asym"],
+                 ["map", world.good, same, "-o", tmp_path / "m.png"],  # two identical tasks: all distances 0
+                 ["recommend", world.good, "--zoo", world.zoo, "--check", "0"],
+                 ["predict", world.run / "best.pt", world.image],
+                 ["finetune", world.data, "-o", world.run, "--resume", "--random-init", *TUNE_FAST]):
+        code = main([str(a) for a in argv])
+        stderr = capsys.readouterr().err
+        assert code == 0, (argv, stderr)
+        assert "warning" not in stderr, stderr  # no singular-limits warning from the map's dendrogram
+
+
+def test_a_flag_of_the_wrong_type_is_one_line_in_a_real_process(world):
+    """argparse's usage block and exit path replaced: the installed entry point prints one line."""
+    proc = subprocess.run([sys.executable, "-m", "task2vec", "distance", str(world.good), str(world.good), "--alpha", "nan"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "task2vec: error: --alpha must be a finite number, got nan\n"
+
+
+# ----------------------------------------------------------------------------- the same checks in the library
+def test_library_refuses_the_same_numbers_with_typed_errors(world):
+    nan = float("nan")
+    cases = [
+        (lambda: Task2Vec(world.probe, seed=-1), ProbeError, f"seed {SEED_RANGE}, got -1"),
+        (lambda: Task2Vec(world.probe, seed=2 ** 32), ProbeError, f"seed {SEED_RANGE}"),
+        (lambda: Task2Vec(world.probe, max_bad_fraction=nan), ProbeError, "max_bad_fraction must be a finite number"),
+        (lambda: Probe.create("resnet18", random_init=True, seed=-3), ProbeError, f"seed {SEED_RANGE}, got -3"),
+        (lambda: Trainer(seed=2 ** 32), FinetuneError, f"seed {SEED_RANGE}"),
+        (lambda: Trainer(lr=float("inf")), FinetuneError, "lr must be a finite number, got inf"),
+        (lambda: AugmentConfig(rotate=nan), FinetuneError, "augmentation rotate (degrees) must be a finite number"),
+        (lambda: AugmentConfig(color_jitter=nan), FinetuneError, "augmentation color_jitter must be a finite number"),
+        (lambda: AugmentConfig(mixup=nan), FinetuneError, "augmentation mixup must be a finite number"),
+        (lambda: AugmentConfig(cutmix=-1.0), FinetuneError, "augmentation cutmix must be a number >= 0"),
+        (lambda: pairwise([world.emb, world.emb], alpha=nan), SettingError, "alpha must be a finite number, got nan"),
+        (lambda: pairwise([world.emb, world.emb], alpha=-5), SettingError, "alpha must be a number >= 0, got -5"),
+        (lambda: Zoo.load(world.zoo).configure(alpha=nan), ZooError, "alpha must be a finite number"),
+        (lambda: Zoo.load(world.zoo).rank(world.emb, quality_weight=nan), ZooError, "quality_weight must be a finite"),
+        (lambda: Model2Vec(seed=-1), Task2VecError, f"seed {SEED_RANGE}"),
+        (lambda: layout(np.zeros((2, 2)), "pca", seed=-1), SettingError, f"seed {SEED_RANGE}"),
+        (lambda: Embedding(world.emb.vector.astype(np.complex128), world.emb.meta), EmbeddingFileError,
+         "vector must hold real numbers, got complex128 values"),
+        (lambda: Embedding(world.emb.vector, []), EmbeddingFileError, "meta must be a JSON object, got an array"),
+        (lambda: load_state_dict_file(world.root / "text.pt"), WeightsError, "is not a weights file"),
+    ]
+    for make, error, fragment in cases:
+        with pytest.raises(error) as info:
+            make()
+        assert fragment in str(info.value) and "\n" not in str(info.value), str(info.value)
