@@ -38,7 +38,10 @@ def _number_problem(value: object, low: float | None, high: float | None, low_op
     """What is wrong with ``value`` as a real number in the range (None: nothing)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"must be a number, got {value!r}"
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond any float
+        x = math.inf
     if not math.isfinite(x):
         return f"must be a finite number, got {x}"
     below = low is not None and (x <= low if low_open else x < low)
@@ -46,7 +49,7 @@ def _number_problem(value: object, low: float | None, high: float | None, low_op
     if below or above:
         kind = "a positive number" if (low == 0 and low_open and high is None) else \
             f"a number {_interval(low, high, low_open, high_open)}"
-        return f"must be {kind}, got {value!r}"
+        return f"must be {kind}, got {int(value) if isinstance(value, numbers.Integral) else x!r}"  # numpy scalars as plain
     return None
 
 
@@ -55,7 +58,7 @@ def _integer_problem(value: object, low: int | None, high: int | None, high_open
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return f"must be an integer, got {value!r}"
     if (low is not None and value < low) or (high is not None and (value >= high if high_open else value > high)):
-        return f"must be an integer {_interval(low, high, False, high_open)}, got {value!r}"
+        return f"must be an integer {_interval(low, high, False, high_open)}, got {int(value)}"
     return None
 
 
