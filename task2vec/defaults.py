@@ -30,9 +30,10 @@ EMBEDDING_SETTINGS = ("method", "max_samples", "min_images_per_class", "max_rank
 QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
 RECOMMEND_K = 5  # recommendations shown
 # task2vec.recommend's defaults: the configuration benchmarks/model_selection.py picks by its stated rule
-# (row "recommend (defaults)"; figures in benchmarks/README.md).
-RECOMMEND_CHECK = 1  # first picks re-ranked by LogME with the probe's own entry
-RECOMMEND_MAX_RANK = 1  # the target's Fisher from the leading direction of the logits
+# (GRID, REGRET_TIE there; row "recommend (defaults)"; figures in benchmarks/README.md). With the zoo's
+# alpha (zoo/demo: 0.5, the same rule's choice) and no MODEL2VEC biases.
+RECOMMEND_CHECK = 1  # the first pick re-ranked by LogME with the probe's own entry
+RECOMMEND_MAX_RANK = EMBEDDING_DEFAULTS["max_rank"]  # the target's Fisher at the zoo's usual rank (16)
 MODEL2VEC_L2 = 0.1  # pull of the MODEL2VEC log-scales toward 0
 MODEL2VEC_PARAMETERISATIONS = ("layer", "filter")  # one log-scale per model and layer (the default), or per filter
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from task2vec.defaults import RECOMMEND_CHECK, RECOMMEND_MAX_RANK
 from task2vec.zoospec import build_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
     assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)"}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from model_selection import config_name
+
     configs = res["configs"]
     assert len(configs) == 24 and res["chosen_config"] in configs
     assert {r["config"] for r in csv.DictReader(open(out / "configs.csv"))} == set(configs)
@@ -96,8 +100,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
         "generalist")
     assert all(c in (f, generalist) for f, c in zip(fast, checked))
     # the benchmark's own ranking of a configuration is what task2vec.recommend does with the same settings
-    assert res["shipped_config"] == {"max_rank": 1, "alpha": 0.15, "biases": False, "check": 1}
-    assert res["picks"]["recommend (defaults)"] == configs["max_rank 1, alpha 0.15, no biases, check 1"]["picks"]
+    shipped = {"max_rank": RECOMMEND_MAX_RANK, "alpha": 0.15, "biases": False, "check": RECOMMEND_CHECK}
+    assert res["shipped_config"] == shipped
+    assert res["picks"]["recommend (defaults)"] == configs[config_name(shipped)]["picks"]
     assert all(float(r["ci95_low"]) <= float(r["ci95_high"]) for r in paired)
     check = next(iter(res["finetune_check"].values()))
     assert float(ft["linear probe (ground truth)"]["weighted_tau"]) == pytest.approx(check["weighted_tau"], abs=1e-3)

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 import task2vec
 from task2vec import Embedding, Zoo, ZooError, recommend, symmetric
 from task2vec.cli import main
+from task2vec.defaults import RECOMMEND_MAX_RANK
 from task2vec.probe import build_network
 
 from conftest import WEIGHTS
@@ -41,7 +42,7 @@ def test_one_call_embeds_ranks_checks_and_marks_trust(zoo_dir, shared, tmp_path)
     rec = recommend(hym, zoo_dir, k=3, weights=WEIGHTS, max_samples=24)
     assert isinstance(rec, task2vec.Recommendation) and rec.n_images == 24 and rec.noise > 0
     # the defaults apply: the first pick (random) checked together with the probe's entry, target at max_rank 1
-    assert rec.settings["check"] == 1 and rec.settings["embedding"]["max_rank"] == 1
+    assert rec.settings["check"] == 1 and rec.settings["embedding"]["max_rank"] == RECOMMEND_MAX_RANK
     assert sorted(rec.checked) == ["imagenet", "random"] and rec.skipped == []
     assert [c.id for c in rec.candidates][:2] == ["imagenet", "random"]  # the check put the ImageNet features first
     assert [c.rank for c in rec.candidates] == [1, 2, 3]
