@@ -226,7 +226,8 @@ def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], Dat
 
     def strip_timm(m: nn.Module) -> int:
         m.reset_classifier(0)
-        return m.num_features
+        # what the body now outputs: a pre-logits head (MobileNetV3's conv_head) widens num_features
+        return int(getattr(m, "head_hidden_size", None) or m.num_features)
 
     config = DataConfig(
         input_size=int(cfg["input_size"][-1]),

@@ -74,7 +74,7 @@ def test_check_refuses_bad_use(zoo_dir, shared, probe112):
     zoo = Zoo.load(zoo_dir)
     task = load_task(shared / "data" / "hymenoptera")
     for bad in (0, -1, 1.5):
-        with pytest.raises(ZooError, match="top must be an integer >= 1"):
+        with pytest.raises(ZooError, match="top must be an integer"):
             EvidenceCheck(bad)
     embedder = Task2Vec(probe112, max_samples=24, progress=False)
     with pytest.raises(ZooError, match="has not embedded a task yet"):

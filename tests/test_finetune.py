@@ -341,7 +341,7 @@ def test_every_form_of_a_zoo_model_carries_its_input_size(small_zoo, tmp_path, c
     assert (choice.arch, choice.model_id, choice.weights, choice.input_size) == ("mobilenet_v2", "far", str(WEIGHTS), 96)
     far["recommendations"][0]["input_size"] = "large"
     (tmp_path / "bad.json").write_text(json.dumps(far))
-    with pytest.raises(FinetuneError, match="entry 'far': input_size must be an integer >= 32"):
+    with pytest.raises(FinetuneError, match=r"entry 'far': input_size .*must be an integer"):
         resolve_model(str(tmp_path / "bad.json"))
     code = main(["finetune", str(tmp_path), "--model", str(tmp_path / "bad.json"), "-o", str(tmp_path / "never")])
     err = capsys.readouterr().err
