@@ -210,22 +210,20 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("augmentation (a preset, then single overrides)")
     g.add_argument("--augment", choices=list(PRESETS), default=_D["augment"], help="the preset")
     preset_value = " (default: the preset's)"
-    g.add_argument("--hflip", type=number_flag(), metavar="P", help="horizontal flip probability" + preset_value)
-    g.add_argument("--vflip", type=number_flag(), metavar="P", help="vertical flip probability" + preset_value)
-    g.add_argument("--rotate", type=number_flag(), metavar="DEG", help="maximum rotation in degrees" + preset_value)
-    g.add_argument("--zoom", type=number_flag(), metavar="S",
-                   help="smallest crop area of RandomResizedCrop (1: none)" + preset_value)
-    g.add_argument("--color-jitter", type=number_flag(), metavar="X",
-                   help="brightness/contrast/saturation strength" + preset_value)
+    overrides = (  # flag, metavar, what it sets; each defaults to the preset's value
+        ("--hflip", "P", "horizontal flip probability"), ("--vflip", "P", "vertical flip probability"),
+        ("--rotate", "DEG", "maximum rotation in degrees"),
+        ("--zoom", "S", "smallest crop area of RandomResizedCrop (1: none)"),
+        ("--color-jitter", "X", "brightness/contrast/saturation strength"),
+        ("--erasing", "P", "random erasing (cutout) probability"),
+        ("--mixup", "ALPHA", "mixup Beta(α, α) (0: off)"), ("--cutmix", "ALPHA", "cutmix Beta(α, α) (0: off)"),
+        ("--mix-prob", "P", "probability that a batch is mixed"),
+        ("--mobius", "P", "probability of a random Möbius map per image"),
+        ("--mobius-strength", "S", "size of the Möbius maps (see task2vec.mobius)"),
+    )
+    for flag, metavar, text in overrides:
+        g.add_argument(flag, type=number_flag(), metavar=metavar, help=text + preset_value)
     g.add_argument("--auto-augment", choices=AUTO_AUGMENT, help="TrivialAugment, RandAugment or none" + preset_value)
-    g.add_argument("--erasing", type=number_flag(), metavar="P", help="random erasing (cutout) probability" + preset_value)
-    g.add_argument("--mixup", type=number_flag(), metavar="ALPHA", help="mixup Beta(α, α) (0: off)" + preset_value)
-    g.add_argument("--cutmix", type=number_flag(), metavar="ALPHA", help="cutmix Beta(α, α) (0: off)" + preset_value)
-    g.add_argument("--mix-prob", type=number_flag(), metavar="P", help="probability that a batch is mixed" + preset_value)
-    g.add_argument("--mobius", type=number_flag(), metavar="P",
-                   help="probability of a random Möbius map per image" + preset_value)
-    g.add_argument("--mobius-strength", type=number_flag(), metavar="S",
-                   help="size of the Möbius maps (see task2vec.mobius)" + preset_value)
     g = p.add_argument_group("multi-task heads (training only)")
     g.add_argument("--aux-labels", metavar="CSV", help="auxiliary targets per image (path column) or per class")
     g.add_argument("--aux-columns", metavar="A,B", help="which CSV columns (default: all but the keys)")

@@ -223,7 +223,8 @@ def format_recommendation(rec: Recommendation) -> str:
                      + ("" if checked else "; --check N runs the first N on the images"))
     unstable = [c.id for c in cands if c.stable is False]
     if unstable:
-        lines.append(f"note: {', '.join(unstable)} leave the top {len(cands)} under one half of the images")
+        lines.append(f"note: {', '.join(unstable)} {'leaves' if len(unstable) == 1 else 'leave'} the top {len(cands)} "
+                     "under one half of the images")
     if rec.skipped:
         lines.append(f"note: not checked, weights not here: {', '.join(rec.skipped)} (task2vec zoo build fetches "
                      "or trains them)")
