@@ -27,11 +27,15 @@ if TYPE_CHECKING:  # the handlers import these (and torch) when they run
 ZOO_EMBEDDING_FLAGS = EMBEDDING_SETTINGS
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The zoo-recorded embedding settings the user set on the command line (unset ones stay the zoo's)."""
+    return {k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None}
+
+
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the flags given, else the zoo's settings, else the defaults."""
-    flags = {k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None}
     return zoo.embedder(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet,
-                        **flags)
+                        **given_settings(args))
 
 
 def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | None = None) -> tuple[Embedding, Probe | None]:
@@ -172,8 +176,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json)
-    flags = {k: getattr(args, k) for k in ZOO_EMBEDDING_FLAGS if getattr(args, k) is not None and k != "max_rank"}
-    rec = recommend(args.dataset, args.zoo, k=args.k, check=args.check, max_rank=args.max_rank, alpha=args.alpha,
+    flags = given_settings(args)  # max_rank always has recommend's own default
+    rec = recommend(args.dataset, args.zoo, k=args.k, check=args.check, alpha=args.alpha,
                     quality_weight=args.quality_weight, weights=args.weights, device=args.device,
                     label_column=args.label_column, progress=not args.quiet, workers=args.workers,
                     max_bad_fraction=args.max_bad_fraction, **flags)
