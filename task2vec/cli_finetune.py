@@ -92,7 +92,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                     label_column=args.label_column, progress=not args.quiet)
     Trainer(**settings)  # every setting checked before the task is embedded for its record
     records, embedding = _record_target(args)  # before training: a bad records setting fails first
-    result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, **settings)
+    result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, overwrite=args.force,
+                 **settings)
     runs = result.runs if isinstance(result, RepeatsResult) else [result]
     _print_run(runs[0] if len(runs) == 1 else None, result)
     if records is not None and not args.overfit_batch:
@@ -178,7 +179,8 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a backbone on a dataset",
                        description="Fine-tune a pretrained backbone (or a zoo entry or the top recommendation).")
     p.add_argument("dataset", help="ImageFolder (train/ val/ test/ kept when present) or CSV")
-    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (created; never overwritten)")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
+                   help="run folder (created; a folder holding a run is refused unless --resume or --force)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=_D["model"],
                    help="timm/torchvision name, ZOO_DIR:ID, an id with --zoo, or a 'recommend --json' file (top entry)")
@@ -241,7 +243,11 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
                    help="train on one batch of N images, a check (0: off)")
     g.add_argument("--max-train-images", type=integer_flag(), metavar="N",
                    help="train on a class-balanced subset of N images (default: the whole training split)")
-    g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
+    again = g.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in RUN_DIR from last.pt: a run that had stopped is not trained further, "
+                            "one without a checkpoint yet (killed in its first epoch) starts from the beginning")
+    again.add_argument("--force", action="store_true", help="replace the run in RUN_DIR (default: refuse)")
     g.add_argument("--seed", type=seed_flag(), default=_D["seed"], help="random seed (split, initialisation, batches)")
     g.add_argument("--device", default=_D["device"], help="auto (CUDA when present), cpu or cuda[:i]")
     g.add_argument("--workers", type=integer_flag(), default=_D["workers"], metavar="W", help="DataLoader worker processes")

@@ -45,6 +45,10 @@ class FinetuneError(Task2VecError):
     """A fine-tuning setting, model name, auxiliary-label table or class grouping is invalid."""
 
 
+class RunBusyError(FinetuneError):
+    """Another fine-tune holds the run folder's lock."""
+
+
 class CheckpointError(Task2VecError):
     """A file that should hold a task2vec fine-tuning checkpoint does not (missing, corrupt or foreign)."""
 

@@ -37,6 +37,7 @@ from .cache import zoo_records
 from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK
 from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
 from .errors import CheckpointError, FinetuneError
+from . import runfolder
 from .io import atomic_open
 from .mobius import RandomMobius
 from .models import ModelChoice, create_body, data_config_dict, data_config_from_dict, new_classifier, resolve_model
@@ -48,7 +49,6 @@ from .zoo import Zoo
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
 OVERFIT_STEPS_PER_EPOCH = 10
 CACHE_BYTES = 2 << 30  # decoded training images are kept in memory up to about this size
-RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.csv")
 # where the training resolution comes from (config.json's "input_size_from"): explicit, the entry's, the architecture's
 INPUT_SIZE_FROM = {"image_size": "image_size given", "entry": "the input size of entry {choice.model_id}",
                    "architecture": "the default of {choice.arch}"}
@@ -241,12 +241,15 @@ class Trainer:
         return params
 
     # -- fitting
-    def fit(self, data: Any, run_dir: str | os.PathLike, *, resume: bool = False,
+    def fit(self, data: Any, run_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
             on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
         """Train on ``data`` (folder, CSV or torch Dataset), writing the run to ``run_dir``.
 
         ``resume=True`` continues from ``run_dir/last.pt`` exactly where it stopped (same
-        settings required). ``on_epoch_end(epoch, row)`` is called after each epoch's files are written.
+        settings required); a run that had stopped (early stopping, last epoch) is not trained
+        further. ``overwrite=True`` replaces a run already in ``run_dir``. The folder is locked
+        while the run works in it (:mod:`task2vec.runfolder`). ``on_epoch_end(epoch, row)`` is
+        called after each epoch's files are written.
         """
         t_start = time.perf_counter()
         run_dir = Path(run_dir)
@@ -256,7 +259,7 @@ class Trainer:
         aux = load_aux_labels(self.aux_labels, task, self.aux_columns) if self.aux_labels else None
         groups = load_groups(self.groups, classes) if self.groups else None
         config = self._run_config(choice, task)
-        self._prepare_run_dir(run_dir, resume, config)
+        runfolder.check_start(run_dir, config, resume=resume, overwrite=overwrite)  # fail before the set-up
 
         splits = self._splits(task)
         device = resolve_device(self.device)
@@ -277,31 +280,46 @@ class Trainer:
         scheduler = _warmup_cosine(optimizer, int(round(self.warmup_epochs * steps_per_epoch)),
                                    self.epochs * steps_per_epoch)
 
-        state = {"epoch": 0, "best": None, "bad_epochs": 0, "history": []}
-        if resume:
-            ckpt = load_checkpoint(run_dir / "last.pt")
-            model.load_state_dict(ckpt["model_state"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            state = {k: ckpt[k] for k in state}
-        else:
-            self._make_run_dir(run_dir)
-            _write_json(run_dir / "config.json", {**config, "classes": classes, "frozen_parameters": frozen,
-                                                  "data_config": data_config_dict(data_cfg),
-                                                  "split_sizes": {k: int(len(v)) for k, v in splits.items()}})
-            _write_split(run_dir / "split.csv", task, splits)
+        with runfolder.claim(run_dir):  # created once the network is built: a failed start leaves no run
+            state = {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "stopped": None}
+            if resume and not runfolder.has_checkpoint(run_dir) and self.progress:
+                print(f"{run_dir} holds no checkpoint yet: starting from the first epoch", flush=True)
+            if runfolder.check_start(run_dir, config, resume=resume, overwrite=overwrite):
+                ckpt = load_checkpoint(run_dir / runfolder.CHECKPOINT)
+                if ckpt.get("stopped") and (run_dir / "report.json").is_file():
+                    return _result_from_report(run_dir)  # finished before: nothing to train or rewrite
+                model.load_state_dict(ckpt["model_state"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+                state = {k: ckpt.get(k, v) for k, v in state.items()}
+            else:
+                runfolder.clear(run_dir)
+                _write_json(run_dir / "config.json", {**config, "classes": classes, "frozen_parameters": frozen,
+                                                      "data_config": data_config_dict(data_cfg),
+                                                      "split_sizes": {k: int(len(v)) for k, v in splits.items()}})
+                _write_split(run_dir / "split.csv", task, splits)
 
+            aug = self.augment_config()
+            loaders = _Loaders(task, splits, data_cfg, aug, self.batch_size, self.workers, self.balance, device,
+                               self.max_bad_fraction)
+            if not state["stopped"]:
+                self._train(model, loaders, optimizer, scheduler, device, state, run_dir, choice, classes, config,
+                            data_cfg, aux, groups, on_epoch_end)
+            return self._finish(model, loaders, device, state, run_dir, classes, splits, t_start)
+
+    def _train(self, model: MultiTaskModel, loaders: "_Loaders", optimizer, scheduler, device: torch.device,
+               state: dict[str, Any], run_dir: Path, choice: ModelChoice, classes: list[str], config: dict[str, Any],
+               data_cfg: DataConfig, aux: AuxLabels | None, groups: Groups | None,
+               on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> None:
+        """The epochs from ``state["epoch"]`` on; each ends with its checkpoint, which records the stop decision."""
         aug = self.augment_config()
-        loaders = _Loaders(task, splits, data_cfg, aug, self.batch_size, self.workers, self.balance, device,
-                           self.max_bad_fraction)
         mobius = RandomMobius(p=aug.mobius, strength=aug.mobius_strength) if aug.mobius > 0 else None
         mixer = BatchMix(aug.mixup, aug.cutmix, aug.mix_prob)
-        class_weights = _class_weights(task.labels[splits["train"]], len(classes)).to(device) \
-            if self.balance == "loss-weights" else None
+        train_labels = loaders.source.labels[loaders.splits["train"]]
+        class_weights = _class_weights(train_labels, len(classes)).to(device) if self.balance == "loss-weights" else None
         smoothing = 0.0 if self.overfit_batch else self.label_smoothing
         ckpt_common = _plain({"format": CHECKPOINT_FORMAT, "arch": choice.arch, "model_id": choice.model_id,
                               "classes": classes, "config": config, "data_config": data_config_dict(data_cfg)})
-
         for epoch in range(state["epoch"], self.epochs):
             t0 = time.perf_counter()
             epoch_seed = self.seed * 100_003 + epoch
@@ -325,12 +343,15 @@ class Trainer:
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
-            stop = self.patience > 0 and state["bad_epochs"] >= self.patience and not self.overfit_batch
+            if self.patience > 0 and state["bad_epochs"] >= self.patience and not self.overfit_batch:
+                state["stopped"] = "early stopping"
+            elif state["epoch"] == self.epochs:
+                state["stopped"] = "finished"
             ckpt = {**ckpt_common, **_plain(state), "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict()}
             if improved:
                 save_checkpoint(run_dir / "best.pt", ckpt)
-            save_checkpoint(run_dir / "last.pt", ckpt)
+            save_checkpoint(run_dir / runfolder.CHECKPOINT, ckpt)
             _write_metrics(run_dir, state["history"])
             if self.progress:
                 print(f"epoch {epoch + 1}/{self.epochs}  train loss {row['train_loss']:.4f}  val acc "
@@ -338,11 +359,13 @@ class Trainer:
                       + ("  *" if improved else ""), flush=True)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row)
-            if stop:
+            if state["stopped"]:
                 break
 
-        best_state = load_checkpoint(run_dir / "best.pt")["model_state"]
-        model.load_state_dict(best_state)
+    def _finish(self, model: MultiTaskModel, loaders: "_Loaders", device: torch.device, state: dict[str, Any],
+                run_dir: Path, classes: list[str], splits: dict[str, np.ndarray], t_start: float) -> FitResult:
+        """Evaluate the best checkpoint on val (and test): confusion matrices and ``report.json``."""
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model_state"])
         reports = {}
         for name in ("val", "test"):
             if name == "test" and not len(splits["test"]):
@@ -367,42 +390,6 @@ class Trainer:
                 "weights": choice.weights, "zoo": choice.zoo, "input_size_from": size_from,
                 "dataset": getattr(task, "source", ""),
                 "dataset_fingerprint": task.fingerprint(), "torch": str(torch.__version__)}
-
-    def _prepare_run_dir(self, run_dir: Path, resume: bool, config: dict[str, Any]) -> None:
-        if resume:
-            if not (run_dir / "last.pt").is_file() or not (run_dir / "config.json").is_file():
-                raise FinetuneError(f"cannot resume: {str(run_dir)!r} holds no run (no last.pt/config.json)")
-            try:
-                old = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise FinetuneError(f"cannot resume {str(run_dir)!r}: its config.json is not JSON "
-                                    f"({type(exc).__name__})") from None
-            if not isinstance(old, dict) or not isinstance(old.get("params"), dict):
-                raise FinetuneError(f"cannot resume {str(run_dir)!r}: its config.json is not a task2vec run's "
-                                    "(no 'params' mapping)")
-            for key in ("arch", "model_id", "weights", "dataset_fingerprint", "params"):
-                now = json.loads(json.dumps(config[key]))
-                if old.get(key) != now:
-                    diff = key
-                    if key == "params":
-                        diff = next(k for k in sorted(set(now) | set(old["params"])) if old["params"].get(k) != now.get(k))
-                    raise FinetuneError(f"cannot resume {str(run_dir)!r}: setting {diff!r} differs from the saved run")
-            return
-        if run_dir.exists() and any((run_dir / f).exists() for f in RUN_FILES):
-            raise FinetuneError(f"run folder {str(run_dir)!r} already holds a run: use --resume or another -o")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise FinetuneError(f"run folder {str(run_dir)!r} is a file")
-        parent = next((d for d in run_dir.absolute().parents if d.exists()), None)
-        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise FinetuneError(f"cannot create run folder {str(run_dir)!r}: {str(parent)!r} is not a writable folder")
-
-    @staticmethod
-    def _make_run_dir(run_dir: Path) -> None:
-        """Create the run folder once the network is built: a run that fails to start leaves no folder."""
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FinetuneError(f"cannot create run folder {str(run_dir)!r}: {exc.strerror}") from None
 
     def _splits(self, task: Any) -> dict[str, np.ndarray]:
         splits = split_task(task, self.val_fraction, self.seed)
@@ -520,22 +507,19 @@ class Trainer:
 
 
 def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = _D["repeats"], resume: bool = False,
-        **hyperparameters: Any) -> FitResult | RepeatsResult:
+        overwrite: bool = False, **hyperparameters: Any) -> FitResult | RepeatsResult:
     """Fine-tune with :class:`Trainer`; ``repeats > 1`` trains seeds ``seed .. seed + R - 1`` in
-    ``run_dir/seed-<s>/`` and writes ``summary.json``/``summary.csv`` with mean ± std."""
+    ``run_dir/seed-<s>/`` and writes ``summary.json``/``summary.csv`` with mean ± std.
+    ``resume``/``overwrite``: see :meth:`Trainer.fit`."""
     integer(repeats, "repeats", low=1, error=FinetuneError)
     if repeats == 1:
-        return Trainer(**hyperparameters).fit(data, run_dir, resume=resume)
+        return Trainer(**hyperparameters).fit(data, run_dir, resume=resume, overwrite=overwrite)
     base = int(hyperparameters.pop("seed", 0))
     trainers = [Trainer(**hyperparameters, seed=base + r) for r in range(repeats)]  # all settings checked first
     runs = []
     for r, trainer in enumerate(trainers):
         sub = Path(run_dir) / f"seed-{base + r}"
-        again = resume and (sub / "report.json").is_file()
-        if again:
-            runs.append(_result_from_report(sub))
-            continue
-        runs.append(trainer.fit(data, sub, resume=resume and (sub / "last.pt").is_file()))
+        runs.append(trainer.fit(data, sub, resume=resume and runfolder.has_checkpoint(sub), overwrite=overwrite))
     summary = summarize(runs)
     _write_json(Path(run_dir) / "summary.json", summary)
     _write_summary_csv(Path(run_dir) / "summary.csv", summary)

@@ -53,7 +53,7 @@ from .embed import Task2Vec
 from .defaults import EMBEDDING_DEFAULTS
 from .distance import ALPHA
 from .embedding import Embedding
-from .errors import ProbeError, ZooError
+from .errors import CheckpointError, FinetuneError, ProbeError, RunBusyError, ZooError
 from .paths import resolve_path
 from .probe import Probe, architecture_facts
 from .quality import imagenet_top1
@@ -260,18 +260,27 @@ def _train_missing_expert(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], log
     """Fine-tune an entry whose checkpoint is missing, when the spec says how."""
     if not trained_by_spec(spec, e) or Path(e["checkpoint_path"]).is_file():
         return
-    from .finetune import export_weights, fit
+    from .finetune import Trainer, export_weights, fit
+    from .runfolder import has_checkpoint
 
     target = Path(e["checkpoint_path"])
     settings = finetune_settings(spec, e)
     start = settings.pop("from", None)
     run_dir = zoo.path / "runs" / e["id"]
     log(f"{e['id']}: training the expert on {e['source_dataset']} -> {target}")
+    task = entry_task(spec, e)
     try:
-        result = fit(entry_task(spec, e), run_dir, resume=(run_dir / "last.pt").is_file(), model=e["model"],
-                     weights=start, progress=progress, **settings)
+        Trainer(model=e["model"], weights=start, progress=progress, **settings)  # the spec's settings, checked
     except TypeError as exc:  # an unknown setting name
         raise ZooError(f"entry {e['id']!r}: bad finetune setting ({exc})") from None
+    resume = has_checkpoint(run_dir)
+    try:
+        result = fit(task, run_dir, resume=resume, model=e["model"], weights=start, progress=progress, **settings)
+    except (FinetuneError, CheckpointError) as exc:
+        if not resume or isinstance(exc, RunBusyError):
+            raise
+        log(f"{e['id']}: cannot continue its run in {run_dir} ({exc}); training it again")
+        result = fit(task, run_dir, overwrite=True, model=e["model"], weights=start, progress=progress, **settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     export_weights(run_dir / "best.pt", target)
     log(f"{e['id']}: expert val accuracy {result.val_accuracy:.4f} (best epoch {result.best_epoch})")

@@ -18,12 +18,13 @@ from task2vec.augment import BatchMix, preset
 from task2vec.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli import main
 from task2vec.data import load_task
-from task2vec.errors import CheckpointError, FinetuneError
+from task2vec.errors import CheckpointError, FinetuneError, RunBusyError
 from task2vec.finetune import (FinetunedModel, Trainer, _class_weights, append_transfer_record, fit, freeze_body,
                                load_checkpoint, split_task, stratified_split)
 from task2vec.model2vec import read_records
 from task2vec.models import resolve_model
 from task2vec.probe import build_network
+from task2vec.runfolder import LOCK_FILE, claim
 from task2vec.zoo import Zoo
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -136,7 +137,7 @@ def test_fit_writes_a_complete_run_and_checkpoints_load_weights_only(colours, tm
     for f in ("config.json", "split.csv", "metrics.csv", "metrics.json", "best.pt", "last.pt", "report.json",
               "confusion.csv", "confusion.png"):
         assert (run / f).is_file(), f
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]  # no temp files left
     ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     assert ckpt["classes"] == ["blue", "green", "red"] and ckpt["arch"] == "mobilenet_v2"
     assert {"model_state", "optimizer", "scheduler", "epoch", "config"} <= set(ckpt)
@@ -177,8 +178,83 @@ def test_resume_continues_exactly_where_it_stopped(colours, tmp_path):
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
     with pytest.raises(FinetuneError, match="setting 'lr' differs"):
         Trainer(**{**kw, "lr": 1e-2}).fit(colours, tmp_path / "b", resume=True)
-    with pytest.raises(FinetuneError, match="cannot resume"):
-        Trainer(**kw).fit(colours, tmp_path / "nothing", resume=True)
+    assert Trainer(**kw).fit(colours, tmp_path / "nothing", resume=True).epochs_run == 3  # nothing to continue
+
+
+def test_a_start_killed_before_its_first_checkpoint_is_not_a_run(colours, tmp_path):
+    """config.json and split.csv without last.pt (a kill in the first epoch): a rerun and --resume both start over."""
+    kw = {**FAST, "epochs": 1}
+
+    def die(epoch, row):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    Trainer(**kw).fit(colours, run)
+    straight = _files(run)
+    for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "report.json", "confusion.csv", "confusion.png"):
+        (run / name).unlink()
+    (run / "config.json").write_text('{"params": {"lr": 99}}')  # even a foreign config: nothing was trained
+    res = Trainer(**kw).fit(colours, run)
+    assert res.epochs_run == 1 and _files(run)["split.csv"] == straight["split.csv"]
+    for name in ("last.pt", "best.pt", "report.json"):
+        (run / name).unlink()
+    res = Trainer(**kw).fit(colours, run, resume=True)  # nothing to continue: starts from nothing
+    a, b = load_checkpoint(tmp_path / "run" / "last.pt")["model_state"], None
+    Trainer(**kw).fit(colours, tmp_path / "fresh")
+    b = load_checkpoint(tmp_path / "fresh" / "last.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(**{**kw, "epochs": 2}).fit(colours, tmp_path / "killed", on_epoch_end=die)
+    with pytest.raises(FinetuneError, match="already holds a run: use --resume to continue it, --force to replace it"):
+        Trainer(**{**kw, "epochs": 2}).fit(colours, tmp_path / "killed")
+
+
+def test_resume_of_a_stopped_run_trains_no_further(colours, tmp_path):
+    """The stop decision (early stopping, last epoch) is saved with the checkpoint."""
+    kw = {**FAST, "epochs": 6, "patience": 1, "lr": 1e-30, "body_lr": 0.0, "train_bn": False}  # nothing moves: stops after epoch 2
+    first = Trainer(**kw).fit(colours, tmp_path / "run")
+    assert first.epochs_run == 2 and load_checkpoint(tmp_path / "run" / "last.pt")["stopped"] == "early stopping"
+    before = _files(tmp_path / "run")
+    again = Trainer(**kw).fit(colours, tmp_path / "run", resume=True)
+    assert again.epochs_run == 2 and _files(tmp_path / "run") == before  # nothing trained, nothing rewritten
+    (tmp_path / "run" / "report.json").unlink()  # killed while writing the report: only the report is redone
+    again = Trainer(**kw).fit(colours, tmp_path / "run", resume=True)
+    assert again.epochs_run == 2 and (tmp_path / "run" / "report.json").is_file()
+    assert _files(tmp_path / "run")["last.pt"] == before["last.pt"]
+
+
+def test_force_replaces_a_run_and_a_locked_folder_is_refused(colours, tmp_path):
+    run = tmp_path / "run"
+    Trainer(**{**FAST, "epochs": 1}).fit(colours, run)
+    (run / "notes.txt").write_text("mine")
+    res = Trainer(**{**FAST, "epochs": 2}).fit(colours, run, overwrite=True)
+    assert res.epochs_run == 2 and len(res.history) == 2 and (run / "notes.txt").read_text() == "mine"
+    with pytest.raises(FinetuneError, match="resume and overwrite exclude each other"):
+        Trainer(**FAST).fit(colours, run, resume=True, overwrite=True)
+    with claim(tmp_path / "busy"):
+        with pytest.raises(RunBusyError, match="is in use by another fine-tune"):
+            Trainer(**FAST).fit(colours, tmp_path / "busy")
+    assert not (tmp_path / "busy" / "config.json").exists()
+
+
+def test_two_fine_tunes_into_one_new_folder_one_wins_the_other_is_refused(colours, tmp_path):
+    """Started together into the same new -o: exactly one runs, the other exits 2 (never both 0)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "task2vec", "finetune", str(colours), "-o", str(tmp_path / "run"), "--model",
+            "mobilenet_v2", "--random-init", "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--no-records",
+            "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    err = next(e for p, (_, e) in zip(procs, outs) if p.returncode == 2).strip()
+    assert err.count("\n") == 0 and err.startswith("task2vec: error: run folder")
+    assert "in use by another fine-tune" in err or "already holds a run" in err
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
 
 
 def test_overfit_batch_learns_the_batch(colours, tmp_path):
