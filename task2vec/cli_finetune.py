@@ -13,7 +13,7 @@ from .augment_config import AUTO_AUGMENT, PRESETS, preset
 from .cache import zoo_cache_dir, zoo_records
 from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
 from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK, WEIGHTS_ENV
-from .errors import DatasetError, FinetuneError, WeightsError
+from .errors import FinetuneError, ImageError, WeightsError
 from .io import atomic_open, check_writable
 from .validate import integer_flag, number_flag, seed_flag
 
@@ -122,15 +122,15 @@ def _print_run(run: FitResult | None, result: FitResult | RepeatsResult) -> None
 
 
 def _images(paths: list[str]) -> list:
-    """The images at ``paths``, RGB; an unreadable one is a DatasetError."""
-    from .data import load_rgb
+    """The images at ``paths``, RGB; an unreadable one (corrupt, or over the pixel limits) is an ImageError."""
+    from .data import IMAGE_ERRORS, image_problem, load_rgb
 
     out = []
     for p in paths:
         try:
             out.append(load_rgb(p))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DatasetError(f"cannot read image {p!r} ({type(exc).__name__})") from None
+        except IMAGE_ERRORS as exc:
+            raise ImageError(f"cannot read image {p!r}: {image_problem(exc)}") from None
     return out
 
 
