@@ -445,3 +445,43 @@ def test_finetune_skips_oversized_images_as_bad(world, tmp_path, capsys):
         result = trainer.fit(split, tmp_path / "run2")
     assert result.epochs_run == 1 and (tmp_path / "run2" / "best.pt").is_file()
 
+
+# ----------------------------------------------------------------------------- existing outputs: refused unless --force
+OUTPUTS = [  # (id, argv writing {dest}<suffix>, the suffix of the file that exists beforehand)
+    ("embed", ["embed", "{data}", "-o", "{dest}.npz", *EMBED_FAST], ".npz"),
+    ("distance-csv", ["distance", "{good}", "{root}/same.t2v.npz", "--csv", "{dest}.csv"], ".csv"),
+    *[(f"map{suffix}", ["map", "{good}", "{root}/same.t2v.npz", "-o", "{dest}.png"], suffix)
+      for suffix in (".png", ".csv", ".html")],  # the PNG and the two files beside it
+    ("recommend-json", ["recommend", "{good}", "--zoo", "{zoo}", "--check", "0", "--json", "{dest}.json"], ".json"),
+    ("predict-json", ["predict", "{run}/best.pt", "{image}", "--json", "{dest}.json"], ".json"),
+    ("cam", ["cam", "{run}/best.pt", "{image}", "-o", "{dest}.png"], ".png"),
+]
+
+
+@pytest.mark.parametrize("argv, suffix", [pytest.param(a, s, id=i) for i, a, s in OUTPUTS])
+def test_an_existing_output_is_refused_at_once_unless_forced(world, tmp_path, capsys, monkeypatch, argv, suffix):
+    from task2vec import data, recommendation, taskmap
+    from task2vec.finetune import FinetunedModel
+
+    paths = {"root": world.root, "data": world.data, "good": world.good, "zoo": world.zoo, "run": world.run,
+             "image": world.image, "dest": tmp_path / "out"}
+    argv = [a.format(**paths) for a in argv]
+    existing = tmp_path / f"out{suffix}"
+    existing.write_bytes(b"old\n")
+    before = (existing.stat().st_size, existing.stat().st_mtime_ns)
+
+    def computed(*args, **kwargs):
+        pytest.fail("work was done before the output was checked")
+
+    with monkeypatch.context() as mp:  # nothing is loaded, embedded, laid out or recommended
+        for owner, name in ((data, "load_task"), (Probe, "create"), (Embedding, "load"), (FinetunedModel, "load"),
+                            (recommendation, "recommend"), (taskmap, "layout")):
+            mp.setattr(owner, name, computed)
+        assert main(argv) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stdout == ""
+    assert stderr == f"task2vec: error: output file '{existing}' exists: pass --force to replace it\n"
+    assert os.listdir(tmp_path) == [existing.name]
+    assert existing.read_bytes() == b"old\n" and (existing.stat().st_size, existing.stat().st_mtime_ns) == before
+    assert main([*argv, "--force"]) == 0, capsys.readouterr().err
+    assert existing.read_bytes() != b"old\n"
