@@ -65,7 +65,7 @@ def main() -> None:
             'python -c "import torch"': [py, "-c", "import torch"],
             "task2vec --help": [py, "-m", "task2vec", "--help"],
             "task2vec distance a b": [py, "-m", "task2vec", "distance", *files[:2]],
-            "task2vec map a b c": [py, "-m", "task2vec", "map", *files, "-o", str(work / "map.png")],
+            "task2vec map a b c": [py, "-m", "task2vec", "map", *files, "-o", str(work / "map.png"), "--force"],  # run repeatedly
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(a.repeats):  # interleaved, so a change in the machine's load touches every row alike

@@ -23,7 +23,7 @@ _LAZY = {
     "recommend": "recommendation",
     "Recommendation": "recommendation",
     **dict.fromkeys(
-        ("Task2VecError", "DatasetError", "WeightsError", "ProbeError", "EmbeddingFileError",
+        ("Task2VecError", "DatasetError", "ImageError", "WeightsError", "ProbeError", "EmbeddingFileError",
          "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",
          "FinetuneError", "CheckpointError", "SettingError", "UsageError"), "errors"),
 }

@@ -25,7 +25,7 @@ from .defaults import EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, METHODS, OFFLINE_E
 from .distance import ALPHA, KINDS, pairwise
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError, UsageError
-from .io import atomic_open, check_writable
+from .io import add_force_flag, atomic_open, check_writable
 from .trivial import recorded_probe, trivial_embedding
 from .validate import integer_flag, number_flag, seed_flag
 
@@ -150,7 +150,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .data import load_task
 
     out = Path(args.output) if args.output else _default_output(args.dataset)
-    check_writable(out)
+    check_writable(out, overwrite=args.force)
     task = load_task(args.dataset, label_column=args.label_column)  # bad data fails before any download
     probe = probe_from_args(args)
     emb = embedder_from_args(args, probe).embed(task)
@@ -183,11 +183,11 @@ def _trivial(embs: list[Embedding], weights: str | None) -> Embedding:
 
 
 def cmd_distance(args: argparse.Namespace) -> int:
+    if args.csv:
+        check_writable(args.csv, overwrite=args.force)
     embs, names = _load_embeddings(args.embeddings)
     t0 = _trivial(embs, args.weights) if args.kind == "asym" else None
     D = pairwise(embs, args.kind, t0=t0, alpha=args.alpha)
-    if args.csv:
-        check_writable(args.csv)
     width = max(8, *(len(n) for n in names))
     print(f"{args.kind} distance" + (" (row -> column)" if args.kind == "asym" else ""))
     print(" " * width + "".join(f"{n[:9]:>10}" for n in names))
@@ -216,7 +216,10 @@ def _read_labels(path: str, names: list[str], files: list[str]) -> dict[str, dic
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    out = check_writable(args.output)
+    out = check_writable(args.output, overwrite=args.force)
+    stem = out.with_suffix("")
+    for beside in (stem.with_suffix(".csv"), stem.with_suffix(".html")):
+        check_writable(beside, overwrite=args.force)
     resolved = [Path(p).resolve() for p in args.embeddings]
     twice = next((p for i, p in enumerate(args.embeddings) if resolved[i] in resolved[:i]), None)
     if twice is not None:  # one task drawn as two points on top of each other, two rows of one name: a slip
@@ -234,7 +237,6 @@ def cmd_map(args: argparse.Namespace) -> int:
     if note:
         print(f"task2vec: note: {note}", file=sys.stderr)
     taskmap.draw(D, coords, display, out, groups=groups, method=used)
-    stem = out.with_suffix("")
     taskmap.write_coords_csv(coords, display, stem.with_suffix(".csv"))
     info = [f"{e.meta.get('n_classes')} classes, {e.meta.get('n_images')} images, "
             f"source {e.meta.get('dataset', {}).get('source', '')}"
@@ -248,13 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``task2vec`` parser with every command."""
     parser = Parser(
         prog="task2vec",
-        description="Embed image-classification tasks (Task2Vec), compare and map them, and recommend the backbone to fine-tune.")
+        description="Embed image-classification tasks (Task2Vec), compare and map them, and recommend the backbone to fine-tune.",
+        epilog="Every command that writes an output file (embed, distance --csv, map, recommend --json, predict --json, "
+               "cam) refuses to replace an existing one, before any work, unless given --force.")
     parser.add_argument("--version", action="version", version=f"task2vec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("embed", help="embed a dataset (ImageFolder folder or CSV of path,label)",
                        description="Embed a dataset as the per-filter Fisher information of the probe network.")
     p.add_argument("dataset", help="ImageFolder directory (class sub-folders, or train/ val/ splits) or a CSV")
     p.add_argument("-o", "--output", metavar="OUT.npz", help="output file (default: <dataset>.t2v.npz)")
+    add_force_flag(p)
     add_embedding_args(p)
     p.set_defaults(func=cmd_embed)
 
@@ -269,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe weights, for the trivial task of embeddings that do not record their prior "
                         f"(default: the file they were made with when still there, else the ${WEIGHTS_ENV} lookup)")
     p.add_argument("--csv", metavar="OUT.csv", help="also write the matrix as CSV")
+    add_force_flag(p)
     p.set_defaults(func=cmd_distance)
 
     p = sub.add_parser("map", help="2-D task map (UMAP) + clustered distance heatmap",
@@ -281,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="CSV", help="CSV with a 'file' (or 'task') column, optional 'name' and more columns")
     p.add_argument("--color-by", metavar="COL", help="colour points by this column of --labels (default: one colour)")
     p.add_argument("--seed", type=seed_flag(), default=0, help="random seed of the layout")
+    add_force_flag(p)
     p.set_defaults(func=cmd_map)
 
     add_zoo_parsers(sub, add_embedding_args)

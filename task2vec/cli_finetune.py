@@ -13,8 +13,8 @@ from .augment_config import AUTO_AUGMENT, PRESETS, preset
 from .cache import zoo_cache_dir, zoo_records
 from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
 from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK, WEIGHTS_ENV
-from .errors import DatasetError, FinetuneError, WeightsError
-from .io import atomic_open, check_writable
+from .errors import FinetuneError, ImageError, WeightsError
+from .io import add_force_flag, atomic_open, check_writable
 from .validate import integer_flag, number_flag, seed_flag
 
 if TYPE_CHECKING:  # the handlers import these (and torch) when they run
@@ -123,15 +123,15 @@ def _print_run(run: FitResult | None, result: FitResult | RepeatsResult) -> None
 
 
 def _images(paths: list[str]) -> list:
-    """The images at ``paths``, RGB; an unreadable one is a DatasetError."""
-    from .data import load_rgb
+    """The images at ``paths``, RGB; an unreadable one (corrupt, or over the pixel limits) is an ImageError."""
+    from .data import IMAGE_ERRORS, image_problem, load_rgb
 
     out = []
     for p in paths:
         try:
             out.append(load_rgb(p))
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DatasetError(f"cannot read image {p!r} ({type(exc).__name__})") from None
+        except IMAGE_ERRORS as exc:
+            raise ImageError(f"cannot read image {p!r}: {image_problem(exc)}") from None
     return out
 
 
@@ -139,7 +139,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .finetune import FinetunedModel
 
     if args.json:
-        check_writable(args.json)
+        check_writable(args.json, overwrite=args.force)
     model = FinetunedModel.load(args.checkpoint, device=args.device)
     preds = model.predict(_images(args.images), topk=args.topk)
     rows = []
@@ -157,7 +157,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from . import cam as cam_mod
     from .finetune import FinetunedModel
 
-    check_writable(args.output)
+    check_writable(args.output, overwrite=args.force)
     model = FinetunedModel.load(args.checkpoint, device=args.device)
     class_idx = None
     if args.target_class is not None:
@@ -267,6 +267,7 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--topk", type=integer_flag(low=1), default=PREDICT_TOPK, help="classes shown per image")
     p.add_argument("--json", metavar="OUT.json", help="also write the predictions as JSON")
+    add_force_flag(p)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.set_defaults(func=cmd_predict)
 
@@ -274,6 +275,7 @@ def add_finetune_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
     p.add_argument("images", nargs="+")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the figure: each image beside its heat map")
+    add_force_flag(p)
     p.add_argument("--target-class", metavar="NAME", help="explain this class (default: the predicted one)")
     p.add_argument("--layer", help="feature-map module, dotted (default: the last spatial one)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")

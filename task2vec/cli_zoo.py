@@ -13,7 +13,7 @@ from .cache import zoo_records
 from .distance import ALPHA
 from .embedding import Embedding
 from .errors import RecordsError, ZooError
-from .io import check_writable
+from .io import add_force_flag, check_writable
 from .trivial import trivial_embedding
 from .validate import integer_flag, number_flag
 
@@ -175,7 +175,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from .recommendation import recommend
 
     if args.json:
-        check_writable(args.json)
+        check_writable(args.json, overwrite=args.force)
     flags = given_settings(args)  # max_rank always has recommend's own default
     rec = recommend(args.dataset, args.zoo, k=args.k, check=args.check, alpha=args.alpha,
                     quality_weight=args.quality_weight, weights=args.weights, device=args.device,
@@ -321,6 +321,7 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("--zoo", required=True, metavar="DIR", help="the zoo folder")
     p.add_argument("-k", type=integer_flag(), default=RECOMMEND_K, help="how many to show")
     p.add_argument("--json", metavar="OUT.json", help="also write the ranking as JSON")
+    add_force_flag(p)
     p.add_argument("--alpha", type=number_flag(low=0), help="override the zoo's alpha (default: the zoo's setting)")
     p.add_argument("--quality-weight", type=number_flag(low=0),
                    help="override the zoo's quality weight (default: the zoo's setting)")

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from .errors import DatasetError
+from .defaults import MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS
+from .errors import DatasetError, ImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -27,15 +28,44 @@ SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
 PATH_COLUMNS = ("path", "filepath", "file", "filename", "image")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half image
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError)  # what reading a bad image file raises (ImageError included)
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Refuse (:class:`ImageError`) an image size that no pipeline may decode or resize.
+
+    Before resizing: at most ``MAX_IMAGE_PIXELS`` pixels (PIL's default bomb limit). After
+    resizing: every pipeline (embed, finetune, predict, cam) resizes the shorter side to some
+    S pixels, so a long side at most ``MAX_IMAGE_ASPECT`` times the short one bounds the resized
+    image to ``MAX_IMAGE_ASPECT * S**2`` pixels whatever the aspect ratio (a 60000 x 1 PNG of a few
+    hundred bytes would otherwise become 256 x 15.4M pixels, 11.8 GB).
+    """
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{width} x {height} pixels, more than the limit of {MAX_IMAGE_PIXELS:,}")
+    if max(width, height) > MAX_IMAGE_ASPECT * min(width, height):
+        raise ImageError(f"{width} x {height} pixels, its long side more than {MAX_IMAGE_ASPECT} times its short one")
+
+
+def image_problem(exc: BaseException) -> str:
+    """A few words on why an image could not be read: an :class:`ImageError`'s own, else the exception's type."""
+    return str(exc) if isinstance(exc, ImageError) else type(exc).__name__
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode an image fully and convert any mode (L, P, 1, RGBA, CMYK, I;16...) to RGB.
 
     Transparent pixels are composited on white, so a logo on a transparent background
-    looks as it does in a viewer.
+    looks as it does in a viewer. The size in the file's header is checked before anything is
+    decoded (:func:`check_image_size`); PIL's decompression-bomb error is an :class:`ImageError` too.
     """
-    with Image.open(path) as im:
+    try:
+        with warnings.catch_warnings():  # PIL's bomb warning: such an image is refused below anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(str(exc)) from None
+    with im:
+        check_image_size(*im.size)
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit greyscale: full range maps to 0..255
             arr = np.asarray(im, dtype=np.float64) / 65535.0 * 255.0
@@ -61,7 +91,8 @@ class ImageTask(torch.utils.data.Dataset):
     """A labelled list of image files. ``task[i]`` is ``(image, label)``.
 
     ``image`` is ``transform(pil_rgb_image)`` (the PIL image when no transform is set),
-    or ``None`` when the file cannot be decoded; :func:`collate_skip_bad` drops those.
+    or ``None`` when the file cannot be decoded or is over the pixel limits (:func:`check_image_size`);
+    :class:`SkipBadCollate` drops those.
     """
 
     paths: list[Path]
@@ -78,7 +109,7 @@ class ImageTask(torch.utils.data.Dataset):
         label = int(self.labels[index])
         try:
             image = load_rgb(self.paths[index])
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except IMAGE_ERRORS:
             return None, label
         return (self.transform(image) if self.transform else image), label
 
@@ -406,12 +437,24 @@ class IndexedSubset(torch.utils.data.Dataset):
         return image, label, j
 
 
+def _problem_of(path: Path) -> str:
+    """Why the image at ``path`` is skipped."""
+    try:
+        load_rgb(path)
+    except IMAGE_ERRORS as exc:
+        return image_problem(exc)
+    return "readable when read again"
+
+
 def report_bad(task: Any, bad: list[int], total: int, max_bad_fraction: float) -> None:
-    """Warn about skipped images; fail when more than ``max_bad_fraction`` could not be read."""
+    """Warn about skipped images; fail when more than ``max_bad_fraction`` could not be read.
+
+    The message names the first skipped file and why it was skipped (read again for the message).
+    """
     if not bad:
         return
-    first = getattr(task, "paths", None)
-    where = f", first: {str(first[bad[0]])!r}" if first is not None else ""
+    paths = getattr(task, "paths", None)
+    where = f", first: {str(paths[bad[0]])!r} ({_problem_of(paths[bad[0]])})" if paths is not None else ""
     if len(bad) > max_bad_fraction * total:
         raise DatasetError(
             f"{len(bad)} of {total} images could not be read (limit {max_bad_fraction:.0%}){where}"

@@ -13,6 +13,9 @@ from typing import Any, Mapping
 WEIGHTS_ENV = "TASK2VEC_WEIGHTS"  # folder searched for <model>*.safetensors|.pth|.pt before any download
 OFFLINE_ENV = "TASK2VEC_OFFLINE"  # set (1, true, yes, on): no download is attempted; HF_HUB_OFFLINE does the same
 
+# Images refused before decoding (task2vec.data.load_rgb), so no pipeline's resize can exhaust memory:
+MAX_IMAGE_PIXELS = 89_478_485  # width x height; PIL's own default bomb limit, without changing PIL's global
+MAX_IMAGE_ASPECT = 32  # long side / short side: a shorter-side resize to S then holds at most 32 * S**2 pixels
 PROBE = "mobilenet_v2"  # the default probe network (task2vec.probe.Probe.create)
 LABEL_METHODS = ("exact", "montecarlo", "empirical")  # Fisher expectations over labels (task2vec.fisher)
 METHODS = LABEL_METHODS + ("variational",)  # every Task2Vec method

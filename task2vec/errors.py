@@ -9,6 +9,10 @@ class DatasetError(Task2VecError):
     """The dataset (folder, CSV or torch Dataset) cannot be used as a task."""
 
 
+class ImageError(DatasetError):
+    """An image file cannot be decoded, or holds more pixels or a longer shape than the limits allow."""
+
+
 class WeightsError(Task2VecError):
     """Probe weights are missing, unreadable or do not fit the architecture."""
 

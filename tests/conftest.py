@@ -67,3 +67,17 @@ def real_embedding_files(probe112, shared, tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("real_embeddings")
     return [Task2Vec(probe112, max_samples=16, progress=False).embed(shared / "data" / name).save(out / f"{name}.t2v.npz")
             for name in ("hymenoptera", "flowers5", "pneumoniamnist")]
+
+
+@pytest.fixture(scope="session")
+def oversized_images(tmp_path_factory) -> dict[str, Path]:
+    """Small files that decode to too many pixels: ``wide`` (60000 x 1, 138 bytes: a shorter-side resize to
+    256 px would make 11.8 GB), ``bomb`` (30000 x 30000 1-bit, 110 kB: PIL's DecompressionBombError) and
+    ``big`` (10000 x 9000, over PIL's 89,478,485-pixel limit, under which PIL only warns)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("oversized")
+    sizes = {"wide": ("L", (60000, 1)), "bomb": ("1", (30000, 30000)), "big": ("1", (10000, 9000))}
+    for name, (mode, size) in sizes.items():
+        Image.new(mode, size).save(root / f"{name}.png")
+    return {name: root / f"{name}.png" for name in sizes}

@@ -127,6 +127,37 @@ def test_embed_is_reproducible_and_default_output_name(capsys, dataset, tmp_path
     assert np.array_equal(a.vector, b.vector)
 
 
+def test_second_embed_to_the_same_output_is_refused_at_once_unless_forced(capsys, dataset, outdir, monkeypatch):
+    same = outdir / "same.npz"
+    rc, _, err = run(capsys, "embed", dataset, "-o", same, *FAST)
+    assert rc == 0, err
+    before = (same.read_bytes(), same.stat().st_mtime_ns)
+    with monkeypatch.context() as mp:  # it fails fast: no dataset is read, no probe is built
+        mp.setattr(task2vec.data, "load_task", lambda *a, **k: pytest.fail("dataset read"))
+        mp.setattr(Probe, "create", classmethod(lambda cls, *a, **k: pytest.fail("probe built")))
+        rc, out, err = run(capsys, "embed", dataset, "-o", same, *FAST)
+    assert rc == 2 and out == ""
+    assert err == f"task2vec: error: output file '{same}' exists: pass --force to replace it\n"
+    assert (same.read_bytes(), same.stat().st_mtime_ns) == before and os.listdir(outdir) == ["same.npz"]
+    rc, out, err = run(capsys, "embed", dataset, "-o", same, *FAST, "--force")
+    assert rc == 0, err
+    assert same.stat().st_mtime_ns != before[1] and os.listdir(outdir) == ["same.npz"]
+    assert Embedding.load(same).meta["n_images"] == 8
+
+
+def test_force_is_offered_by_every_command_that_writes_a_file_and_said_in_the_help(capsys):
+    def help_of(*command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    for command in ("embed", "distance", "map", "recommend", "predict", "cam"):
+        assert "--force replace existing output files (default: refuse)" in help_of(command), command
+    for command in (("zoo", "add"), ("zoo", "build"), ("zoo", "init")):  # a zoo folder is updated in place
+        assert "--force" not in help_of(*command), command
+    assert "refuses to replace an existing one, before any work, unless given --force" in help_of()
+
+
 def test_version_and_help_exit_zero(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
@@ -150,7 +181,7 @@ def test_failed_write_leaves_previous_output_intact_and_no_temp_file(capsys, dat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
-    rc = main(["embed", str(dataset), "-o", str(out_file), *FAST, "--seed", "1"])
+    rc = main(["embed", str(dataset), "-o", str(out_file), *FAST, "--seed", "1", "--force"])
     assert rc == 2 and "No space left on device" in capsys.readouterr().err
     assert os.listdir(outdir) == ["x.npz"]  # the temp file was removed
     assert out_file.read_bytes() == before  # the old result was not half-overwritten

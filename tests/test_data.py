@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import re
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from task2vec.data import (
     ImageTask,
@@ -21,9 +24,10 @@ from task2vec.data import (
     image_half,
     load_rgb,
     load_task,
+    report_bad,
     subset,
 )
-from task2vec.errors import DatasetError, Task2VecError
+from task2vec.errors import DatasetError, ImageError, Task2VecError
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 30, 200), "eel": (30, 200, 30)}
 
@@ -427,6 +431,52 @@ def test_load_rgb_truncated_and_corrupt_files_raise(tmp_path):
         load_rgb(tmp_path / "trunc.png")
     with pytest.raises(OSError):
         load_rgb(tmp_path / "junk.png")
+
+
+def test_load_rgb_refuses_oversized_images_from_the_header(oversized_images, monkeypatch):
+    """Refused before a pixel is decoded (decoding fails the test), at once, with no PIL warning, and
+    PIL's global limit left as it was."""
+    def no_decoding(self):
+        raise AssertionError("decoded")
+
+    limit = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for name, fragment in (("wide", "60000 x 1 pixels, its long side more than 32 times its short one"),
+                           ("big", "10000 x 9000 pixels, more than the limit of 89,478,485"),
+                           ("bomb", "Image size (900000000 pixels) exceeds limit")):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ImageError, match=re.escape(fragment)):
+                load_rgb(oversized_images[name])
+        assert time.perf_counter() - start < 1.0, name
+    assert Image.MAX_IMAGE_PIXELS == limit
+    assert issubclass(ImageError, DatasetError) and issubclass(ImageError, ValueError)
+
+
+def test_load_rgb_aspect_limit_is_inclusive(tmp_path):
+    assert load_rgb(png(tmp_path / "ok.png", size=(32, 1))).size == (32, 1)
+    assert load_rgb(png(tmp_path / "tall.png", size=(2, 64))).size == (2, 64)
+    with pytest.raises(ImageError, match="33 x 1 pixels"):
+        load_rgb(png(tmp_path / "long.png", size=(33, 1)))
+
+
+def test_oversized_image_is_skipped_and_counted_like_a_corrupt_one(tmp_path, oversized_images):
+    root = make_folder(tmp_path / "ds", {"cat": 2, "dog": 2})
+    (root / "dog" / "wide.png").write_bytes(oversized_images["wide"].read_bytes())
+    task = from_folder(root)
+    i = task.relative_paths().index("dog/wide.png")
+    image, label = task[i]
+    assert image is None and task.classes[label] == "dog"
+    why = "wide.png' (60000 x 1 pixels, its long side more than 32 times its short one)"
+    with pytest.warns(UserWarning, match="skipped 1 of 5 unreadable images, first: ") as record:
+        report_bad(task, [i], len(task), 0.25)
+    assert why in str(record[0].message)
+    with pytest.raises(DatasetError, match=r"1 of 5 images could not be read \(limit 5%\)") as info:
+        report_bad(task, [i], len(task), 0.05)
+    assert why in str(info.value)
+    with pytest.warns(UserWarning, match=r"0.png' \(readable when read again\)"):  # a file mended meanwhile
+        report_bad(task, [0], len(task), 0.25)
 
 
 def test_task_returns_none_for_unreadable_image(tmp_path):

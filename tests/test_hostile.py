@@ -107,7 +107,7 @@ def _resumable_copy(run: Path, dest: Path, config_text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, shared, one_torch_thread) -> SimpleNamespace:
+def world(tmp_path_factory, shared, one_torch_thread, oversized_images) -> SimpleNamespace:
     """The real material and its spoiled copies, in one folder that no refused command may change."""
     root = tmp_path_factory.mktemp("hostile")
     data = root / "flowers"
@@ -132,6 +132,8 @@ def world(tmp_path_factory, shared, one_torch_thread) -> SimpleNamespace:
     _resumable_copy(run, root / "run_config_list", "[]\n")
 
     (root / "text.pt").write_text("these are not weights\n")
+    for name in ("wide", "bomb", "big"):
+        shutil.copy(oversized_images[name], root / f"{name}.png")
     torch.save({"weight": torch.zeros(2), "note": fractions.Fraction(1, 3)}, root / "pickled.pt")
     (root / "nul.csv").write_bytes(b"path,label\nflowers/daisy/0\x00.png,daisy\nflowers/rose/0.png,rose\n")
     (root / "labels.csv").write_bytes(b"file,name\n\xff\xfegood.t2v.npz,x\n")
@@ -311,6 +313,11 @@ CASES = [
     ("cam-input-size-negative", ["cam", "{root}/ckpt_size_negative.pt", "{image}", "-o", "{out}/c.png"],
      "data_config.input_size must be an integer >= 1, got -5"),
     ("cam-no-output", ["cam", "{run}/best.pt", "{image}"], "the following arguments are required: -o/--output"),
+    *[(f"{command}-image-{name}", [command, "{run}/best.pt", "{image}", f"{{root}}/{name}.png", *out], what)
+      for command, out in (("predict", ["--json", "{out}/p.json"]), ("cam", ["-o", "{out}/c.png"]))
+      for name, what in (("wide", "wide.png': 60000 x 1 pixels, its long side more than 32 times its short one"),
+                         ("big", "big.png': 10000 x 9000 pixels, more than the limit of 89,478,485"),
+                         ("bomb", "bomb.png': Image size (900000000 pixels) exceeds limit"))],
     ("no-command", ["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
 ]
 
@@ -384,3 +391,97 @@ def test_library_refuses_the_same_numbers_with_typed_errors(world):
         with pytest.raises(error) as info:
             make()
         assert fragment in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+# ----------------------------------------------------------------------------- images over the pixel limits
+def _add_oversized(folder: Path, world: SimpleNamespace) -> Path:
+    """``folder`` (daisy/ and rose/) with the 60000 x 1 PNG added to daisy/ and the bomb to rose/."""
+    for cls, name in (("daisy", "wide"), ("rose", "bomb")):
+        shutil.copy(world.root / f"{name}.png", folder / cls / f"{name}.png")
+    return folder
+
+
+def test_predict_and_cam_name_the_oversized_image(world, tmp_path, capsys):
+    for argv in (["predict", world.run / "best.pt", world.root / "wide.png"],
+                 ["cam", world.run / "best.pt", world.root / "wide.png", "-o", tmp_path / "c.png"]):
+        assert main([str(a) for a in argv]) == 2
+        assert capsys.readouterr().err == (f"task2vec: error: cannot read image '{world.root / 'wide.png'}': "
+                                           "60000 x 1 pixels, its long side more than 32 times its short one\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_embed_skips_oversized_images_as_bad(world, tmp_path, capsys):
+    data = _add_oversized(shutil.copytree(world.data, tmp_path / "data"), world)
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(data), "-o", str(out), *EMBED_FAST, "--max-samples", "16"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("task2vec: error: 2 of 10 images could not be read (limit 5%), first: ") and "\n" not in line
+    assert "60000 x 1 pixels" in line or "Image size (900000000 pixels)" in line, line
+    assert not out.exists()
+    assert main(["embed", str(data), "-o", str(out), *EMBED_FAST, "--max-samples", "16", "--max-bad-fraction", "0.25"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("task2vec: warning: skipped 2 of 10 unreadable images, first: ") and "\n" not in err, err
+    meta = Embedding.load(out).meta
+    assert meta["n_images"] == 8 and meta["n_skipped_images"] == 2
+
+
+def test_finetune_skips_oversized_images_as_bad(world, tmp_path, capsys):
+    split = tmp_path / "split"
+    for cls in ("daisy", "rose"):  # three photos of each class to train on, one to validate on
+        photos = sorted((world.data / cls).iterdir())
+        (split / "train" / cls).mkdir(parents=True)
+        (split / "val" / cls).mkdir(parents=True)
+        for p in photos[:3]:
+            shutil.copy(p, split / "train" / cls / p.name)
+        shutil.copy(photos[3], split / "val" / cls / photos[3].name)
+    _add_oversized(split / "train", world)
+    assert main(["finetune", str(split), "-o", str(tmp_path / "run"), "--random-init", *TUNE_FAST]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("task2vec: error: 2 of 8 images could not be read (limit 5%), first: ") and "\n" not in line
+    assert "wide.png' (60000 x 1 pixels" in line or "bomb.png' (Image size (900000000 pixels)" in line, line
+    trainer = Trainer(model="mobilenet_v2", random_init=True, image_size=32, epochs=1, batch_size=4, device="cpu",
+                      progress=False, max_bad_fraction=0.25)
+    with pytest.warns(UserWarning, match="skipped 2 of 8 unreadable images, first: "):
+        result = trainer.fit(split, tmp_path / "run2")
+    assert result.epochs_run == 1 and (tmp_path / "run2" / "best.pt").is_file()
+
+
+# ----------------------------------------------------------------------------- existing outputs: refused unless --force
+OUTPUTS = [  # (id, argv writing {dest}<suffix>, the suffix of the file that exists beforehand)
+    ("embed", ["embed", "{data}", "-o", "{dest}.npz", *EMBED_FAST], ".npz"),
+    ("distance-csv", ["distance", "{good}", "{root}/same.t2v.npz", "--csv", "{dest}.csv"], ".csv"),
+    *[(f"map{suffix}", ["map", "{good}", "{root}/same.t2v.npz", "-o", "{dest}.png"], suffix)
+      for suffix in (".png", ".csv", ".html")],  # the PNG and the two files beside it
+    ("recommend-json", ["recommend", "{good}", "--zoo", "{zoo}", "--check", "0", "--json", "{dest}.json"], ".json"),
+    ("predict-json", ["predict", "{run}/best.pt", "{image}", "--json", "{dest}.json"], ".json"),
+    ("cam", ["cam", "{run}/best.pt", "{image}", "-o", "{dest}.png"], ".png"),
+]
+
+
+@pytest.mark.parametrize("argv, suffix", [pytest.param(a, s, id=i) for i, a, s in OUTPUTS])
+def test_an_existing_output_is_refused_at_once_unless_forced(world, tmp_path, capsys, monkeypatch, argv, suffix):
+    from task2vec import data, recommendation, taskmap
+    from task2vec.finetune import FinetunedModel
+
+    paths = {"root": world.root, "data": world.data, "good": world.good, "zoo": world.zoo, "run": world.run,
+             "image": world.image, "dest": tmp_path / "out"}
+    argv = [a.format(**paths) for a in argv]
+    existing = tmp_path / f"out{suffix}"
+    existing.write_bytes(b"old\n")
+    before = (existing.stat().st_size, existing.stat().st_mtime_ns)
+
+    def computed(*args, **kwargs):
+        pytest.fail("work was done before the output was checked")
+
+    with monkeypatch.context() as mp:  # nothing is loaded, embedded, laid out or recommended
+        for owner, name in ((data, "load_task"), (Probe, "create"), (Embedding, "load"), (FinetunedModel, "load"),
+                            (recommendation, "recommend"), (taskmap, "layout")):
+            mp.setattr(owner, name, computed)
+        assert main(argv) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stdout == ""
+    assert stderr == f"task2vec: error: output file '{existing}' exists: pass --force to replace it\n"
+    assert os.listdir(tmp_path) == [existing.name]
+    assert existing.read_bytes() == b"old\n" and (existing.stat().st_size, existing.stat().st_mtime_ns) == before
+    assert main([*argv, "--force"]) == 0, capsys.readouterr().err
+    assert existing.read_bytes() != b"old\n"
