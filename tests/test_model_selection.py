@@ -134,7 +134,7 @@ def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
            "--spec", str(tiny_zoo / "spec.yaml"), "--targets", "no-such-task", "--cache", str(tmp_path / "c")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "unknown target" in r.stderr
-    r = subprocess.run(cmd[:-3] + ["--holdout", "--targets", "mnist-4-vs-9", "--cache", str(tmp_path / "c")], env=env,
+    r = subprocess.run(cmd[:-3] + ["--set", "holdout", "--targets", "mnist-4-vs-9", "--cache", str(tmp_path / "c")], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "unknown target" in r.stderr  # the holdout set is its own pool
 
@@ -147,6 +147,31 @@ def test_holdout_targets_are_new():
     assert len(set(names)) == len(names) >= 10 and not set(names) & {t.name for t in TARGETS}
     fields = lambda t: (t.dataset, t.shots, t.column, t.classes, t.prefix, t.groups, t.attribute, t.ways)  # noqa: E731
     assert not {fields(t) for t in HOLDOUT if t.ways is None} & {fields(t) for t in TARGETS}
+
+
+def test_shifted_families_are_new_and_their_images_are_shifted(shared, tmp_path):
+    """Issue 18's families: names and draws differ from every other set; each image is the shifted original."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from PIL import Image, ImageOps
+
+    from model_selection_targets import HOLDOUT, SHIFTED, SHIFTED_HOLDOUT, SHIFTS, TARGETS, Target, build_target
+
+    names = [t.name for t in TARGETS + HOLDOUT + SHIFTED + SHIFTED_HOLDOUT]
+    assert len(set(names)) == len(names)
+    fields = lambda t: (t.dataset, t.shots, t.classes, t.groups, t.shift, t.ways)  # noqa: E731
+    assert not {fields(t) for t in SHIFTED_HOLDOUT} & {fields(t) for t in SHIFTED + TARGETS + HOLDOUT}
+    assert {t.shift for t in SHIFTED + SHIFTED_HOLDOUT} == set(SHIFTS) | {None}
+    assert TARGETS[0].key() == "mnist-10way-664c8528d0"  # a new field keeps the cache keys of the earlier sets
+    t = Target("mnist-invert", "mnist_test", 3, 4, "inverted", classes=("3", "8"), shift="invert")
+    plain = build_target(Target("mnist-invert", "mnist_test", 3, 4, "inverted", classes=("3", "8")), shared / "data")
+    shifted = build_target(t, shared / "data", cache=tmp_path)
+    assert shifted.train.classes == plain.train.classes and (shifted.train.labels == plain.train.labels).all()
+    for a, b in zip(plain.test.paths, shifted.test.paths):
+        want = ImageOps.invert(Image.open(a).convert("RGB"))
+        assert b.is_relative_to(tmp_path) and list(Image.open(b).getdata()) == list(want.getdata())
+    digits = build_target(Target("uci", "sklearn:digits", 2, 3, "external", classes=("1", "7"), whole=True),
+                          shared / "data", cache=tmp_path)
+    assert len(digits.train) == 4 and Image.open(digits.train.paths[0]).size == (8, 8)
 
 
 def test_paired_differences_against_hand_computed_cases():
