@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .defaults import (EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, MODEL2VEC_L2,
@@ -14,6 +15,7 @@ from .distance import ALPHA
 from .embedding import Embedding
 from .errors import RecordsError, ZooError
 from .io import add_force_flag, check_writable
+from .paths import SHARED_ENV, portable_path, weights_path_problem
 from .trivial import trivial_embedding
 from .validate import integer_flag, number_flag
 
@@ -72,6 +74,16 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
         raise ZooError("give --pretrained or --checkpoint, not both")
     if args.params_m is not None:
         raise ZooError("--params-m is derived from --model (its parameter count), not given")
+    checkpoint = args.checkpoint
+    if checkpoint and Path(checkpoint).is_absolute():  # under the zoo folder or $TASK2VEC_SHARED: recorded portably
+        checkpoint = portable_path(checkpoint, zoo.path)
+        if Path(checkpoint).is_absolute():
+            raise ZooError(f"--checkpoint {args.checkpoint!r} lies outside the zoo folder and ${SHARED_ENV}: copy it "
+                           f"into the zoo folder, or name its folder by a variable (--checkpoint "
+                           f"'${{VAR}}/{Path(checkpoint).name}')")
+    problem = weights_path_problem(checkpoint) if checkpoint else None
+    if problem:
+        raise ZooError(f"--checkpoint {checkpoint!r} {problem}")
     meta = {k: v for k, v in (("imagenet_top1", args.imagenet_top1), ("license", args.license),
                               ("notes", args.notes)) if v is not None}
     meta = entry_metadata(args.model, meta, args.input_size, pretrained=args.pretrained)  # before any embedding
@@ -81,8 +93,7 @@ def cmd_zoo_add(args: argparse.Namespace) -> int:
     t0 = None
     if zoo.t0 is None:
         t0 = trivial_embedding(emb, probe or zoo.load_probe(args.weights, device=args.device))
-    entry = ZooEntry(args.id, args.model, args.pretrained, args.checkpoint, {"name": args.name} if args.name else {},
-                     meta)
+    entry = ZooEntry(args.id, args.model, args.pretrained, checkpoint, {"name": args.name} if args.name else {}, meta)
     zoo.add(entry, emb, t0)
     print(f"added {args.id} ({args.model}, source {emb.name}) to {zoo.path}: {len(zoo)} entries")
     return 0
@@ -105,6 +116,20 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
             print(f"{e.id:<{w}}  {e.model:<20} {weights:<12} {top1 if top1 is not None else '-':>6}  "
                   f"{e.source.get('name', '?')} ({e.source.get('n_classes', '?')} classes, "
                   f"{e.source.get('n_images', '?')} images)")
+    return 0
+
+
+def cmd_zoo_verify(args: argparse.Namespace) -> int:
+    from .zoo import Zoo
+
+    report = Zoo.verify(args.dir)
+    for line in report.problems:
+        print(f"problem: {line}")
+    for line in report.notes:
+        print(f"note: {line}")
+    if not report.ok:
+        raise ZooError(f"zoo {args.dir}: {len(report.problems)} problem(s) found")
+    print(f"zoo {args.dir}: OK ({report.entries} entries)")
     return 0
 
 
@@ -264,7 +289,9 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("dir")
     p.add_argument("--id", required=True, help="the new entry's id (letters, digits, . _ + -)")
     p.add_argument("--model", required=True, help="timm or torchvision architecture name")
-    p.add_argument("--checkpoint", metavar="FILE|URI", help="fine-tuned weights")
+    p.add_argument("--checkpoint", metavar="FILE|URI",
+                   help="fine-tuned weights: a path relative to the zoo folder and inside it, '${VAR}/...', an absolute "
+                        f"path under the zoo folder or ${SHARED_ENV} (recorded relative to it), or a URI")
     p.add_argument("--pretrained", action="store_true", help="the library's own pretrained weights")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--source-dataset", metavar="DIR|CSV", help="the dataset the model was trained on (embedded now)")
@@ -283,6 +310,14 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p = zsub.add_parser("list", help="list the entries")
     p.add_argument("dir")
     p.set_defaults(func=cmd_zoo_list)
+
+    p = zsub.add_parser("verify", help="check a zoo: its manifest's checksum and fields, its arrays, its weights files",
+                        description="Check a zoo folder as 'zoo list' and 'recommend' load it, and report every "
+                                    "problem, one line each (a hand-edited manifest, a field out of range, arrays "
+                                    "that do not match), then notes (a weights file not built or fetched yet). Exit "
+                                    "code 0 when the zoo is sound, 2 when a problem is found.")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_zoo_verify)
 
     p = zsub.add_parser("set", help="change the ranking's alpha or quality weight")
     p.add_argument("dir")

@@ -16,13 +16,17 @@ Recording (:func:`portable_path`), for paths a manifest keeps: a path under
 written relative to it; else a relative path stays relative (rewritten against the zoo folder,
 so that rule 3 reads it back), and an absolute path the user gave is kept as given. The build
 machine's absolute paths never enter a manifest for what lies under either folder.
+
+Weights (an entry's ``checkpoint``) are what a zoo loads, so a manifest names them more strictly
+(:func:`weights_path_problem`): a URI, ``${VAR}/...``, or a path relative to the zoo folder that
+stays inside it; never an absolute path, never ``..``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import ZooError
 
@@ -61,3 +65,21 @@ def portable_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
     if full.is_relative_to(home) or not Path(text).is_absolute():
         return Path(os.path.relpath(full, home)).as_posix()
     return text
+
+
+def weights_path_problem(text: str) -> str | None:
+    """What makes ``text`` unfit as a manifest's weights path, in words (None: nothing).
+
+    Allowed: a URI, ``${VAR}/...`` (the user's environment says where) and a path relative to
+    the zoo folder that stays inside it. A manifest from elsewhere must not make the zoo read
+    ``/etc/passwd`` or ``../../secret`` as weights."""
+    if "\0" in text:
+        return "holds a NUL byte"
+    if "://" in text:
+        return None
+    if Path(text).is_absolute():
+        return ("is an absolute path: a manifest names weights relative to the zoo folder, as ${VAR}/... "
+                "or by URI")
+    if ".." in PurePosixPath(text).parts:
+        return "leaves the zoo folder ('..')"
+    return None

@@ -4,9 +4,12 @@ A zoo is a folder:
 
 - ``zoo.json``: the manifest (format, probe, settings, one record per entry: id, model
   name, how to get its weights, its source task, metadata such as parameters and ImageNet
-  top-1), naming the arrays file that goes with it and that file's SHA-256. Its paths
-  (checkpoints, source data sets) are read and recorded by the rule of :mod:`task2vec.paths`:
-  ``${VAR}`` from the environment, other relative paths against the zoo folder;
+  top-1), naming the arrays file that goes with it and that file's SHA-256, and carrying the
+  SHA-256 of its own content (``manifest_sha256``, :func:`manifest_checksum`): a hand edit is
+  refused, and every field is checked on load whether or not the manifest has a checksum
+  (those written before it do not). Its paths (checkpoints, source data sets) are read and
+  recorded by the rule of :mod:`task2vec.paths`: ``${VAR}`` from the environment, other
+  relative paths against the zoo folder; checkpoints stay inside it;
 - ``arrays-<hash>.npz``: ``ids``, ``source`` (N, D) source-task embeddings F_i, ``bias``
   (N, D) MODEL2VEC biases b_i, and ``t0`` (D,) the probe's trivial task.
 
@@ -45,13 +48,18 @@ from .errors import IncompatibleEmbeddingsError, ZooError
 from .index import AsymmetricIndex
 from .io import atomic_open
 from .model2vec import scaled
-from .paths import portable_path, resolve_path
+from .paths import portable_path, resolve_path, weights_path_problem
 from .probe import Probe, find_local_weights
 from .validate import integer, number
 
 FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
+CHECKSUM = "manifest_sha256"  # the manifest field that holds the checksum of the rest
+MANIFEST_FIELDS = {"format", CHECKSUM, "probe", "method", "embedding_settings", "alpha", "quality_weight", "dim",
+                   "model2vec", "entries", "arrays"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_ARRAYS_FILE = re.compile(r"^arrays-[0-9a-f]{16}\.npz$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -65,24 +73,186 @@ class ZooEntry:
     source: dict[str, Any] = field(default_factory=dict)  # the source task: name, classes, images, dataset
     metadata: dict[str, Any] = field(default_factory=dict)  # params_m, input_size, imagenet_top1, license, notes
 
-    @classmethod
-    def from_json(cls, d: Any, where: str) -> "ZooEntry":
-        if not isinstance(d, dict):
-            raise ZooError(f"{where}: an entry must be an object, got {type(d).__name__}")
-        unknown = set(d) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise ZooError(f"{where}: unknown entry field(s) {sorted(unknown)}")
-        for key, kind in (("id", str), ("model", str)):
-            if not isinstance(d.get(key), kind) or not d[key]:
-                raise ZooError(f"{where}: entry field {key!r} must be a non-empty string")
-        if not isinstance(d.get("pretrained", False), bool):
-            raise ZooError(f"{where}: entry {d['id']!r}: 'pretrained' must be true or false")
-        if d.get("checkpoint") is not None and not isinstance(d["checkpoint"], str):
-            raise ZooError(f"{where}: entry {d['id']!r}: 'checkpoint' must be a string")
-        for key in ("source", "metadata"):
-            if not isinstance(d.get(key, {}), dict):
-                raise ZooError(f"{where}: entry {d['id']!r}: {key!r} must be an object")
-        return cls(**d)
+
+def _count(value: Any, name: str) -> None:
+    """A size or a count: an integer >= 1."""
+    integer(value, name, low=1, error=ZooError)
+
+
+def _weight(value: Any, name: str) -> None:
+    """A weight of the score: a finite number >= 0."""
+    number(value, name, low=0, error=ZooError)
+
+
+def _positive(value: Any, name: str) -> None:
+    number(value, name, low=0, low_open=True, error=ZooError)
+
+
+def _percentage(value: Any, name: str) -> None:
+    number(value, f"{name} (a percentage)", low=0, high=100, error=ZooError)
+
+
+# Known fields of an entry's source and metadata, checked when present and not null (others are values a
+# spec's metadata adds): a type, or a check that raises ZooError.
+_SOURCE_FIELDS: dict[str, Any] = {"name": str, "dataset": str, "fingerprint": str, "method": dict,
+                                  "n_classes": _count, "n_images": _count}
+_METADATA_FIELDS: dict[str, Any] = {"license": str, "notes": str, "imagenet_top1": _percentage,
+                                    "params_m": _positive, "input_size": _count}
+_KINDS = {str: "a string", dict: "an object"}
+_MISSING = object()  # a required field that is absent
+
+
+def _field_problem(value: Any, name: str, check: Any) -> str | None:
+    """What is wrong with one known field (None: nothing, or null); ``_MISSING``: absent but required."""
+    if value is _MISSING:
+        return f"{name} is missing"
+    if value is None:
+        return None
+    if check in _KINDS:
+        return None if isinstance(value, check) else f"{name} must be {_KINDS[check]}, got {value!r}"
+    try:
+        check(value, name)
+    except ZooError as exc:
+        return str(exc)
+    return None
+
+
+def entry_problems(d: Any, n: int | None = None) -> list[str]:
+    """Everything wrong with one manifest entry ``d`` (the ``n``-th, counted from 1), in words:
+    types, ids, the weights path (:func:`task2vec.paths.weights_path_problem`) and the known
+    source and metadata fields (top-1 in [0, 100], sizes and counts >= 1, ...)."""
+    label = f"entry {n}" if n is not None else "an entry"
+    if not isinstance(d, dict):
+        return [f"{label} must be an object, got {type(d).__name__}"]
+    if isinstance(d.get("id"), str) and _ID.match(d["id"]):
+        label = f"entry {d['id']!r}"
+    else:
+        return [f"{label}: 'id' must be letters, digits and ._+- only, at most 128 characters, got {d.get('id')!r}"]
+    problems = []
+    unknown = set(d) - set(ZooEntry.__dataclass_fields__)
+    if unknown:
+        problems.append(f"{label}: unknown field(s) {sorted(unknown)}")
+    if not isinstance(d.get("model"), str) or not d["model"]:
+        problems.append(f"{label}: 'model' must be a non-empty string")
+    if not isinstance(d.get("pretrained", False), bool):
+        problems.append(f"{label}: 'pretrained' must be true or false")
+    checkpoint = d.get("checkpoint")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, str) or not checkpoint:
+            problems.append(f"{label}: 'checkpoint' must be null or a path, got {checkpoint!r}")
+        else:
+            problem = weights_path_problem(checkpoint)
+            if problem:
+                problems.append(f"{label}: checkpoint {checkpoint!r} {problem}")
+            if d.get("pretrained") is True:
+                problems.append(f"{label}: give 'pretrained' or 'checkpoint', not both")
+    for key, fields in (("source", _SOURCE_FIELDS), ("metadata", _METADATA_FIELDS)):
+        part = d.get(key, {})
+        if not isinstance(part, dict):
+            problems.append(f"{label}: {key!r} must be an object")
+            continue
+        for name, check in fields.items():
+            problem = _field_problem(part.get(name), f"{key} {name!r}", check)
+            if problem:
+                problems.append(f"{label}: {problem}")
+    return problems
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON (sorted keys, no spaces) without its own
+    ``manifest_sha256`` field: what that field records, so that layout is free but content is not."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """Everything wrong with the fields of a manifest (a JSON object of this format), in words:
+    unknown fields, types, ranges (alpha and the quality weight finite and >= 0, sizes >= 1), the
+    arrays file's name and checksum, and every entry (:func:`entry_problems`)."""
+    problems = []
+    unknown = sorted(set(manifest) - MANIFEST_FIELDS)
+    if unknown:
+        problems.append(f"unknown field(s) {unknown}")
+    probe = manifest.get("probe")
+    if not isinstance(probe, dict):
+        problems.append("field 'probe' must be an object")
+    else:
+        for key in ("name", "weights_hash"):
+            if not isinstance(probe.get(key), str) or not probe[key]:
+                problems.append(f"field 'probe.{key}' must be a non-empty string, got {probe.get(key)!r}")
+        problem = _field_problem(probe.get("input_size", _MISSING), "field 'probe.input_size'", _count)
+        problems += [problem] if problem else []
+    if manifest.get("method") not in FISHER_METHODS:
+        problems.append(f"field 'method' must be one of {', '.join(FISHER_METHODS)}, got {manifest.get('method')!r}")
+    for key, check in (("embedding_settings", dict), ("model2vec", dict), ("alpha", _weight),
+                       ("quality_weight", _weight), ("dim", _count)):
+        required = check is _weight
+        problem = _field_problem(manifest.get(key, _MISSING if required else None), f"field {key!r}", check)
+        problems += [problem] if problem else []
+    entries = manifest.get("entries")
+    if not isinstance(entries, list):
+        problems.append("field 'entries' must be an array")
+        return problems
+    for n, e in enumerate(entries, start=1):
+        problems += entry_problems(e, n)
+    ids = [e.get("id") for e in entries if isinstance(e, dict)]
+    dup = sorted({i for i in ids if isinstance(i, str) and ids.count(i) > 1})
+    if dup:
+        problems.append(f"duplicate entry id(s) {dup}")
+    arrays = manifest.get("arrays")
+    if entries or arrays is not None:
+        if not (isinstance(arrays, dict) and isinstance(arrays.get("file"), str) and _ARRAYS_FILE.match(arrays["file"])
+                and isinstance(arrays.get("sha256"), str) and _SHA256.match(arrays["sha256"])):
+            problems.append("field 'arrays' must name the arrays file (arrays-<16 hex digits>.npz, in the zoo "
+                            "folder) and its sha256")
+    if entries and manifest.get("dim") is None:
+        problems.append("field 'dim' must be the embeddings' length when the zoo has entries")
+    return problems
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of zoo folder ``path`` as JSON of this format, fields not yet checked."""
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise ZooError(f"{str(path)!r} is not a zoo (no {MANIFEST}; create one with 'task2vec zoo init')")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ZooError(f"{str(mpath)!r} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ZooError(f"{str(mpath)!r} is not a {FORMAT} manifest")
+    return manifest
+
+
+def _read_arrays(path: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                tuple[np.ndarray, np.ndarray] | None]:
+    """(source, bias, t0, scales) from the arrays file a checked manifest names, verified against it."""
+    mpath, arrays = path / MANIFEST, manifest["arrays"]
+    apath = path / arrays["file"]
+    try:
+        data = apath.read_bytes()
+    except OSError as exc:
+        raise ZooError(f"zoo arrays file {str(apath)!r} cannot be read ({exc.strerror})") from exc
+    if _sha256(data) != arrays["sha256"]:
+        raise ZooError(f"zoo arrays file {str(apath)!r} does not match the manifest's checksum (edited or corrupt)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            a_ids = [str(x) for x in z["ids"]]
+            source = z["source"].astype(np.float64)
+            t0 = z["t0"].astype(np.float64) if "t0" in z.files else None
+            scales = (z["log_scales"].astype(np.float64), z["group"].astype(np.int64)) \
+                if "log_scales" in z.files else None
+            bias = z["bias"].astype(np.float64) if scales is None else _scaled_bias(source, *scales)
+    except (ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        raise ZooError(f"zoo arrays file {str(apath)!r} is unreadable ({exc})") from exc
+    if a_ids != [e["id"] for e in manifest["entries"]]:
+        raise ZooError(f"{str(mpath)!r}: entry ids do not match the arrays file's ids (hand-edited manifest?)")
+    if source.shape != bias.shape or source.shape[0] != len(a_ids) or (t0 is not None and t0.shape != source.shape[1:]):
+        raise ZooError(f"zoo arrays in {str(apath)!r} have inconsistent shapes")
+    if a_ids and source.shape[1] != manifest["dim"]:
+        raise ZooError(f"{str(mpath)!r}: field 'dim' is {manifest['dim']}, but the arrays hold embeddings of "
+                       f"{source.shape[1]} values")
+    return source, bias, t0, scales
 
 
 class EntryWeights(NamedTuple):
@@ -96,6 +266,35 @@ class EntryWeights(NamedTuple):
     @property
     def available(self) -> bool:
         return self.status == "local"
+
+
+@dataclass
+class Verification:
+    """What :meth:`Zoo.verify` found in a zoo folder: ``problems`` (each one makes :meth:`Zoo.load`
+    refuse the zoo, or would) and ``notes`` (worth knowing, not wrong: a weights file not built or
+    fetched yet, a manifest written before checksums)."""
+
+    path: Path
+    entries: int
+    problems: list[str]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _entry_weights(entry: ZooEntry, zoo_dir: Path) -> EntryWeights:
+    """Where ``entry``'s weights come from (:meth:`Zoo.weights`)."""
+    if entry.pretrained:
+        local = find_local_weights(entry.model)
+        return EntryWeights(str(local), "local") if local else EntryWeights(None, "downloadable")
+    if not entry.checkpoint:
+        return EntryWeights(None, "none")
+    location = resolve_path(entry.checkpoint, zoo_dir, f"zoo {str(zoo_dir / MANIFEST)!r}, entry {entry.id!r}")
+    if "://" in location:
+        return EntryWeights(location, "downloadable")
+    return EntryWeights(location, "local" if Path(location).is_file() else "missing")
 
 
 def _plain(x: float | None) -> float | None:
@@ -218,54 +417,60 @@ class Zoo:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Zoo":
-        """Open a zoo folder; any inconsistency is a :class:`ZooError`."""
+        """Open a zoo folder; a hand-edited manifest (its checksum does not match), a field out of
+        range (:func:`manifest_problems`) or arrays that do not match it are a :class:`ZooError`."""
         path = Path(path)
         mpath = path / MANIFEST
-        if not mpath.is_file():
-            raise ZooError(f"{str(path)!r} is not a zoo (no {MANIFEST}; create one with 'task2vec zoo init')")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ZooError(f"{str(mpath)!r} is not valid JSON ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ZooError(f"{str(mpath)!r} is not a {FORMAT} manifest")
-        for key, kind in (("probe", dict), ("entries", list), ("method", str)):
-            if not isinstance(manifest.get(key), kind):
-                raise ZooError(f"{str(mpath)!r}: field {key!r} is missing or has the wrong type")
-        for key in ("alpha", "quality_weight"):
-            number(manifest.get(key), f"{str(mpath)!r}: field {key!r}", low=0, error=ZooError)
-        entries = [ZooEntry.from_json(e, str(mpath)) for e in manifest["entries"]]
-        ids = [e.id for e in entries]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ZooError(f"{str(mpath)!r}: duplicate entry id(s) {dup}")
-        arrays = manifest.get("arrays")
-        if not entries and not arrays:
+        manifest = _read_manifest(path)
+        if CHECKSUM in manifest and manifest[CHECKSUM] != manifest_checksum(manifest):
+            raise ZooError(f"zoo manifest {str(mpath)!r} was edited by hand (its checksum does not match): "
+                           f"run 'task2vec zoo verify {path}' to see what is wrong")
+        problems = manifest_problems(manifest)
+        if problems:
+            more = f" (and {len(problems) - 1} more: 'task2vec zoo verify {path}' lists them)" if len(problems) > 1 else ""
+            raise ZooError(f"{str(mpath)!r}: {problems[0]}{more}")
+        entries = [ZooEntry(**e) for e in manifest["entries"]]
+        if not entries and not manifest.get("arrays"):
             return cls(path, manifest, [], np.zeros((0, 0)), np.zeros((0, 0)), None)
-        if not isinstance(arrays, dict) or not isinstance(arrays.get("file"), str) or "sha256" not in arrays:
-            raise ZooError(f"{str(mpath)!r}: field 'arrays' must name the arrays file and its sha256")
-        apath = path / Path(arrays["file"]).name
+        return cls(path, manifest, entries, *_read_arrays(path, manifest))
+
+    @staticmethod
+    def verify(path: str | os.PathLike) -> Verification:
+        """Every check :meth:`load` makes, each problem reported rather than the first: the
+        manifest's checksum, every field, the arrays file; and as notes, entries whose weights file
+        is not here (a build or a download brings it) and a manifest without a checksum."""
+        path = Path(path)
+        mpath = path / MANIFEST
         try:
-            data = apath.read_bytes()
-        except OSError as exc:
-            raise ZooError(f"zoo arrays file {str(apath)!r} cannot be read ({exc.strerror})") from exc
-        if _sha256(data) != arrays["sha256"]:
-            raise ZooError(f"zoo arrays file {str(apath)!r} does not match the manifest's checksum (edited or corrupt)")
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                a_ids = [str(x) for x in z["ids"]]
-                source = z["source"].astype(np.float64)
-                t0 = z["t0"].astype(np.float64) if "t0" in z.files else None
-                scales = (z["log_scales"].astype(np.float64), z["group"].astype(np.int64)) \
-                    if "log_scales" in z.files else None
-                bias = z["bias"].astype(np.float64) if scales is None else _scaled_bias(source, *scales)
-        except (ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
-            raise ZooError(f"zoo arrays file {str(apath)!r} is unreadable ({exc})") from exc
-        if a_ids != ids:
-            raise ZooError(f"{str(mpath)!r}: entry ids do not match the arrays file's ids (hand-edited manifest?)")
-        if source.shape != bias.shape or source.shape[0] != len(ids) or (t0 is not None and t0.shape != source.shape[1:]):
-            raise ZooError(f"zoo arrays in {str(apath)!r} have inconsistent shapes")
-        return cls(path, manifest, entries, source, bias, t0, scales)
+            manifest = _read_manifest(path)
+        except ZooError as exc:
+            return Verification(path, 0, [str(exc)], [])
+        problems, notes = [], []
+        if CHECKSUM not in manifest:
+            notes.append(f"zoo manifest {str(mpath)!r} carries no checksum (written before task2vec checksummed "
+                         "manifests): its next change through task2vec adds one")
+        elif manifest[CHECKSUM] != manifest_checksum(manifest):
+            problems.append(f"zoo manifest {str(mpath)!r} was edited by hand (its checksum does not match): undo the "
+                            "edit; 'task2vec zoo set' changes the settings, 'zoo add' and 'zoo remove' the entries")
+        fields = [f"{str(mpath)!r}: {p}" for p in manifest_problems(manifest)]
+        problems += fields
+        entries = manifest["entries"] if isinstance(manifest.get("entries"), list) else []
+        if not fields:
+            if entries or manifest.get("arrays"):
+                try:
+                    _read_arrays(path, manifest)
+                except ZooError as exc:
+                    problems.append(str(exc))
+            for e in [ZooEntry(**d) for d in entries]:
+                try:
+                    where = _entry_weights(e, path)
+                except ZooError as exc:  # an unset ${VAR}: this environment's, not the zoo's
+                    notes.append(str(exc))
+                    continue
+                if where.status == "missing":
+                    notes.append(f"entry {e.id!r}: weights file {where.path!r} is not here ('task2vec zoo build' "
+                                 "trains or fetches it)")
+        return Verification(path, len(entries), problems, notes)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -328,15 +533,7 @@ class Zoo:
         folder; an unset ``${VAR}`` is a :class:`ZooError`). ``pretrained`` entries use a local copy
         found through ``$TASK2VEC_WEIGHTS`` when there is one.
         """
-        if entry.pretrained:
-            local = find_local_weights(entry.model)
-            return EntryWeights(str(local), "local") if local else EntryWeights(None, "downloadable")
-        if not entry.checkpoint:
-            return EntryWeights(None, "none")
-        location = resolve_path(entry.checkpoint, self.path, f"zoo {str(self.path / MANIFEST)!r}, entry {entry.id!r}")
-        if "://" in location:
-            return EntryWeights(location, "downloadable")
-        return EntryWeights(location, "local" if Path(location).is_file() else "missing")
+        return _entry_weights(entry, self.path)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -367,8 +564,9 @@ class Zoo:
             raise ZooError(f"invalid entry id {entry.id!r} (letters, digits and ._+- only, at most 128 characters)")
         if entry.id in self.ids:
             raise ZooError(f"zoo {str(self.path)!r} already has an entry {entry.id!r}")
-        if not entry.model:
-            raise ZooError(f"entry {entry.id!r} needs a model name")
+        problems = entry_problems(asdict(entry))
+        if problems:  # what load would refuse is never written
+            raise ZooError(problems[0])
         self.check_embedding(embedding)
         t0_vec = self.t0
         if t0_vec is None:
@@ -386,6 +584,9 @@ class Zoo:
         }
         new = ZooEntry(entry.id, entry.model, entry.pretrained, entry.checkpoint,
                        {**source_meta, **entry.source}, dict(entry.metadata))
+        problems = entry_problems(asdict(new))
+        if problems:  # the source task's description, from the embedding's metadata
+            raise ZooError(problems[0])
         row = embedding.vector[None, :]
         source = row if not len(self) else np.vstack([self.source, row])
         bias = np.zeros_like(row) if not len(self) else np.vstack([self.bias, np.zeros_like(row)])
@@ -418,16 +619,17 @@ class Zoo:
         for name, value in (("alpha", alpha), ("quality_weight", quality_weight)):
             if value is not None:
                 number(value, name, low=0, error=ZooError)
-        if alpha is not None and float(alpha) != self.alpha:
+        drop = alpha is not None and float(alpha) != self.alpha and bool(self.manifest.get("model2vec"))
+        if alpha is not None:
             self.manifest["alpha"] = float(alpha)
-            if self.manifest.get("model2vec"):
-                self.manifest["model2vec"] = None
-                self._commit(self.entries, self.source, np.zeros_like(self.source), self.t0,
-                             dim=self.manifest.get("dim"))
-                return
         if quality_weight is not None:
             self.manifest["quality_weight"] = float(quality_weight)
-        self._commit(self.entries, self.source, self.bias, self.t0, dim=self.manifest.get("dim"), scales=self.scales)
+        if drop:
+            self.manifest["model2vec"] = None
+            self._commit(self.entries, self.source, np.zeros_like(self.source), self.t0, dim=self.manifest.get("dim"))
+        else:  # the arrays stay as they are: only the manifest is rewritten
+            self._commit(self.entries, self.source, self.bias, self.t0, dim=self.manifest.get("dim"),
+                         scales=self.scales, arrays=False)
 
     def set_trivial(self, t0: Embedding) -> None:
         """Replace the zoo's trivial task (:func:`task2vec.trivial.trivial_embedding` of a source).
@@ -457,20 +659,21 @@ class Zoo:
                      dim=self.manifest.get("dim"), scales=scales)
 
     def _commit(self, entries: list[ZooEntry], source: np.ndarray, bias: np.ndarray, t0: np.ndarray | None,
-                dim: int | None, scales: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                dim: int | None, scales: tuple[np.ndarray, np.ndarray] | None = None, arrays: bool = True) -> None:
         self.manifest = dict(self.manifest, entries=[asdict(e) for e in entries], dim=dim)
         self.entries, self.source, self.bias, self.t0, self.scales = entries, source, bias, t0, scales
         try:
-            self._write()
+            self._write(arrays)
         except BaseException:
             loaded = Zoo.load(self.path)  # the folder is unchanged: return to what it holds
             self.manifest, self.entries, self.source, self.bias, self.t0, self.scales = (
                 loaded.manifest, loaded.entries, loaded.source, loaded.bias, loaded.t0, loaded.scales)
             raise
 
-    def _write(self) -> None:
-        """Arrays file first (new name), then the manifest atomically; then stray arrays go."""
-        if self.entries:
+    def _write(self, arrays: bool = True) -> None:
+        """Arrays file first (new name; ``arrays=False``: the one there is kept), then the manifest
+        with its checksum, atomically; then stray arrays go."""
+        if arrays and self.entries:
             buf = io.BytesIO()
             np.savez_compressed(buf, format=np.array("task2vec.zoo.arrays/1"), ids=np.array(self.ids),
                                 source=self.source, **({"t0": self.t0} if self.t0 is not None else {}),
@@ -482,8 +685,11 @@ class Zoo:
             with atomic_open(self.path / name) as f:
                 f.write(data)
             self.manifest["arrays"] = {"file": name, "sha256": digest}
-        else:
+        elif arrays:
             self.manifest.pop("arrays", None)
+        body = {k: v for k, v in self.manifest.items() if k != CHECKSUM}
+        digest = manifest_checksum(json.loads(json.dumps(body)))  # of the values as they will read back
+        self.manifest = {"format": body["format"], CHECKSUM: digest, **body}
         with atomic_open(self.path / MANIFEST, "w") as f:
             json.dump(self.manifest, f, indent=1, sort_keys=False)
             f.write("\n")

@@ -29,7 +29,8 @@ finetune:                        # optional: how missing expert checkpoints are 
 
 Paths follow :mod:`task2vec.paths`: ``${VAR}`` from the environment (a relative value is
 relative to the working directory; an unset one is an error), other relative paths relative to
-the spec's folder, except ``checkpoint``, kept as written and relative to the zoo folder.
+the spec's folder, except ``checkpoint``, kept as written and relative to the zoo folder (inside it:
+:func:`task2vec.paths.weights_path_problem`).
 ``params_m`` and ``input_size`` are derived, never typed: the parameter count from the
 architecture, the input size from the ``finetune`` section's ``image_size`` for the experts
 the spec trains, else from the architecture's own data config.
@@ -54,7 +55,7 @@ from .defaults import EMBEDDING_DEFAULTS
 from .distance import ALPHA
 from .embedding import Embedding
 from .errors import CheckpointError, FinetuneError, ProbeError, RunBusyError, ZooError
-from .paths import resolve_path
+from .paths import resolve_path, weights_path_problem
 from .probe import Probe, architecture_facts
 from .quality import imagenet_top1
 from .trivial import trivial_embedding
@@ -125,6 +126,9 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ZooError(f"{where}: give pretrained or checkpoint, not both")
         if e.get("checkpoint") is not None and not isinstance(e["checkpoint"], str):
             raise ZooError(f"{where}: 'checkpoint' must be a string")
+        problem = weights_path_problem(e["checkpoint"]) if e.get("checkpoint") else None
+        if problem:  # the manifest records it as written
+            raise ZooError(f"{where}: checkpoint {e['checkpoint']!r} {problem}")
         if e.get("half") is not None and e["half"] not in ("source", "target"):
             raise ZooError(f"{where}: 'half' must be source or target, got {e['half']!r}")
         if e.get("classes") is not None and not isinstance(e["classes"], list):

@@ -37,9 +37,12 @@ def zoo_dir(tmp_path_factory, shared):
                .body.state_dict().items()}, str(random_weights))
     z = root / "zoo"
     assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
+    (z / "random.safetensors").symlink_to(random_weights)  # a zoo's checkpoints lie inside it
+    (z / "imagenet.safetensors").symlink_to(WEIGHTS)
     assert main(["zoo", "add", str(z), "--id", "random", "--model", "mobilenet_v2", "--checkpoint",
-                 str(random_weights), "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
-    assert main(["zoo", "add", str(z), "--id", "imagenet", "--model", "mobilenet_v2", "--checkpoint", str(WEIGHTS),
+                 "random.safetensors", "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
+    assert main(["zoo", "add", str(z), "--id", "imagenet", "--model", "mobilenet_v2", "--checkpoint",
+                 "imagenet.safetensors",
                  "--source-dataset", str(shared / "data" / "pneumoniamnist"), *FAST]) == 0
     return z
 
@@ -119,10 +122,10 @@ def test_recommend_check_cli(zoo_dir, shared, tmp_path, capsys, cli_warnings):
 
 def test_check_names_an_entry_without_local_weights(zoo_dir, shared, tmp_path, capsys, cli_warnings):
     z = tmp_path / "zoo"
-    gone = tmp_path / "gone.safetensors"
-    gone.write_bytes((zoo_dir.parent / "random.safetensors").read_bytes())
+    gone = z / "gone.safetensors"
     assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
-    assert main(["zoo", "add", str(z), "--id", "gone", "--model", "mobilenet_v2", "--checkpoint", str(gone),
+    gone.write_bytes((zoo_dir.parent / "random.safetensors").read_bytes())
+    assert main(["zoo", "add", str(z), "--id", "gone", "--model", "mobilenet_v2", "--checkpoint", "gone.safetensors",
                  "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
     gone.unlink()
     capsys.readouterr()

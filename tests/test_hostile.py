@@ -33,7 +33,7 @@ from task2vec.model2vec import Model2Vec
 from task2vec.probe import load_state_dict_file
 from task2vec.taskmap import layout
 from task2vec.trivial import trivial_embedding
-from task2vec.zoo import ZooEntry
+from task2vec.zoo import MANIFEST, ZooEntry
 from task2vec.zoospec import entry_metadata
 
 from conftest import WEIGHTS
@@ -92,6 +92,23 @@ def _spoiled_checkpoints(best: Path, root: Path) -> None:
     torch.save({k: v for k, v in ckpt.items() if k != "data_config"}, root / "ckpt_no_data_config.pt")
 
 
+def _edited_zoos(zoo: Path, root: Path) -> None:
+    """``zoo_<name>``: copies of the zoo whose manifest was edited by hand (its checksum no longer
+    matches); ``legacy_<name>``: the same edit in a manifest without a checksum, as written before
+    there was one, whose fields are checked all the same."""
+    m = json.loads((zoo / MANIFEST).read_text())
+    entry = m["entries"][0]
+    edits = {"alpha5": {"alpha": 5.0}, "alpha_nan": {"alpha": float("nan")},
+             "outside": {"entries": [{**entry, "pretrained": False, "checkpoint": "/etc/passwd"}]},
+             "top1": {"entries": [{**entry, "metadata": {**entry["metadata"], "imagenet_top1": 99.9}}]},
+             "top1_150": {"entries": [{**entry, "metadata": {**entry["metadata"], "imagenet_top1": 150}}]}}
+    for name, change in edits.items():
+        for kind, checksum in (("zoo", True), ("legacy", False)):
+            shutil.copytree(zoo, root / f"{kind}_{name}")
+            edited = {k: v for k, v in {**m, **change}.items() if checksum or k != "manifest_sha256"}
+            (root / f"{kind}_{name}" / MANIFEST).write_text(json.dumps(edited, indent=1))
+
+
 def _resumable_copy(run: Path, dest: Path, config_text: str) -> None:
     """A copy of ``run`` (its checkpoint linked, not copied) whose config.json reads ``config_text``."""
     dest.mkdir()
@@ -124,6 +141,7 @@ def world(tmp_path_factory, shared, one_torch_thread, oversized_images) -> Simpl
     zoo = Zoo.create(root / "zoo", probe.describe(), embedding_settings={"max_samples": 8, "min_images_per_class": 4})
     zoo.add(ZooEntry("flowers", "mobilenet_v2", True, None, {}, entry_metadata("mobilenet_v2", {}, pretrained=True)),
             emb, trivial_embedding(emb))
+    _edited_zoos(root / "zoo", root)
 
     run = root / "run"
     assert main(["finetune", str(data), "-o", str(run), "--random-init", *TUNE_FAST]) == 0
@@ -256,6 +274,32 @@ CASES = [
     ("zoo-build-bad-embedding", ["zoo", "build", "{root}/spec_bad_embedding.yaml"],
      "bad_vector_complex.npz': vector must hold real numbers, got complex128 values"),
     ("zoo-fit-l2-nan", ["zoo", "fit-model2vec", "{zoo}", "--l2", "nan"], "--l2 must be a finite number, got nan"),
+    ("zoo-add-checkpoint-outside", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--checkpoint",
+                                    "/etc/passwd", "--source-embedding", "{good}"],
+     "--checkpoint '/etc/passwd' lies outside the zoo folder and $TASK2VEC_SHARED: copy it into the zoo folder"),
+    ("zoo-add-checkpoint-dotdot", ["zoo", "add", "{zoo}", "--id", "x", "--model", "resnet18", "--checkpoint",
+                                   "../w.pt", "--source-embedding", "{good}"],
+     "--checkpoint '../w.pt' leaves the zoo folder ('..')"),
+    # a manifest edited by hand: refused by its checksum, or without one by the field it spoils
+    *[(f"{cmd}-edited-{name}", argv, f"{MANIFEST}' was edited by hand (its checksum does not match): run "
+                                     f"'task2vec zoo verify {{root}}/zoo_{name}' to see what is wrong")
+      for name in ("alpha5", "outside", "top1")
+      for cmd, argv in (("zoo-list", ["zoo", "list", f"{{root}}/zoo_{name}"]),
+                        ("recommend", ["recommend", "{good}", "--zoo", f"{{root}}/zoo_{name}", "--json", "{out}/r.json"]))],
+    ("zoo-verify-edited", ["zoo", "verify", "{root}/zoo_outside"],
+     "zoo {root}/zoo_outside: 2 problem(s) found"),  # edited, and a checkpoint outside the zoo
+    ("zoo-set-edited", ["zoo", "set", "{root}/zoo_top1", "--alpha", "0.1"], "was edited by hand"),
+    ("finetune-edited-zoo", ["finetune", "{data}", "-o", "{out}/run", "--model", "{root}/zoo_outside:flowers"],
+     "was edited by hand"),
+    ("zoo-list-legacy-outside", ["zoo", "list", "{root}/legacy_outside"],
+     "entry 'flowers': checkpoint '/etc/passwd' is an absolute path: a manifest names weights relative to the zoo"),
+    ("recommend-legacy-outside", ["recommend", "{good}", "--zoo", "{root}/legacy_outside"],
+     "checkpoint '/etc/passwd' is an absolute path"),
+    ("recommend-legacy-alpha-nan", ["recommend", "{good}", "--zoo", "{root}/legacy_alpha_nan"],
+     "zoo.json': field 'alpha' must be a finite number, got nan"),
+    ("zoo-list-legacy-top1-150", ["zoo", "list", "{root}/legacy_top1_150"],
+     "entry 'flowers': metadata 'imagenet_top1' (a percentage) must be a number in [0, 100], got 150"),
+    ("zoo-verify-legacy-outside", ["zoo", "verify", "{root}/legacy_outside"], "1 problem(s) found"),
     ("zoo-unknown-command", ["zoo", "frobnicate", "{zoo}"], "invalid choice: 'frobnicate'"),
     # recommend
     ("recommend-meta-list", ["recommend", "{root}/bad_meta_list.npz", "--zoo", "{zoo}", "--json", "{out}/r.json"],
@@ -334,7 +378,7 @@ def test_hostile_input_is_one_line_and_leaves_nothing(world, tmp_path, capsys, a
     lines = stderr.strip().splitlines()
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith("task2vec: error: "), stderr
-    assert fragment in lines[0], lines[0]
+    assert fragment.format(**paths) in lines[0], lines[0]
     assert "Traceback" not in stdout + stderr
     assert os.listdir(out) == []  # no output, no temp file
     assert _tree(world.root) == before  # the zoo, the run and every input unchanged
@@ -352,6 +396,32 @@ def test_the_material_is_sound(world, tmp_path, capsys):
         stderr = capsys.readouterr().err
         assert code == 0, (argv, stderr)
         assert "warning" not in stderr, stderr  # no singular-limits warning from the map's dendrogram
+
+
+def test_manifests_without_a_checksum_still_load(world, capsys):
+    """Written before the checksum: a value in range is taken as it stands (nothing says it was edited)."""
+    for name in ("alpha5", "top1"):
+        assert main(["zoo", "list", str(world.root / f"legacy_{name}")]) == 0
+    out = capsys.readouterr().out
+    assert "alpha 5.0" in out and "99.9" in out
+
+
+def test_an_absolute_checkpoint_is_recorded_relative_to_the_zoo_or_the_shared_folder(world, tmp_path, capsys,
+                                                                                     monkeypatch):
+    zoo, shared = tmp_path / "zoo", tmp_path / "shared"
+    shutil.copytree(world.zoo, zoo)
+    for folder in (zoo / "experts", shared / "weights"):
+        folder.mkdir(parents=True)
+        (folder / "w.safetensors").write_bytes(b"not read by zoo add")
+    monkeypatch.setenv("TASK2VEC_SHARED", str(shared))
+    for entry_id, checkpoint in (("inside", zoo / "experts" / "w.safetensors"), ("shared", shared / "weights" / "w.safetensors"),
+                                 ("relative", "experts/w.safetensors")):
+        assert main(["zoo", "add", str(zoo), "--id", entry_id, "--model", "mobilenet_v2", "--checkpoint", str(checkpoint),
+                     "--source-embedding", str(world.good)]) == 0, capsys.readouterr().err
+    entries = {e.id: e.checkpoint for e in Zoo.load(zoo).entries}
+    assert entries == {"flowers": None, "inside": "experts/w.safetensors",
+                       "shared": "${TASK2VEC_SHARED}/weights/w.safetensors", "relative": "experts/w.safetensors"}
+    assert Zoo.verify(zoo).ok and Zoo.verify(zoo).notes == []
 
 
 def test_a_flag_of_the_wrong_type_is_one_line_in_a_real_process(world):

@@ -21,18 +21,18 @@ FAST = ["--max-samples", "24", "--quiet", "--weights", str(WEIGHTS)]
 def zoo_dir(tmp_path_factory, shared):
     """Three entries: the ImageNet probe (source: X-rays), a random-init MobileNetV2 whose source is the
     target set itself (Task2Vec ranks it first) and one whose checkpoint is gone."""
-    root = tmp_path_factory.mktemp("recommend")
-    random_weights, gone = root / "random.safetensors", root / "gone.safetensors"
-    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=3)
-               .body.state_dict().items()}, str(random_weights))
-    shutil.copy(random_weights, gone)
-    z = root / "zoo"
+    z = tmp_path_factory.mktemp("recommend") / "zoo"
     assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
-    for entry, weights, source in (("random", random_weights, "hymenoptera"), ("imagenet", WEIGHTS, "pneumoniamnist"),
-                                   ("gone", gone, "flowers5")):
-        assert main(["zoo", "add", str(z), "--id", entry, "--model", "mobilenet_v2", "--checkpoint", str(weights),
-                     "--source-dataset", str(shared / "data" / source), *FAST]) == 0
-    gone.unlink()
+    experts = z / "experts"  # a zoo's checkpoints lie inside it
+    experts.mkdir()
+    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=3)
+               .body.state_dict().items()}, str(experts / "random.safetensors"))
+    shutil.copy(experts / "random.safetensors", experts / "gone.safetensors")
+    (experts / "imagenet.safetensors").symlink_to(WEIGHTS)
+    for entry, source in (("random", "hymenoptera"), ("imagenet", "pneumoniamnist"), ("gone", "flowers5")):
+        assert main(["zoo", "add", str(z), "--id", entry, "--model", "mobilenet_v2", "--checkpoint",
+                     f"experts/{entry}.safetensors", "--source-dataset", str(shared / "data" / source), *FAST]) == 0
+    (experts / "gone.safetensors").unlink()
     return z
 
 

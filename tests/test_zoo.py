@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,155 @@ def test_configure_changes_alpha_and_quality_weight_and_drops_biases_learned_at_
         with pytest.raises(ZooError):
             again.configure(**bad)
     assert Zoo.load(z.path).alpha == 0.5
+
+
+# ----------------------------------------------------------------------------- the manifest's own checksum
+HAND_EDITS = {
+    "alpha 5.0": lambda m: {**m, "alpha": 5.0},
+    "checkpoint outside the zoo": lambda m: {**m, "entries": [{**m["entries"][0], "checkpoint": "/etc/passwd"},
+                                                              *m["entries"][1:]]},
+    "top-1 99.9": lambda m: {**m, "entries": [{**m["entries"][0], "metadata": {"imagenet_top1": 99.9}},
+                                              *m["entries"][1:]]},
+}
+
+
+@pytest.mark.parametrize("edit", HAND_EDITS.values(), ids=HAND_EDITS.keys())
+def test_a_hand_edited_manifest_is_refused_by_its_checksum(zoo, edit):
+    mpath = zoo.path / MANIFEST
+    mpath.write_text(json.dumps(edit(json.loads(mpath.read_text())), indent=1))
+    with pytest.raises(ZooError) as info:
+        Zoo.load(zoo.path)
+    assert str(info.value) == (f"zoo manifest {str(mpath)!r} was edited by hand (its checksum does not match): "
+                               f"run 'task2vec zoo verify {zoo.path}' to see what is wrong")
+    report = Zoo.verify(zoo.path)
+    assert not report.ok and any("edited by hand" in p for p in report.problems)
+
+
+def test_the_checksum_covers_the_canonical_json_without_itself(zoo):
+    from task2vec.zoo import manifest_checksum
+
+    mpath = zoo.path / MANIFEST
+    m = json.loads(mpath.read_text())
+    assert list(m)[:2] == ["format", "manifest_sha256"]  # next to the format: a one-line diff for older manifests
+    body = {k: v for k, v in m.items() if k != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    assert m["manifest_sha256"] == manifest_checksum(m) == __import__("hashlib").sha256(canonical).hexdigest()
+    mpath.write_text(json.dumps(m, indent=4, sort_keys=True))  # the layout is not the content
+    assert Zoo.load(zoo.path).ids == zoo.ids
+
+
+BAD_FIELDS = [  # (what a manifest without a checksum says, the refusal)
+    (lambda m: {**m, "alpha": float("nan")}, "field 'alpha' must be a finite number, got nan"),
+    (lambda m: {**m, "alpha": -1.0}, "field 'alpha' must be a number >= 0, got -1.0"),
+    (lambda m: {**m, "quality_weight": float("inf")}, "field 'quality_weight' must be a finite number, got inf"),
+    (lambda m: {**m, "probe": {**m["probe"], "input_size": 0}}, "field 'probe.input_size' must be an integer >= 1"),
+    (lambda m: {**m, "probe": {**m["probe"], "weights_hash": 7}}, "field 'probe.weights_hash' must be a non-empty"),
+    (lambda m: {**m, "method": "variational"}, "field 'method' must be one of"),
+    (lambda m: {**m, "dim": "40"}, "field 'dim' must be an integer, got '40'"),
+    (lambda m: {**m, "colour": "red"}, "unknown field(s) ['colour']"),
+    (lambda m: {**m, "arrays": {**m["arrays"], "file": "../../etc/arrays.npz"}}, "field 'arrays' must name"),
+    (lambda m: one(m, checkpoint="/etc/passwd"), "entry 'm0': checkpoint '/etc/passwd' is an absolute path"),
+    (lambda m: one(m, checkpoint="ckpt/../../../etc/passwd"), "checkpoint 'ckpt/../../../etc/passwd' leaves the zoo"),
+    (lambda m: one(m, checkpoint="${HOME}/../x.pt"), "leaves the zoo folder"),
+    (lambda m: one(m, checkpoint=""), "entry 'm0': 'checkpoint' must be null or a path"),
+    (lambda m: one(m, pretrained=True), "entry 'm0': give 'pretrained' or 'checkpoint', not both"),
+    (lambda m: one(m, id="bad id!"), "entry 1: 'id' must be letters, digits and ._+- only"),
+    (lambda m: one(m, metadata={"imagenet_top1": 150}), "metadata 'imagenet_top1' (a percentage) must be a number in [0, 100]"),
+    (lambda m: one(m, metadata={"imagenet_top1": "high"}),
+     "metadata 'imagenet_top1' (a percentage) must be a number, got 'high'"),
+    (lambda m: one(m, metadata={"input_size": -5}), "entry 'm0': metadata 'input_size' must be an integer >= 1, got -5"),
+    (lambda m: one(m, metadata={"params_m": 0}), "entry 'm0': metadata 'params_m' must be a positive number"),
+    (lambda m: one(m, metadata={"license": 3}), "entry 'm0': metadata 'license' must be a string"),
+    (lambda m: one(m, source={"n_images": 2.5}), "entry 'm0': source 'n_images' must be an integer, got 2.5"),
+    (lambda m: one(m, source={"name": ["x"]}), "entry 'm0': source 'name' must be a string"),
+]
+
+
+def one(m, **fields):
+    """The manifest with its first entry's fields changed."""
+    return {**m, "entries": [{**m["entries"][0], **fields}, *m["entries"][1:]]}
+
+
+@pytest.mark.parametrize("edit, message", BAD_FIELDS, ids=[m for _, m in BAD_FIELDS])
+def test_every_field_is_checked_also_in_a_manifest_without_a_checksum(zoo, edit, message):
+    """Manifests written before the checksum still load, and what they hold is checked all the same."""
+    mpath = zoo.path / MANIFEST
+    m = {k: v for k, v in json.loads(mpath.read_text()).items() if k != "manifest_sha256"}
+    mpath.write_text(json.dumps(m, indent=1))
+    assert Zoo.load(zoo.path).ids == zoo.ids
+    assert any("carries no checksum" in n for n in Zoo.verify(zoo.path).notes)
+    mpath.write_text(json.dumps(edit(m), indent=1))
+    with pytest.raises(ZooError) as info:
+        Zoo.load(zoo.path)
+    assert message in str(info.value) and str(mpath) in str(info.value) and "\n" not in str(info.value)
+    assert any(message in p for p in Zoo.verify(zoo.path).problems)
+
+
+def test_verify_reports_every_problem_and_notes_missing_weights(zoo):
+    report = Zoo.verify(zoo.path)
+    assert report.ok and report.entries == 6 and report.problems == []
+    assert len(report.notes) == 6 and all("is not here" in n for n in report.notes)  # ckpt/m*.safetensors: not built
+    (zoo.path / "ckpt").mkdir()
+    for i in range(6):
+        (zoo.path / "ckpt" / f"m{i}.safetensors").write_bytes(b"x")
+    assert Zoo.verify(zoo.path).notes == []
+
+    mpath = zoo.path / MANIFEST
+    m = json.loads(mpath.read_text())
+    m = one({**m, "alpha": -1.0}, metadata={"input_size": 0})
+    mpath.write_text(json.dumps(m))
+    problems = Zoo.verify(zoo.path).problems
+    assert len(problems) == 3 and "edited by hand" in problems[0]
+    assert "field 'alpha'" in problems[1] and "metadata 'input_size'" in problems[2]
+    with pytest.raises(ZooError, match="edited by hand"):
+        Zoo.load(zoo.path)
+
+    arrays = zoo.path / m["arrays"]["file"]
+    arrays.write_bytes(arrays.read_bytes()[:-10])
+    m = {k: v for k, v in json.loads(mpath.read_text()).items() if k != "manifest_sha256"}
+    mpath.write_text(json.dumps({**m, "alpha": 0.15, "entries": [{**e, "metadata": {}} for e in m["entries"]]}))
+    assert Zoo.verify(zoo.path).problems == [f"zoo arrays file {str(arrays)!r} does not match the manifest's "
+                                             "checksum (edited or corrupt)"]
+    assert Zoo.verify(zoo.path / "nowhere").problems[0].endswith("is not a zoo (no zoo.json; create one with "
+                                                                 "'task2vec zoo init')")
+
+
+def test_what_a_zoo_writes_it_can_read_back(zoo, tmp_path):
+    """A change never writes what load would refuse: an entry is checked before it is added."""
+    before = snapshot(zoo.path)
+    for entry, message in ((ZooEntry("x", "resnet18", checkpoint="/etc/passwd"), "is an absolute path"),
+                           (ZooEntry("x", "resnet18", checkpoint="../w.pt"), "leaves the zoo folder"),
+                           (ZooEntry("x", "resnet18", metadata={"imagenet_top1": 101}), "in [0, 100]"),
+                           (ZooEntry("x", "resnet18", True, "w.pt"), "not both")):
+        with pytest.raises(ZooError, match=re.escape(message)):
+            zoo.add(entry, emb(7))
+    assert snapshot(zoo.path) == before
+    zoo.add(ZooEntry("y", "resnet18", checkpoint="https://host/w.pt"), emb(7))
+    assert Zoo.load(zoo.path).weights(zoo.entry("y")).status == "downloadable"
+
+
+def test_configure_rewrites_the_manifest_only(zoo):
+    def arrays():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in zoo.path.glob("arrays-*.npz")}
+
+    before = arrays()
+    zoo.configure(alpha=0.3, quality_weight=0.2)
+    assert arrays() == before  # the same file, not rewritten
+    again = Zoo.load(zoo.path)
+    assert (again.alpha, again.quality_weight) == (0.3, 0.2)
+
+
+def test_configure_sets_both_when_it_drops_the_biases(zoo):
+    zoo.set_biases(0.5 * zoo.source, {"alpha": zoo.alpha})
+    zoo.configure(alpha=0.3, quality_weight=0.2)
+    again = Zoo.load(zoo.path)
+    assert (again.alpha, again.quality_weight, again.manifest["model2vec"]) == (0.3, 0.2, None)
+
+
+@pytest.mark.parametrize("name", ["demo", "starter"])
+def test_committed_zoos_load_and_verify(name, shared):
+    path = ROOT / "zoo" / name
+    assert len(Zoo.load(path)) > 0
+    report = Zoo.verify(path)
+    assert report.ok, report.problems
+    assert not any("checksum" in n for n in report.notes)  # the committed manifests carry theirs

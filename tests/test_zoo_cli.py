@@ -29,7 +29,10 @@ def built(tmp_path_factory, shared):
     """A two-entry zoo made through the CLI: an ants/bees expert and an X-ray expert."""
     z = tmp_path_factory.mktemp("cli") / "zoo"
     assert main(["zoo", "init", str(z), "--weights", str(WEIGHTS), "--image-size", "112"]) == 0
-    assert main(["zoo", "add", str(z), "--id", "insects", "--model", "mobilenet_v2", "--checkpoint", str(WEIGHTS),
+    (z / "experts").mkdir()
+    (z / "experts" / "insects.safetensors").symlink_to(WEIGHTS)  # a zoo's checkpoints lie inside it
+    assert main(["zoo", "add", str(z), "--id", "insects", "--model", "mobilenet_v2", "--checkpoint",
+                 "experts/insects.safetensors",
                  "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
     assert main(["zoo", "add", str(z), "--id", "xray", "--model", "resnet18", "--pretrained",
                  "--source-dataset", str(shared / "data" / "pneumoniamnist"), *FAST]) == 0
@@ -55,7 +58,7 @@ def test_list_and_recommend(built, shared, tmp_path, capsys):
     assert first["id"] == "insects" and first["rank"] == 1 and first["why"].startswith("trained on insects")
     assert {"score", "d_asym", "bias", "quality", "params_m", "input_size", "weights", "weights_available",
             "stable", "tied"} <= set(first)
-    assert first["weights_available"] is True and first["weights"] == str(WEIGHTS)
+    assert first["weights_available"] is True and first["weights"] == str(built / "experts" / "insects.safetensors")
     second = data["recommendations"][1]
     assert second["weights"] is None and second["weights_status"] == "downloadable"  # resnet18: no local file
     assert second["weights_available"] is False
@@ -74,7 +77,7 @@ def test_list_and_recommend(built, shared, tmp_path, capsys):
 
 
 def test_bad_input_is_one_line_and_changes_nothing(built, shared, tmp_path, capsys):
-    before = {p.name: p.read_bytes() for p in built.iterdir()}
+    before = {p.name: p.read_bytes() for p in built.iterdir() if p.is_file()}
     hym = shared / "data" / "hymenoptera"
     cases = [
         ("zoo", "add", built, "--id", "insects", "--model", "resnet18", "--pretrained", "--source-dataset", hym, *FAST),
@@ -95,7 +98,7 @@ def test_bad_input_is_one_line_and_changes_nothing(built, shared, tmp_path, caps
         code, out, err = run(capsys, *argv)
         assert code == 2, argv
         assert err.startswith("task2vec: error: ") and len(err.strip().splitlines()) == 1, err
-    assert {p.name: p.read_bytes() for p in built.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in built.iterdir() if p.is_file()} == before
 
     code, out, _ = run(capsys, "zoo", "set", built, "--alpha", str(Zoo.load(built).alpha))  # a no-op change
     assert code == 0 and "alpha" in out and "dropped" not in out and Zoo.load(built).ids == ["insects", "xray"]
@@ -296,3 +299,35 @@ def test_zoo_add_derives_params_and_records_a_relative_source_relative_to_the_zo
     assert [(e.metadata["params_m"], e.metadata["input_size"]) for e in zoo.entries] == [(5.42, 240), (5.42, 96)]
     assert zoo.entry("x").source["dataset"] == "../../data/insects"
     assert Path(zoo.path / zoo.entry("x").source["dataset"]).resolve() == tmp_path / "data" / "insects"
+
+
+def test_verify_says_ok_or_lists_every_problem(built, shared, tmp_path, capsys):
+    z = tmp_path / "z"
+    shutil.copytree(built, z, symlinks=True)
+    code, out, err = run(capsys, "zoo", "verify", z)
+    assert (code, out, err) == (0, f"zoo {z}: OK (2 entries)\n", "")
+
+    mpath = z / MANIFEST
+    good = mpath.read_text()
+    mpath.write_text(json.dumps({**json.loads(good), "alpha": 5.0}, indent=1))  # the hand edit of issue 20
+    code, out, err = run(capsys, "zoo", "verify", z)
+    assert code == 2 and err == f"task2vec: error: zoo {z}: 1 problem(s) found\n"
+    assert out == (f"problem: zoo manifest {str(mpath)!r} was edited by hand (its checksum does not match): undo the "
+                   "edit; 'task2vec zoo set' changes the settings, 'zoo add' and 'zoo remove' the entries\n")
+    for argv in (("zoo", "list", z), ("recommend", shared / "data" / "hymenoptera", "--zoo", z, *FAST)):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "" and err == (f"task2vec: error: zoo manifest {str(mpath)!r} was edited by hand "
+                                                   f"(its checksum does not match): run 'task2vec zoo verify {z}' "
+                                                   "to see what is wrong\n")
+
+    mpath.write_text(good)
+    code, out, _ = run(capsys, "zoo", "set", z, "--alpha", "5")  # the way to change it
+    assert code == 0 and Zoo.load(z).alpha == 5.0
+    (z / "experts" / "insects.safetensors").unlink()  # not built here: a note, not a problem
+    code, out, err = run(capsys, "zoo", "verify", z)
+    assert code == 0 and err == "" and out.splitlines() == [
+        f"note: entry 'insects': weights file {str(z / 'experts' / 'insects.safetensors')!r} is not here "
+        "('task2vec zoo build' trains or fetches it)", f"zoo {z}: OK (2 entries)"]
+    code, out, err = run(capsys, "zoo", "verify", tmp_path / "nowhere")
+    assert code == 2 and out.startswith("problem: ") and "is not a zoo" in out and "1 problem(s) found" in err
+
