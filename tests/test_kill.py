@@ -29,6 +29,8 @@ from task2vec.cli import main
 from task2vec.trivial import trivial_embedding
 from task2vec.zoo import ZooEntry
 
+from conftest import WEIGHTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"flowers": ("flowers5", ("daisy", "rose")), "digits": ("mnist_test", ("0", "1")),
            "letters": ("notmnist_test", ("A", "B")), "cifar": ("cifar10_test", ("cat", "ship")),
@@ -43,13 +45,22 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def run_timed(argv: Sequence[object], env: dict[str, str]) -> float:
-    """Run ``python -m task2vec ARGV`` to its end (it must succeed); its wall time in seconds."""
+def run_timed(argv: Sequence[object], env: dict[str, str], watch: Path | None = None) -> tuple[float, float]:
+    """Run ``python -m task2vec ARGV`` to its end (it must succeed): its wall time in seconds, and when
+    ``watch`` (a path the command creates: its real work begins, after imports and set-up) appeared."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "task2vec", *map(str, argv)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return time.monotonic() - start
+    proc = subprocess.Popen([sys.executable, "-m", "task2vec", *map(str, argv)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = None
+    while proc.poll() is None:
+        if seen is None and watch is not None and watch.exists():
+            seen = time.monotonic() - start
+        time.sleep(0.01)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.returncode == 0, err
+    seconds = time.monotonic() - start
+    return seconds, seen if seen is not None else 0.15 * seconds
 
 
 def kill_at(argv: Sequence[object], seconds: float, env: dict[str, str]) -> int:
@@ -64,12 +75,12 @@ def kill_at(argv: Sequence[object], seconds: float, env: dict[str, str]) -> int:
         return proc.wait()  # reaped: its pid names no live process, as after a real kill
 
 
-def kill_times(seconds: float, n: int, seed: int) -> list[float]:
-    """``n`` seeded kill points spread over a run of ``seconds``: one in each of ``n`` equal slices of
-    its last 85% (the first 15% is the interpreter starting)."""
+def kill_times(seconds: float, n: int, seed: int, begin: float | None = None) -> list[float]:
+    """``n`` seeded kill points spread over a run of ``seconds``: one in each of ``n`` equal slices from
+    ``begin`` (default: 15% in, the interpreter starting) to its end."""
     rng = np.random.default_rng(seed)
-    edges = np.linspace(0.15, 1.0, n + 1)
-    return [float(seconds * rng.uniform(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    edges = np.linspace(0.15 * seconds if begin is None else begin, seconds, n + 1)
+    return [float(rng.uniform(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -111,7 +122,7 @@ def zoo_trials(material: SimpleNamespace, tmp_path: Path, argv: Callable[[Path],
     and for each of ``n`` kill points: (a fresh copy, the command killed in it, its exit status)."""
     reference = tmp_path / "reference"
     shutil.copytree(material.zoo, reference)
-    seconds = run_timed(argv(reference), cli_env())
+    seconds, _ = run_timed(argv(reference), cli_env())
     killed = []
     for trial, at in enumerate(kill_times(seconds, n, seed)):
         zoo = tmp_path / f"trial{trial}"
@@ -161,3 +172,61 @@ def test_fit_model2vec_killed_anywhere_leaves_a_zoo_and_its_rerun_fits_the_same_
         np.testing.assert_allclose(got.bias, want.bias, rtol=1e-9, atol=1e-12)
         assert leftovers(zoo) == [] and len(list(zoo.glob("arrays-*.npz"))) == 1, (status, leftovers(zoo))
     assert any(status == -signal.SIGKILL for _, _, status in killed)
+
+
+# ----------------------------------------------------------------------------- finetune and zoo build
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, shared) -> Path:
+    """12 real photos of each of two classes (hymenoptera) at 48 px: a fine-tune of a few seconds."""
+    root = tmp_path_factory.mktemp("photos")
+    for cls in ("ants", "bees"):
+        (root / cls).mkdir()
+        for p in sorted((shared / "data" / "hymenoptera" / "train" / cls).iterdir())[:12]:
+            Image.open(p).convert("RGB").resize((48, 48)).save(root / cls / f"{p.stem}.png")
+    return root
+
+
+def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_result(photos, tmp_path):
+    """From any kill point (before the run folder, before the first checkpoint, mid-epoch, in the final
+    report) `finetune --resume` finishes the run bit-identical to an uninterrupted one."""
+    from task2vec.finetune import FinetunedModel, load_checkpoint
+
+    argv = ["finetune", photos, "--model", "mobilenet_v2", "--weights", WEIGHTS, "--image-size", "32", "--epochs", "4",
+            "--batch-size", "8", "--no-records", "--quiet", "--device", "cpu"]
+    seconds, begin = run_timed([*argv, "-o", tmp_path / "straight"], cli_env(), watch=tmp_path / "straight")
+    reference = load_checkpoint(tmp_path / "straight" / "last.pt")["model_state"]
+    for i, at in enumerate(kill_times(seconds, 3, seed=1, begin=begin - 0.3)):
+        run = tmp_path / f"killed-{i}"
+        kill_at([*argv, "-o", run], at, cli_env())
+        assert main([str(a) for a in [*argv, "-o", run, "--resume"]]) == 0, at
+        state = load_checkpoint(run / "last.pt")
+        assert state["epoch"] == 4 and state["stopped"] == "finished"
+        assert all((state["model_state"][k] == reference[k]).all() for k in reference), at
+        FinetunedModel.load(run / "best.pt", device="cpu")
+        assert not leftovers(run), at
+
+
+def test_zoo_build_killed_anywhere_finishes_on_the_rerun(photos, tmp_path):
+    """A build killed while embedding, training its expert or writing the zoo finishes on the plain rerun."""
+    import yaml
+
+    spec = {"zoo": "z", "probe": "mobilenet_v2", "weights": str(WEIGHTS), "image_size": 32,
+            "embedding": {"method": "exact", "max_samples": 12, "min_images_per_class": 2},
+            "finetune": {"from": str(WEIGHTS), "image_size": 32, "epochs": 2, "batch_size": 8},
+            "entries": [{"id": "insects", "model": "mobilenet_v2", "checkpoint": "experts/insects.safetensors",
+                         "source_dataset": str(photos)},
+                        {"id": "generalist", "model": "mobilenet_v2", "checkpoint": "${TASK2VEC_WEIGHTS}/"
+                         + Path(WEIGHTS).name, "source_dataset": str(photos)}]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, "zoo": "straight"}))
+    env = {**cli_env(), "TASK2VEC_WEIGHTS": str(Path(WEIGHTS).parent)}
+    seconds, begin = run_timed(["zoo", "build", path, "--quiet"], env, watch=tmp_path / "straight")
+    reference = Zoo.load(tmp_path / "straight")
+    for i, at in enumerate(kill_times(seconds, 3, seed=2, begin=begin - 0.3)):
+        path.write_text(yaml.safe_dump({**spec, "zoo": f"killed-{i}"}))
+        kill_at(["zoo", "build", path, "--quiet"], at, env)
+        run_timed(["zoo", "build", path, "--quiet"], env)
+        zoo = Zoo.load(tmp_path / f"killed-{i}")
+        assert zoo.ids == reference.ids and (tmp_path / f"killed-{i}" / "experts" / "insects.safetensors").is_file()
+        np.testing.assert_array_equal(zoo.model_embeddings(), reference.model_embeddings())
+        assert not leftovers(tmp_path / f"killed-{i}"), at
