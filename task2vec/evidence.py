@@ -8,11 +8,9 @@ them and the zoo entry that *is* the probe by LogME (the probe's features were c
 embedding, so its score costs no forward pass) and moves them to the front of the ranking, best
 evidence first. The rest of the ranking is untouched.
 
-On the model-selection benchmark (``benchmarks/README.md``) the check with ``top=1`` picks better
-than LogME, LEEP and NCE computed over the whole zoo (on 24 fresh targets, with the demo zoo's
-biases: relative error +17.5 % against LogME's +45.0 % by linear probe, +15.7 % against +31.0 %
-by fine-tuning), at about half of LogME's cost on 13 models and a shrinking fraction as the zoo
-grows. It does not order the rest of the zoo as well as those scores do.
+On the model-selection benchmark the check with ``top=1`` picks better than LogME, LEEP and NCE
+over the whole zoo, at a fraction of their cost, but does not order the rest of the zoo as well as
+they do. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -31,10 +31,7 @@ Parameters of ``RandomMobius``:
     strength      the largest displacement of each control point, in units of half the image's longer
                   side (the normalised-coordinate unit, also the control circle's radius): 0.25 moves each
                   control point by up to 1/8 of the image's longer side. Allowed: 0 ≤ strength < 1.
-                  Measured with 1000 draws per value: at 0.25 every first draw is accepted and 99% of the
-                  maps sample no coordinate beyond ±1.63 (the image is [−1, 1]²); at 0.5 every first draw is
-                  accepted and ~2% of the sampled positions fall outside [−1.5, 1.5]; towards 1 about a
-                  quarter of first draws are redrawn and the warps are strong (~6% outside [−1.5, 1.5]).
+                  The warps grow with it (figures: benchmarks/README.md).
     padding_mode  what the transform shows where the map reaches outside the image: ``"reflection"``
                   (mirror the image at its edges, the default: no artificial borders for the network to
                   learn), ``"border"`` (repeat the edge pixels) or ``"zeros"`` (black).

@@ -32,13 +32,8 @@ b_i = 0. The score temperature tau is fitted jointly with the biases unless ``te
 reads a records CSV into arrays.
 
 Defaults (``parameterisation="layer"``, ``l2=0.1``, ``target_temperature=0.01``, tau fitted) were
-chosen on *synthetic* held-out results only (no real transfer records were available): 10 models,
-20 tasks with 5 recorded models each, MobileNetV2's 52 layers at 1/16 of their width (D = 1,066);
-zoo vectors distorted per layer, per layer and per filter, or not at all; 2 seeds each. Mean
-leave-one-task-out relative error increase (weighted tau): plain d_asym 0.018 (0.49); layer
-l2 = 0.01 / 0.1 / 1: 0.011 (0.57) / 0.010 (0.59) / 0.017 (0.49); filter l2 = 0.01 / 0.1 / 1:
-0.011 (0.56) / 0.012 (0.55) / 0.014 (0.50). T = 0.003 was worse than 0.01, T = 0.03 similar.
-Validate these on real records before trusting them.
+chosen on *synthetic* held-out results only (no real transfer records were available); validate
+them on real records before trusting them. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations

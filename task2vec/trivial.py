@@ -18,14 +18,10 @@ t0 depends only on the probe's weights (and, for Fisher embeddings, on n): no im
 needed. Embeddings record 1/lambda_l^2 in ``meta["prior_inverse_variance"]``; for older ones the
 probe is loaded to compute it.
 
-Measured (MobileNetV2, 112 px, exact Fisher, the default unit head prior): the complexity's
-Spearman correlation with the error of a linear probe on the probe's features is +0.54 over the
-14 tasks of examples/task_space.py and +0.48 over the 41 targets of
-benchmarks/model_selection.py; all 1,148 pneumonia X-rays (2 classes) give 0.27, below
-Tiny-ImageNet's 200 classes at 25 images each (0.31). It measures how much the labels pin down
-the probe through the refitted head, so a task with too few images per class for its head to
-learn (Tiny-ImageNet at 300 images, 1.5 per class) still comes out simple (README, "Comparing
-and mapping tasks").
+The complexity tracks how hard a task is for the probe (checked against linear-probe error on
+real tasks). It measures how much the labels pin down the probe through the refitted head, so a
+task with too few images per class for its head to learn still comes out simple. Figures:
+benchmarks/README.md.
 """
 
 from __future__ import annotations
