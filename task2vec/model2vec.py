@@ -60,7 +60,7 @@ from .defaults import MODEL2VEC_L2, MODEL2VEC_PARAMETERISATIONS as PARAMETERISAT
 from .distance import ALPHA, complexity, symmetric
 from .embedding import Embedding, check_compatible
 from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError, Task2VecError
-from .validate import integer, number, seed as check_seed
+from .validate import integer, number
 
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
 _CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
@@ -231,8 +231,8 @@ class Model2Vec:
     target_temperature: T of the target softmax(-error / T), in error units (0.01: one
         percentage point of error is a factor e in the target weights).
     parameterisation: ``"layer"`` (one log-scale per model and layer) or ``"filter"``.
-    max_iter: L-BFGS iterations (strong-Wolfe line search, float64, deterministic).
-    seed: kept for API symmetry; the fit starts from b = 0 and is deterministic.
+    max_iter: L-BFGS iterations (strong-Wolfe line search, float64, deterministic: the fit starts
+        from b = 0 and draws no random numbers).
 
     Attributes after :meth:`fit`: ``model_embeddings_`` (M, D), ``biases_`` (M, D) = m - F,
     ``log_scales_`` (M, groups), ``group_`` (D,) the group of each filter, ``n_records_`` (M,)
@@ -243,8 +243,7 @@ class Model2Vec:
 
     def __init__(self, alpha: float = ALPHA, *, l2: float = MODEL2VEC_L2, temperature: float | None = None,
                  target_temperature: float = 0.01, parameterisation: str = PARAMETERISATIONS[0],
-                 max_iter: int = 200,
-                 seed: int = 0):
+                 max_iter: int = 200):
         self.alpha = number(alpha, "alpha", error=Task2VecError)
         self.l2 = _positive(l2, "l2", allow_zero=True)
         self.temperature = _positive(temperature, "temperature", allow_none=True)
@@ -254,11 +253,10 @@ class Model2Vec:
                                 f"got {parameterisation!r}")
         self.parameterisation = parameterisation
         self.max_iter = integer(max_iter, "max_iter", low=1, error=Task2VecError)
-        self.seed = check_seed(seed, error=Task2VecError)
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("alpha", "l2", "temperature", "target_temperature",
-                                              "parameterisation", "max_iter", "seed")}
+                                              "parameterisation", "max_iter")}
 
     def fit(self, model_vectors, task_vectors, records, t0, layer_sizes=None) -> "Model2Vec":
         """Fit the biases on ``records`` = (task_idx, model_idx, error) (or a :class:`Records`).
@@ -273,7 +271,6 @@ class Model2Vec:
         t0 = _vector(t0, "t0", D)
         group, sizes = _groups(layer_sizes, D, self.parameterisation)
         ti, mi, e = _records(records, len(X), M)
-        torch.manual_seed(self.seed)
 
         # tasks with >= 2 recorded models carry ranking information; the others cannot move anything
         _, inverse, per_task = np.unique(ti, return_inverse=True, return_counts=True)

@@ -402,16 +402,6 @@ class Zoo:
                      dim=self.manifest.get("dim"), scales=None if self.scales is None else
                      (self.scales[0][keep], self.scales[1]))
 
-    def set_biases(self, bias: np.ndarray, info: dict[str, Any]) -> None:
-        """Store learned MODEL2VEC biases (one row per entry) and how they were fitted."""
-        bias = np.asarray(bias, dtype=np.float64)
-        if bias.shape != self.source.shape:
-            raise ZooError(f"biases must have shape {self.source.shape}, got {bias.shape}")
-        if not np.isfinite(bias).all() or (self.source + bias < 0).any():
-            raise ZooError("biases must be finite and keep every model embedding non-negative")
-        self.manifest["model2vec"] = info
-        self._commit(self.entries, self.source, bias, self.t0, dim=self.manifest.get("dim"))
-
     def configure(self, *, alpha: float | None = None, quality_weight: float | None = None) -> None:
         """Change the ranking's alpha and quality weight. MODEL2VEC biases were learned at the old
         alpha: changing it drops them, to be refitted."""
