@@ -63,7 +63,7 @@ import numpy as np
 
 from .distance import ALPHA, symmetric_matrix
 from .errors import SearchIndexError
-from .validate import number
+from .validate import embedding_array, embedding_values, integer, number
 
 KINDS = ("flat", "ivfpq")
 DEVICES = ("auto", "cpu", "cuda")
@@ -139,51 +139,23 @@ def _merge_topk(best_s, best_i, s, i, k):
 # --------------------------------------------------------------------------- validation
 
 def _check_vector(v, name: str, dim: int | None = None) -> np.ndarray:
-    try:
-        v = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SearchIndexError(f"{name} is not a numeric array ({type(exc).__name__})") from exc
-    if v.ndim != 1 or not v.size:
-        raise SearchIndexError(f"{name} must be a non-empty 1-D vector, got shape {v.shape}")
+    v = embedding_array(v, name, ndim=1, error=SearchIndexError)
     if dim is not None and v.size != dim:
         raise SearchIndexError(f"{name} has {v.size} entries, expected {dim}")
-    _check_rows(v[None], name)
     return v
 
 
-def _check_rows(A: np.ndarray, name: str, offset: int = 0) -> None:
-    """Finite, non-negative, no all-zero row (d_sym is undefined for a zero vector)."""
-    if not A.size:
-        return
-    lo, hi = A.min(1), A.max(1)
-    bad = ~np.isfinite(hi) | ~np.isfinite(lo)
-    if bad.any():
-        raise SearchIndexError(f"row {offset + int(np.flatnonzero(bad)[0])} of {name} has NaN or inf entries")
-    if (lo < 0).any():
-        raise SearchIndexError(f"row {offset + int(np.flatnonzero(lo < 0)[0])} of {name} has negative entries")
-    if (hi <= 0).any():
-        raise SearchIndexError(f"row {offset + int(np.flatnonzero(hi <= 0)[0])} of {name} is all zeros")
-
-
 def _check_queries(queries, dim: int) -> np.ndarray:
-    try:
-        Q = np.asarray(queries, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SearchIndexError(f"queries are not a numeric array ({type(exc).__name__})") from exc
-    if Q.ndim == 1:
-        Q = Q[None]
-    if Q.ndim != 2 or not Q.shape[0]:
-        raise SearchIndexError(f"queries must have shape (Q, {dim}) or ({dim},), got {np.shape(queries)}")
+    Q = np.atleast_2d(embedding_array(queries, "queries", ndim=(1, 2), error=SearchIndexError))
     if Q.shape[1] != dim:
         raise SearchIndexError(f"queries have {Q.shape[1]} entries, the zoo has {dim}")
-    _check_rows(Q, "queries")
     return Q
 
 
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise SearchIndexError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+def _positive_int(value, name: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    return integer(value, name, low=1, error=SearchIndexError)
 
 
 def _zoo_shape(vectors) -> tuple[int, int]:
@@ -232,7 +204,7 @@ def _stream(vectors, n: int, d: int, name: str = "vectors"):
         rows = _fetch(vectors, idx)
         if rows.shape[1] != d:
             raise SearchIndexError(f"rows of {name} have {rows.shape[1]} entries, expected {d}")
-        _check_rows(rows, name, offset=int(idx[0]))
+        embedding_values(rows, name, error=SearchIndexError, first_row=int(idx[0]))
         yield idx, rows
 
 
@@ -254,11 +226,11 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
     """
     if engine not in ("numpy", "numba"):
         raise SearchIndexError(f"unknown engine {engine!r} (numpy or numba)")
-    _check_alpha(alpha)
+    alpha = number(alpha, "alpha", low=0, error=SearchIndexError)
     n, d = _zoo_shape(vectors)
     t0 = _check_vector(t0, "t0", d)
     Q = _check_queries(queries, d)
-    k = min(_check_k(k), n)
+    k = min(_positive_int(k, "k"), n)
     best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
     qzero = [np.flatnonzero(q == 0) for q in Q]
     for idx, rows in _stream(vectors, n, d):
@@ -270,18 +242,6 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
         for j in range(len(Q)):
             best[j] = _merge_topk(*best[j], sym[j] - alpha * c, idx, k)
     return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
-
-
-def _check_alpha(alpha) -> float:
-    return number(alpha, "alpha", low=0, error=SearchIndexError)
-
-
-def _positive_int(value, name: str, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SearchIndexError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- the index
@@ -321,7 +281,7 @@ class AsymmetricIndex:
                  pca_dim: int = 64, nlist: int | None = None, pq_m: int = 16, nprobe: int = 64,
                  device: str = "auto", eps_rel: float = 0.1, seed: int = 0):
         self.t0 = _check_vector(t0, "t0")
-        self.alpha = _check_alpha(alpha)
+        self.alpha = number(alpha, "alpha", low=0, error=SearchIndexError)
         if kind not in KINDS:
             raise SearchIndexError(f"unknown index kind {kind!r} (one of {', '.join(KINDS)})")
         if device not in DEVICES:
@@ -334,9 +294,7 @@ class AsymmetricIndex:
         self.nprobe = _positive_int(nprobe, "nprobe")
         if kind == "ivfpq" and (self.pca_dim < 3 or self.pca_dim % self.pq_m):
             raise SearchIndexError(f"pca_dim {pca_dim} must be >= 3 and a multiple of pq_m {pq_m}")
-        if not (isinstance(eps_rel, (int, float)) and 0 < eps_rel < math.inf):
-            raise SearchIndexError(f"eps_rel must be a positive number, got {eps_rel!r}")
-        self.eps_rel = float(eps_rel)
+        self.eps_rel = number(eps_rel, "eps_rel", low=0, low_open=True, error=SearchIndexError)
 
     # ----------------------------------------------------------------- fitting
     def fit(self, vectors) -> "AsymmetricIndex":
@@ -353,7 +311,7 @@ class AsymmetricIndex:
         sample = _fetch(vectors, sample_idx)
         if sample.shape[1] != d:
             raise SearchIndexError(f"rows of vectors have {sample.shape[1]} entries, expected {d}")
-        _check_rows(sample, "vectors (sampled rows)")
+        embedding_values(sample, "vectors (sampled rows)", error=SearchIndexError)
         self.n_, self.dim_ = n, d
         share = (sample / sample.mean(1, keepdims=True)).mean(0)  # mean of each filter's share
         self.filter_scale_ = np.maximum(share, 1e-6).astype(np.float32)
@@ -545,7 +503,7 @@ class AsymmetricIndex:
         ascending, ties broken by index; ``k`` is clipped to N. A single (D,) query gives Q = 1."""
         if not hasattr(self, "n_"):
             raise SearchIndexError("search before fit: call fit(vectors) first")
-        k = min(_check_k(k), self.n_)
+        k = min(_positive_int(k, "k"), self.n_)
         Q = _check_queries(queries, self.dim_)
         if self.index_ is None:  # flat, every entry re-ranked: brute force
             return self._exhaustive(Q, k)

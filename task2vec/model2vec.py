@@ -57,7 +57,7 @@ from .distance import ALPHA, complexity, symmetric
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError, RecordsError, Task2VecError
 from .records import read_records  # noqa: F401  (imported from here by the CLI and tests until they move)
-from .validate import integer, number
+from .validate import embedding_array, integer, number
 
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
 _CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
@@ -106,41 +106,17 @@ def _asym_scores(models: np.ndarray, tasks: np.ndarray, t0: np.ndarray, alpha: f
 # --------------------------------------------------------------------------- input checks
 
 def _matrix(x, name: str, cols: int | None = None) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise Task2VecError(f"{name} must be a numeric array ({exc})") from None
-    if a.ndim != 2 or 0 in a.shape:
-        raise Task2VecError(f"{name} must be a non-empty 2-D array (rows x filters), got shape {a.shape}")
+    a = embedding_array(x, name, ndim=2, error=Task2VecError)
     if cols is not None and a.shape[1] != cols:
         raise IncompatibleEmbeddingsError(f"{name} has {a.shape[1]} filters per row but the model vectors have {cols}")
-    _check_values(a, name)
     return a
 
 
 def _vector(x, name: str, size: int) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise Task2VecError(f"{name} must be a numeric array ({exc})") from None
+    a = embedding_array(x, name, ndim=1, error=Task2VecError)
     if a.shape != (size,):
-        if a.ndim == 1:
-            raise IncompatibleEmbeddingsError(f"{name} has {a.shape[0]} filters but the model vectors have {size}")
-        raise Task2VecError(f"{name} must be a 1-D vector of {size} filters, got shape {a.shape}")
-    _check_values(a[None], name)
+        raise IncompatibleEmbeddingsError(f"{name} has {a.shape[0]} filters but the model vectors have {size}")
     return a
-
-
-def _check_values(a: np.ndarray, name: str) -> None:
-    for bad, what in ((~np.isfinite(a), "is not finite"), (a < 0, "is negative")):
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            where = f"{name}[{j}]" if a.shape[0] == 1 and name == "t0" else f"{name}[{i}, {j}]"
-            raise Task2VecError(f"{where} = {a[i, j].item()!r} {what} (embeddings must be finite and non-negative)")
-    empty = ~(a > 0).any(1)
-    if empty.any():
-        i = int(np.flatnonzero(empty)[0])
-        raise Task2VecError(f"{name if name == 't0' else f'{name}[{i}]'} is all zeros (d_sym is undefined for it)")
 
 
 def _index_array(x, name: str, n: int, size: int) -> np.ndarray:
