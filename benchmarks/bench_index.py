@@ -148,15 +148,14 @@ def spearman_surrogate(index, zoo, Q: np.ndarray, t0, alpha: float, m: int, seed
     """Spearman between the flat surrogate and the exact d_asym over m random zoo rows, per query."""
     from scipy.stats import spearmanr
 
-    from task2vec.distance import complexity
-    from task2vec.index import _sym_to
+    from task2vec.distance import asymmetric_scores
 
     idx = np.sort(np.random.default_rng(seed).choice(len(zoo), size=min(m, len(zoo)), replace=False))
     rows = zoo[idx]
     flat = AsymmetricIndex(t0, alpha, kind="flat").fit(rows)
     sur = flat.surrogate_scores(Q)
-    c = np.atleast_1d(complexity(rows, t0))
-    rho = [spearmanr(sur[j], _sym_to(rows, q) - alpha * c).correlation for j, q in enumerate(Q)]
+    exact = asymmetric_scores(rows, Q, t0, alpha)
+    rho = [spearmanr(sur[j], exact[j]).correlation for j in range(len(Q))]
     return float(np.mean(rho)), float(np.min(rho))
 
 

@@ -4,7 +4,8 @@ For a target task q, model i of the zoo scores
 
     d_asym(m_i -> q) = d_sym(m_i, q) - alpha * d_sym(m_i + t0, t0)        (lower is better)
 
-(the second term is the model's complexity, :func:`task2vec.distance.complexity`).
+(:func:`task2vec.distance.asymmetric_scores`; the second term is the model's complexity,
+:func:`task2vec.distance.complexity`).
 
 d_sym is not an inner product, so FAISS only *proposes candidates* with a decomposable
 surrogate and every candidate is then scored exactly.
@@ -46,8 +47,9 @@ is a nearest-neighbour problem on u(a) = [x(a), sqrt(lambda) l(a)]:
   surrogate (+ a constant) with the model's PCA residual counted as if orthogonal to the
   query's (faiss ``IndexIVFPQ``, approximate).
 
-Candidates are then re-ranked with the exact d_asym (vectorised numpy, float64), and the
-returned scores are always exact. Ties are broken by index.
+Candidates are then re-ranked with the exact d_asym (:func:`task2vec.distance.symmetric`, numpy,
+float64; each row's score the same bits whatever rows it is scored with), and the returned scores
+are always exact. Ties are broken by index.
 
 Guarantee: whenever every entry is re-ranked (``rerank >= N``; the flat default up to 20,000
 entries) the result is the brute-force top-k. Otherwise a true top-k entry is missed exactly
@@ -61,7 +63,7 @@ import math
 
 import numpy as np
 
-from .distance import ALPHA, symmetric_matrix
+from .distance import ALPHA, asymmetric_scores, complexity, symmetric_matrix
 from .errors import SearchIndexError
 from .validate import embedding_array, embedding_values, integer, number
 
@@ -77,52 +79,10 @@ CALIB_K = 10
 CALIB_LEVEL_GRID = (0.0, 0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04)
 CALIB_COMPLEXITY_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)  # times alpha / s
 GPU_MAX_K = 2048  # faiss GPU limit on k and nprobe
-_BLOCK = 2**18  # elements per block of exact scoring (cache-sized)
 _CHUNK = 2**23  # elements per chunk fetched from the zoo when streaming
 
 
 # --------------------------------------------------------------------------- exact scoring
-
-def _sym_to(A: np.ndarray, q: np.ndarray, qzero: np.ndarray | None = None) -> np.ndarray:
-    """d_sym between each row of ``A`` (n, D) and one vector ``q`` (D,), float64.
-
-    Same value as :func:`task2vec.distance.symmetric` (an entry with a + b = 0 counts as equal),
-    computed from p = a / (a + b) alone: sum p(1-p) = S1 - sum p^2 and sum (1-p)^2 = D - 2 S1 + sum p^2.
-    Rows where p is mostly near 1 (cancellation) are recomputed directly. Each row's value is the
-    same bits whatever rows it is computed with (plain row reductions, no BLAS), so results are
-    reproducible across chunkings and candidate sets.
-    """
-    q = np.asarray(q, dtype=np.float64)
-    if qzero is None:
-        qzero = np.flatnonzero(q == 0)
-    n, D = A.shape
-    out = np.empty(n, dtype=np.float64)
-    step = max(1, _BLOCK // D)
-    buf_a, buf_p = np.empty((min(step, n), D)), np.empty((min(step, n), D))
-    for a in range(0, n, step):
-        m = min(step, n - a)
-        x, p = buf_a[:m], buf_p[:m]
-        x[...] = A[a:a + m]
-        np.add(x, q, out=p)
-        if qzero.size:
-            sz = p[:, qzero]
-            p[:, qzero] = np.where(sz > 0, sz, 1.0)
-        np.divide(x, p, out=p)
-        if qzero.size:
-            p[:, qzero] = np.where(x[:, qzero] > 0, 1.0, 0.5)
-        s1 = p.sum(1)
-        na = np.multiply(p, p, out=x).sum(1)
-        num = s1 - na
-        nb = D - 2.0 * s1 + na
-        near1 = s1 > 0.9 * D
-        if near1.any():
-            pr = p[near1]
-            r = 1.0 - pr
-            num[near1] = (pr * r).sum(1)
-            nb[near1] = (r * r).sum(1)
-        out[a:a + m] = 1.0 - num / np.sqrt(na * nb)
-    return np.clip(out, 0.0, 1.0)
-
 
 def _merge_topk(best_s, best_i, s, i, k):
     """Merge running top-k (score, index) with new candidates; ties broken by index."""
@@ -208,11 +168,6 @@ def _stream(vectors, n: int, d: int, name: str = "vectors"):
         yield idx, rows
 
 
-def _complexity(A: np.ndarray, t0: np.ndarray) -> np.ndarray:
-    """complexity(m_i) = d_sym(m_i + t0, t0) (:func:`task2vec.distance.complexity`), float64."""
-    return _sym_to(A + t0, t0)
-
-
 # --------------------------------------------------------------------------- brute force
 
 def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
@@ -221,8 +176,8 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
 
     Returns (scores (Q, k) float64, indices (Q, k) int64), ascending, ties broken by index.
     ``engine="numpy"``: the float64 scoring the index re-ranks with (bit-identical results).
-    ``engine="numba"``: :func:`task2vec.distance.symmetric_matrix` (float32 arithmetic, float64
-    sums, multi-threaded; about 10x faster for many queries, scores agree to ~1e-6).
+    ``engine="numba"``: d_sym by the numba :func:`task2vec.distance.symmetric_matrix` (float32
+    arithmetic, float64 sums, multi-threaded; about 10x faster for many queries, scores agree to ~1e-6).
     """
     if engine not in ("numpy", "numba"):
         raise SearchIndexError(f"unknown engine {engine!r} (numpy or numba)")
@@ -232,15 +187,10 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
     Q = _check_queries(queries, d)
     k = min(_positive_int(k, "k"), n)
     best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
-    qzero = [np.flatnonzero(q == 0) for q in Q]
     for idx, rows in _stream(vectors, n, d):
-        c = _complexity(rows, t0)
-        if engine == "numba":
-            sym = symmetric_matrix(rows, Q).T
-        else:
-            sym = [_sym_to(rows, q, z) for q, z in zip(Q, qzero)]
+        scores = asymmetric_scores(rows, Q, t0, alpha, engine=engine)
         for j in range(len(Q)):
-            best[j] = _merge_topk(*best[j], sym[j] - alpha * c, idx, k)
+            best[j] = _merge_topk(*best[j], scores[j], idx, k)
     return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
 
 
@@ -383,10 +333,8 @@ class AsymmetricIndex:
         if n < CALIB_MIN:
             return
         qi = np.sort(rng.choice(n, size=P, replace=False))
-        if P * n * d > 2e8:  # fused multi-threaded kernel (float32 arithmetic): plenty for calibrating
-            S = symmetric_matrix(sample, sample[qi]).T
-        else:
-            S = np.stack([_sym_to(sample, sample[i]) for i in qi])
+        # large: the fused multi-threaded kernel (float32 arithmetic), plenty for calibrating
+        S = symmetric_matrix(sample, sample[qi], engine="numba" if P * n * d > 2e8 else "numpy").T
         G = np.einsum("ij,ij->i", X, X)[None] - 2 * (X[qi] @ X.T)
         G += np.einsum("ij,ij->i", X[qi], X[qi])[:, None]
         G[np.arange(P), qi] = np.inf
@@ -398,8 +346,8 @@ class AsymmetricIndex:
         slope = float(np.linalg.lstsq(design, np.take_along_axis(S, near, 1).ravel(), rcond=None)[0][P])
         if math.isfinite(slope) and slope > 0:
             self.scale_ = slope
-        c = _complexity(sample, self.t0)
-        E = S - self.alpha * c[None]
+        c = complexity(sample, self.t0)
+        E = asymmetric_scores(sample, sample[qi], self.t0, self.alpha, model_complexity=c, sym=S)
         E[np.arange(P), qi] = np.inf
         k = max(1, min(CALIB_K, n // 10))
         truth = np.argpartition(E, k - 1, axis=1)[:, :k]
@@ -429,7 +377,7 @@ class AsymmetricIndex:
             index = faiss.IndexFlatIP(d + 2)
         w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
-            c[idx] = _complexity(rows, self.t0)
+            c[idx] = complexity(rows, self.t0)
             if build:
                 X, lev = self._surrogate(rows)
                 aug = np.empty((len(X), d + 2), dtype=np.float32)
@@ -453,7 +401,7 @@ class AsymmetricIndex:
         c = np.empty(n)
         w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
-            c[idx] = _complexity(rows, self.t0)
+            c[idx] = complexity(rows, self.t0)
             y, r2, lev = self._project(rows)
             Y[idx, :ncomp] = y
             Y[idx, -2] = lev
@@ -531,7 +479,7 @@ class AsymmetricIndex:
                 self._set_nprobe(self.nprobe)
                 ids = np.unique(more[0][more[0] >= 0])
             rows = _fetch(self.vectors_, ids)
-            s = _sym_to(rows, q) - self.alpha * self.complexity_[ids]
+            s = asymmetric_scores(rows, q, self.t0, self.alpha, model_complexity=self.complexity_[ids])[0]
             o = np.lexsort((ids, s))[:k]
             scores[j], indices[j] = s[o], ids[o]
         return scores, indices
@@ -547,12 +495,11 @@ class AsymmetricIndex:
 
     def _exhaustive(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
-        qzero = [np.flatnonzero(q == 0) for q in Q]
         for idx in _chunks(self.n_, self.dim_):
-            rows = _fetch(self.vectors_, idx)
-            c = self.complexity_[idx]
-            for j, (q, z) in enumerate(zip(Q, qzero)):
-                best[j] = _merge_topk(*best[j], _sym_to(rows, q, z) - self.alpha * c, idx, k)
+            scores = asymmetric_scores(_fetch(self.vectors_, idx), Q, self.t0, self.alpha,
+                                       model_complexity=self.complexity_[idx])
+            for j in range(len(Q)):
+                best[j] = _merge_topk(*best[j], scores[j], idx, k)
         return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
 
     def surrogate_scores(self, queries) -> np.ndarray:

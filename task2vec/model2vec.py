@@ -53,7 +53,7 @@ from scipy.stats import weightedtau
 from torch.utils.checkpoint import checkpoint
 
 from .defaults import MODEL2VEC_L2, MODEL2VEC_PARAMETERISATIONS as PARAMETERISATIONS
-from .distance import ALPHA, complexity, symmetric
+from .distance import ALPHA, asymmetric_scores, complexity, symmetric_torch
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError, RecordsError, Task2VecError
 from .records import read_records  # noqa: F401  (imported from here by the CLI and tests until they move)
@@ -64,22 +64,6 @@ _CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of floa
 
 
 # --------------------------------------------------------------------------- differentiable d_sym
-
-def symmetric_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise d_sym of :func:`task2vec.distance.symmetric`, differentiable, broadcasting over rows.
-
-    Entries with a + b = 0 count as equal (0.5 / 0.5), the result is clipped to [0, 1] like the
-    numpy version. Use float64 tensors to match it to ~1e-15.
-    """
-    a, b = torch.broadcast_tensors(torch.atleast_2d(a), torch.atleast_2d(b))
-    s = a + b
-    zero = s <= 0
-    s = torch.where(zero, torch.ones_like(s), s)
-    an = torch.where(zero, torch.full_like(s, 0.5), a / s)
-    bn = torch.where(zero, torch.full_like(s, 0.5), b / s)
-    cos = (an * bn).sum(-1) / torch.sqrt((an * an).sum(-1) * (bn * bn).sum(-1))
-    return torch.clamp(1.0 - cos, 0.0, 1.0)
-
 
 def _pair_distances(m: torch.Tensor, tasks: torch.Tensor, mi: torch.Tensor, ti: torch.Tensor) -> torch.Tensor:
     """d_sym(m[mi[k]], tasks[ti[k]]) for every k, in chunks (recomputed in backward) to bound memory."""
@@ -95,12 +79,6 @@ def _pair_distances(m: torch.Tensor, tasks: torch.Tensor, mi: torch.Tensor, ti: 
 def scaled(F: np.ndarray, log_scales: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Model embeddings m = F * exp(log_scales[:, group]): what MODEL2VEC learns, from its log-scales."""
     return F * np.exp(log_scales[:, group])
-
-
-def _asym_scores(models: np.ndarray, tasks: np.ndarray, t0: np.ndarray, alpha: float) -> np.ndarray:
-    """(Q, M) matrix of d_asym(model_i -> task_q), float64 (numpy's d_sym)."""
-    penalty = alpha * np.atleast_1d(complexity(models, t0))
-    return np.stack([np.atleast_1d(symmetric(models, t)) - penalty for t in tasks])
 
 
 # --------------------------------------------------------------------------- input checks
@@ -289,7 +267,8 @@ class Model2Vec:
 
         def scores(C):
             m = Ft * torch.exp(C[:, gt])
-            return _pair_distances(m, Xt, mi_t, ti_t) - self.alpha * symmetric_torch(m + t0t, t0t)[mi_t]
+            return asymmetric_scores(m, Xt, t0t, self.alpha, sym=_pair_distances(m, Xt, mi_t, ti_t),
+                                     model_complexity=complexity(m, t0t)[mi_t])
 
         def kl(score, tau):
             logits = torch.full((n_rows, width), -math.inf, dtype=torch.float64)
@@ -341,7 +320,7 @@ class Model2Vec:
         X = np.asarray(task_vectors, dtype=np.float64) if not isinstance(task_vectors, Embedding) \
             else task_vectors.vector
         X = _matrix(X[None] if X.ndim == 1 else X, "task_vectors", self.model_embeddings_.shape[1])
-        return _asym_scores(self.model_embeddings_, X, self.t0_, self.alpha)
+        return asymmetric_scores(self.model_embeddings_, X, self.t0_, self.alpha)
 
     def rank(self, task_vectors) -> np.ndarray:
         """(Q, M) model indices, best first, for each task."""
@@ -404,7 +383,7 @@ def leave_one_task_out(model_vectors, task_vectors, records, t0, alpha: float = 
     if not len(held):
         raise RecordsError("no task has records for two or more models: nothing to select between")
 
-    plain = _asym_scores(F, X[held], t0, alpha)
+    plain = asymmetric_scores(F, X[held], t0, alpha)
     measures = ("pick", "relative_error_increase", "regret", "top1", "weighted_tau")
     per = {m: {k: np.full(len(held), np.nan) for k in measures} for m in METHODS}
     n_fallback, n_relative = 0, 0

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .defaults import EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, QUALITY_WEIGHT
-from .distance import ALPHA, complexity, symmetric
+from .distance import ALPHA, asymmetric_scores
 from .embed import Task2Vec
 from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
@@ -511,14 +511,14 @@ class Zoo:
         dist, idx = dist[0], idx[0]
         total = dist + quality[idx]
         order = np.lexsort((idx, total))[:k]
-        unbiased = symmetric(self.source[idx[order]], q) - alpha * complexity(self.source[idx[order]], self.t0)
+        # the same d_asym from the source embeddings alone: an entry without a bias gets exactly 0
+        plain = asymmetric_scores(self.source[idx[order]], q, self.t0, alpha)[0]
         out = []
-        for rank, (j, plain) in enumerate(zip(order, np.atleast_1d(unbiased)), start=1):
+        for rank, (j, unbiased) in enumerate(zip(order, plain), start=1):
             i = int(idx[j])
             e = self.entries[i]
             out.append(Candidate(
-                rank, e.id, e.model, float(total[j]), float(dist[j]),
-                float(dist[j] - plain) if self.bias[i].any() else 0.0, float(quality[i]),
+                rank, e.id, e.model, float(total[j]), float(dist[j]), float(dist[j] - unbiased), float(quality[i]),
                 str(e.source.get("name", "?")), e.metadata.get("params_m"), e.metadata.get("input_size"),
                 e.metadata.get("imagenet_top1"), self.weights(e)))
         return out

@@ -1,13 +1,12 @@
-"""MODEL2VEC: the differentiable d_sym, the fit's invariants and held-out selection in a synthetic world
-where the plain embeddings mislead (records CSVs: test_records.py)."""
+"""MODEL2VEC: the fit's invariants and held-out selection in a synthetic world where the plain
+embeddings mislead (records CSVs: test_records.py)."""
 
 import numpy as np
 import pytest
-import torch
 
 from task2vec import IncompatibleEmbeddingsError, RecordsError, Task2VecError
-from task2vec.distance import ALPHA, asymmetric, symmetric
-from task2vec.model2vec import Model2Vec, leave_one_task_out, symmetric_torch
+from task2vec.distance import ALPHA, asymmetric
+from task2vec.model2vec import Model2Vec, leave_one_task_out
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,22 +33,6 @@ def world(seed=0, n_models=6, layers=(10,) * 6, n_tasks=24, strength=1.0, noise=
     true = np.array([asymmetric(G[i], X[k], t0) for k, i in zip(ti, mi)])
     e = np.clip(0.1 + 0.5 * true + rng.normal(0, noise, len(true)), 0, 1)
     return F, X, (ti, mi, e), t0, layers.tolist()
-
-
-# --------------------------------------------------------------------------- d_sym in torch
-
-def test_symmetric_torch_matches_numpy_and_is_differentiable():
-    rng = np.random.default_rng(0)
-    A = rng.lognormal(0, 2, (5, 40)) * (rng.random((5, 40)) > 0.2)  # zeros, some shared with B
-    B = rng.lognormal(0, 2, (5, 40)) * (rng.random((5, 40)) > 0.2)
-    A[0, :3] = B[0, :3] = 0.0
-    got = symmetric_torch(torch.from_numpy(A), torch.from_numpy(B)).numpy()
-    np.testing.assert_allclose(got, symmetric(A, B), rtol=1e-12, atol=1e-14)
-    one = symmetric_torch(torch.from_numpy(A), torch.from_numpy(B[1])).numpy()  # one row broadcast
-    np.testing.assert_allclose(one, symmetric(A, B[1]), rtol=1e-12, atol=1e-14)
-    assert symmetric_torch(torch.from_numpy(A[2]), torch.from_numpy(A[2])).item() == pytest.approx(0.0, abs=1e-12)
-    a = torch.from_numpy(A[1:3] + 0.1).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: symmetric_torch(x, torch.from_numpy(B[1:3])), (a,))
 
 
 # --------------------------------------------------------------------------- fit invariants
