@@ -239,7 +239,7 @@ def main() -> None:
     index.nprobe, index.rerank = AsymmetricIndex(t0).nprobe, None  # the defaults
     s, i = index.search(Q, a.k)
     med, p95, med_x, p95_x = latency(index, Q, a.k, timed)
-    print(f"ivfpq latency (nprobe {index.nprobe}, rerank {index._rerank(a.n)}: recall@{a.k} {recall(i, gt_i):.3f}), "
+    print(f"ivfpq latency (nprobe {index.nprobe}, rerank {index.candidates}: recall@{a.k} {recall(i, gt_i):.3f}), "
           f"one query at a time: "
           f"median {med:.1f} ms, p95 {p95:.1f} ms; without generating the re-ranked rows: "
           f"median {med_x:.1f} ms, p95 {p95_x:.1f} ms")

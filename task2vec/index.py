@@ -206,7 +206,8 @@ class AsymmetricIndex:
     kind: ``"flat"`` (exact surrogate search; exact results while every entry is re-ranked) or
         ``"ivfpq"`` (PCA + IVF-PQ surrogate search, for zoos of ~1M entries and more).
     rerank: candidates re-ranked exactly per query. Default: flat, every entry up to 20,000
-        entries, else max(1000, N // 50); ivfpq, 200. Read at search time (can be changed after fit).
+        entries, else max(1000, N // 50); ivfpq, 200. Read at search time (can be changed after fit;
+        :attr:`candidates` says what it comes to).
     pca_dim: dimension of the IVF-PQ vectors (``pca_dim - 2`` PCA components, the scale
         coordinate and the complexity coordinate); a multiple of ``pq_m``.
     nlist: IVF lists (default ~4 sqrt(N), at most N / 39); pq_m: PQ bytes per vector;
@@ -265,7 +266,7 @@ class AsymmetricIndex:
         self.n_, self.dim_ = n, d
         share = (sample / sample.mean(1, keepdims=True)).mean(0)  # mean of each filter's share
         self.filter_scale_ = np.maximum(share, 1e-6).astype(np.float32)
-        X_sample, level = self._log_rows(sample)
+        X_sample, level = self.surrogate_coordinates(sample)
         self.level_mean_ = float(level.mean())
         self.scale_, self.level_weight_ = 1.0, 0.0
         self.complexity_weight_, self.calibration_recall_ = self.alpha, None
@@ -285,7 +286,7 @@ class AsymmetricIndex:
             return
         if sample is None:
             sample = _fetch(self.vectors_, self._uncalibrated)
-            X, level = self._log_rows(sample)
+            X, level = self.surrogate_coordinates(sample)
         self._calibrate(sample, X, level - self.level_mean_, np.random.default_rng(self.seed + 1))
         self._uncalibrated = None
 
@@ -302,8 +303,10 @@ class AsymmetricIndex:
             raise SearchIndexError("device 'cuda' requested but faiss has no GPU support or CUDA is unavailable")
         return "cuda" if cuda else "cpu"
 
-    def _log_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x(a) = centred log(a_j + eps_rel mean(a) t_j) / sqrt(2 D) (float32) and the mean log l(a)."""
+    def surrogate_coordinates(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The surrogate's coordinates of ``rows`` (n, D), after :meth:`fit`: x(a) = centred
+        log(a_j + eps_rel mean(a) t_j) / sqrt(2 D) (float32), whose squared distances track d_sym,
+        and the mean log l(a) (float64)."""
         A = np.asarray(rows, dtype=np.float32)
         L = A.mean(1, keepdims=True) * (np.float32(self.eps_rel) * self.filter_scale_)
         L += A
@@ -315,7 +318,7 @@ class AsymmetricIndex:
 
     def _surrogate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x(a), sqrt(lambda) (l(a) - mean l)): squared distances of [x, level] are G + lambda dl^2."""
-        X, level = self._log_rows(rows)
+        X, level = self.surrogate_coordinates(rows)
         return X, (math.sqrt(self.level_weight_) * (level - self.level_mean_)).astype(np.float32)
 
     def _calibrate(self, sample: np.ndarray, X: np.ndarray, level: np.ndarray, rng) -> None:
@@ -366,8 +369,7 @@ class AsymmetricIndex:
         self.calibration_recall_ = -best[0][0]
 
     def _fit_flat(self, vectors, n: int, d: int, sample, X_sample, level) -> None:
-        rerank = self._rerank(n)
-        build = rerank < n
+        build = self.candidates < n
         c = np.empty(n)
         if build:
             import faiss
@@ -438,7 +440,10 @@ class AsymmetricIndex:
         self._gpu_res = faiss.StandardGpuResources()
         return faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
 
-    def _rerank(self, n: int) -> int:
+    @property
+    def candidates(self) -> int:
+        """Entries re-ranked exactly per query, after :meth:`fit`: ``rerank``, or its default for the zoo's size."""
+        n = self.n_
         if self.rerank is not None:
             return min(self.rerank, n)
         if self.kind == "ivfpq":
@@ -455,7 +460,7 @@ class AsymmetricIndex:
         Q = _check_queries(queries, self.dim_)
         if self.index_ is None:  # flat, every entry re-ranked: brute force
             return self._exhaustive(Q, k)
-        n_cand = max(self._rerank(self.n_), k)
+        n_cand = max(self.candidates, k)
         if self.device_ == "cuda" and n_cand > GPU_MAX_K:
             raise SearchIndexError(f"faiss GPU indexes return at most {GPU_MAX_K} candidates, rerank is {n_cand} "
                                    "(lower rerank or use device='cpu')")

@@ -60,14 +60,14 @@ from .records import read_records  # noqa: F401  (imported from here by the CLI 
 from .validate import embedding_array, integer, number
 
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
-_CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
+CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
 
 
 # --------------------------------------------------------------------------- differentiable d_sym
 
 def _pair_distances(m: torch.Tensor, tasks: torch.Tensor, mi: torch.Tensor, ti: torch.Tensor) -> torch.Tensor:
     """d_sym(m[mi[k]], tasks[ti[k]]) for every k, in chunks (recomputed in backward) to bound memory."""
-    chunk = max(1, _CHUNK_ELEMENTS // m.shape[1])
+    chunk = max(1, CHUNK_ELEMENTS // m.shape[1])
     if len(mi) <= chunk:
         return symmetric_torch(m[mi], tasks[ti])
     parts = [checkpoint(lambda mm, i, j: symmetric_torch(mm[i], tasks[j]), m, mi[s:s + chunk], ti[s:s + chunk],

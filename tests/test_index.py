@@ -141,12 +141,12 @@ def test_surrogate_approximates_dsym_for_close_tasks():
     exact = symmetric(a, b)
     # without a floor: ||x(a) - x(b)||^2 = Var(log a - log b) / 2 ~ d_sym for a small spread
     index = AsymmetricIndex(t0, eps_rel=1e-9).fit(V)
-    X, Y = index._log_rows(a)[0], index._log_rows(b)[0]
+    X, Y = index.surrogate_coordinates(a)[0], index.surrogate_coordinates(b)[0]
     assert np.all(np.abs(((X - Y) ** 2).sum(1) / exact - 1) < 0.1)
     # the default floor shrinks differences; the fitted slope puts them back on d_sym's scale
     index = AsymmetricIndex(t0, rerank=100).fit(V)  # a surrogate index: calibrated at fit
     assert index.calibration_recall_ is not None and index.scale_ > 1
-    X, Y = index._log_rows(a)[0], index._log_rows(b)[0]
+    X, Y = index.surrogate_coordinates(a)[0], index.surrogate_coordinates(b)[0]
     assert np.all(np.abs(index.scale_ * ((X - Y) ** 2).sum(1) / exact - 1) < 0.25)
 
 

@@ -61,7 +61,7 @@ def test_chunked_checkpointed_pairs_fit_the_same_biases(monkeypatch):
 
     F, X, rec, t0, layers = world(seed=3, n_tasks=12)
     whole = Model2Vec(l2=0.01, max_iter=20).fit(F, X, rec, t0, layers)
-    monkeypatch.setattr(m2v, "_CHUNK_ELEMENTS", 5 * F.shape[1])  # 5 pairs per checkpointed chunk
+    monkeypatch.setattr(m2v, "CHUNK_ELEMENTS", 5 * F.shape[1])  # 5 pairs per checkpointed chunk
     chunked = Model2Vec(l2=0.01, max_iter=20).fit(F, X, rec, t0, layers)
     np.testing.assert_allclose(chunked.biases_, whole.biases_, rtol=1e-9, atol=1e-12)
 
