@@ -148,15 +148,14 @@ def spearman_surrogate(index, zoo, Q: np.ndarray, t0, alpha: float, m: int, seed
     """Spearman between the flat surrogate and the exact d_asym over m random zoo rows, per query."""
     from scipy.stats import spearmanr
 
-    from task2vec.distance import complexity
-    from task2vec.index import _sym_to
+    from task2vec.distance import asymmetric_scores
 
     idx = np.sort(np.random.default_rng(seed).choice(len(zoo), size=min(m, len(zoo)), replace=False))
     rows = zoo[idx]
     flat = AsymmetricIndex(t0, alpha, kind="flat").fit(rows)
     sur = flat.surrogate_scores(Q)
-    c = np.atleast_1d(complexity(rows, t0))
-    rho = [spearmanr(sur[j], _sym_to(rows, q) - alpha * c).correlation for j, q in enumerate(Q)]
+    exact = asymmetric_scores(rows, Q, t0, alpha)
+    rho = [spearmanr(sur[j], exact[j]).correlation for j in range(len(Q))]
     return float(np.mean(rho)), float(np.min(rho))
 
 
@@ -240,7 +239,7 @@ def main() -> None:
     index.nprobe, index.rerank = AsymmetricIndex(t0).nprobe, None  # the defaults
     s, i = index.search(Q, a.k)
     med, p95, med_x, p95_x = latency(index, Q, a.k, timed)
-    print(f"ivfpq latency (nprobe {index.nprobe}, rerank {index._rerank(a.n)}: recall@{a.k} {recall(i, gt_i):.3f}), "
+    print(f"ivfpq latency (nprobe {index.nprobe}, rerank {index.candidates}: recall@{a.k} {recall(i, gt_i):.3f}), "
           f"one query at a time: "
           f"median {med:.1f} ms, p95 {p95:.1f} ms; without generating the re-ranked rows: "
           f"median {med_x:.1f} ms, p95 {p95_x:.1f} ms")

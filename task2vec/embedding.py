@@ -166,14 +166,6 @@ class Embedding:
         return (probe.get("name"), probe.get("weights_hash"), probe.get("input_size"), method_family(self.method),
                 len(self.vector))
 
-    def layer_slices(self) -> dict[str, slice]:
-        """Where each layer's filters sit in ``vector``."""
-        out, start = {}, 0
-        for layer in self.meta.get("layers", []):
-            out[layer["name"]] = slice(start, start + layer["filters"])
-            start += layer["filters"]
-        return out
-
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically to ``path`` (a ``.npz``); returns the path."""
         path = Path(path)

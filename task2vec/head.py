@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 
-def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
-                    l2: float = 1e-2, max_iter: int = 200) -> nn.Linear:
+def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
+                    l2: float, max_iter: int = 200) -> nn.Linear:
     """Return an ``nn.Linear(D, n_classes)`` acting on raw features.
 
     The loss is the class-balanced mean cross-entropy plus ``l2/2 * ||W||^2`` where W
     acts on standardised features; the standardisation is folded into the returned layer.
+    ``l2`` has no default: :class:`task2vec.embed.Task2Vec` sets it from its ``head_prior``.
     """
     x = features.detach().to("cpu", torch.float64)
     y = labels.detach().to("cpu", torch.long)

@@ -4,7 +4,8 @@ For a target task q, model i of the zoo scores
 
     d_asym(m_i -> q) = d_sym(m_i, q) - alpha * d_sym(m_i + t0, t0)        (lower is better)
 
-(the second term is the model's complexity, :func:`task2vec.distance.complexity`).
+(:func:`task2vec.distance.asymmetric_scores`; the second term is the model's complexity,
+:func:`task2vec.distance.complexity`).
 
 d_sym is not an inner product, so FAISS only *proposes candidates* with a decomposable
 surrogate and every candidate is then scored exactly.
@@ -46,8 +47,9 @@ is a nearest-neighbour problem on u(a) = [x(a), sqrt(lambda) l(a)]:
   surrogate (+ a constant) with the model's PCA residual counted as if orthogonal to the
   query's (faiss ``IndexIVFPQ``, approximate).
 
-Candidates are then re-ranked with the exact d_asym (vectorised numpy, float64), and the
-returned scores are always exact. Ties are broken by index.
+Candidates are then re-ranked with the exact d_asym (:func:`task2vec.distance.symmetric`, numpy,
+float64; each row's score the same bits whatever rows it is scored with), and the returned scores
+are always exact. Ties are broken by index.
 
 Guarantee: whenever every entry is re-ranked (``rerank >= N``; the flat default up to 20,000
 entries) the result is the brute-force top-k. Otherwise a true top-k entry is missed exactly
@@ -61,9 +63,9 @@ import math
 
 import numpy as np
 
-from .distance import ALPHA, symmetric_matrix
+from .distance import ALPHA, asymmetric_scores, complexity, symmetric_matrix
 from .errors import SearchIndexError
-from .validate import number
+from .validate import embedding_array, embedding_values, integer, number
 
 KINDS = ("flat", "ivfpq")
 DEVICES = ("auto", "cpu", "cuda")
@@ -77,52 +79,10 @@ CALIB_K = 10
 CALIB_LEVEL_GRID = (0.0, 0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04)
 CALIB_COMPLEXITY_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)  # times alpha / s
 GPU_MAX_K = 2048  # faiss GPU limit on k and nprobe
-_BLOCK = 2**18  # elements per block of exact scoring (cache-sized)
 _CHUNK = 2**23  # elements per chunk fetched from the zoo when streaming
 
 
 # --------------------------------------------------------------------------- exact scoring
-
-def _sym_to(A: np.ndarray, q: np.ndarray, qzero: np.ndarray | None = None) -> np.ndarray:
-    """d_sym between each row of ``A`` (n, D) and one vector ``q`` (D,), float64.
-
-    Same value as :func:`task2vec.distance.symmetric` (an entry with a + b = 0 counts as equal),
-    computed from p = a / (a + b) alone: sum p(1-p) = S1 - sum p^2 and sum (1-p)^2 = D - 2 S1 + sum p^2.
-    Rows where p is mostly near 1 (cancellation) are recomputed directly. Each row's value is the
-    same bits whatever rows it is computed with (plain row reductions, no BLAS), so results are
-    reproducible across chunkings and candidate sets.
-    """
-    q = np.asarray(q, dtype=np.float64)
-    if qzero is None:
-        qzero = np.flatnonzero(q == 0)
-    n, D = A.shape
-    out = np.empty(n, dtype=np.float64)
-    step = max(1, _BLOCK // D)
-    buf_a, buf_p = np.empty((min(step, n), D)), np.empty((min(step, n), D))
-    for a in range(0, n, step):
-        m = min(step, n - a)
-        x, p = buf_a[:m], buf_p[:m]
-        x[...] = A[a:a + m]
-        np.add(x, q, out=p)
-        if qzero.size:
-            sz = p[:, qzero]
-            p[:, qzero] = np.where(sz > 0, sz, 1.0)
-        np.divide(x, p, out=p)
-        if qzero.size:
-            p[:, qzero] = np.where(x[:, qzero] > 0, 1.0, 0.5)
-        s1 = p.sum(1)
-        na = np.multiply(p, p, out=x).sum(1)
-        num = s1 - na
-        nb = D - 2.0 * s1 + na
-        near1 = s1 > 0.9 * D
-        if near1.any():
-            pr = p[near1]
-            r = 1.0 - pr
-            num[near1] = (pr * r).sum(1)
-            nb[near1] = (r * r).sum(1)
-        out[a:a + m] = 1.0 - num / np.sqrt(na * nb)
-    return np.clip(out, 0.0, 1.0)
-
 
 def _merge_topk(best_s, best_i, s, i, k):
     """Merge running top-k (score, index) with new candidates; ties broken by index."""
@@ -139,51 +99,23 @@ def _merge_topk(best_s, best_i, s, i, k):
 # --------------------------------------------------------------------------- validation
 
 def _check_vector(v, name: str, dim: int | None = None) -> np.ndarray:
-    try:
-        v = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SearchIndexError(f"{name} is not a numeric array ({type(exc).__name__})") from exc
-    if v.ndim != 1 or not v.size:
-        raise SearchIndexError(f"{name} must be a non-empty 1-D vector, got shape {v.shape}")
+    v = embedding_array(v, name, ndim=1, error=SearchIndexError)
     if dim is not None and v.size != dim:
         raise SearchIndexError(f"{name} has {v.size} entries, expected {dim}")
-    _check_rows(v[None], name)
     return v
 
 
-def _check_rows(A: np.ndarray, name: str, offset: int = 0) -> None:
-    """Finite, non-negative, no all-zero row (d_sym is undefined for a zero vector)."""
-    if not A.size:
-        return
-    lo, hi = A.min(1), A.max(1)
-    bad = ~np.isfinite(hi) | ~np.isfinite(lo)
-    if bad.any():
-        raise SearchIndexError(f"row {offset + int(np.flatnonzero(bad)[0])} of {name} has NaN or inf entries")
-    if (lo < 0).any():
-        raise SearchIndexError(f"row {offset + int(np.flatnonzero(lo < 0)[0])} of {name} has negative entries")
-    if (hi <= 0).any():
-        raise SearchIndexError(f"row {offset + int(np.flatnonzero(hi <= 0)[0])} of {name} is all zeros")
-
-
 def _check_queries(queries, dim: int) -> np.ndarray:
-    try:
-        Q = np.asarray(queries, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SearchIndexError(f"queries are not a numeric array ({type(exc).__name__})") from exc
-    if Q.ndim == 1:
-        Q = Q[None]
-    if Q.ndim != 2 or not Q.shape[0]:
-        raise SearchIndexError(f"queries must have shape (Q, {dim}) or ({dim},), got {np.shape(queries)}")
+    Q = np.atleast_2d(embedding_array(queries, "queries", ndim=(1, 2), error=SearchIndexError))
     if Q.shape[1] != dim:
         raise SearchIndexError(f"queries have {Q.shape[1]} entries, the zoo has {dim}")
-    _check_rows(Q, "queries")
     return Q
 
 
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise SearchIndexError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+def _positive_int(value, name: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    return integer(value, name, low=1, error=SearchIndexError)
 
 
 def _zoo_shape(vectors) -> tuple[int, int]:
@@ -232,13 +164,8 @@ def _stream(vectors, n: int, d: int, name: str = "vectors"):
         rows = _fetch(vectors, idx)
         if rows.shape[1] != d:
             raise SearchIndexError(f"rows of {name} have {rows.shape[1]} entries, expected {d}")
-        _check_rows(rows, name, offset=int(idx[0]))
+        embedding_values(rows, name, error=SearchIndexError, first_row=int(idx[0]))
         yield idx, rows
-
-
-def _complexity(A: np.ndarray, t0: np.ndarray) -> np.ndarray:
-    """complexity(m_i) = d_sym(m_i + t0, t0) (:func:`task2vec.distance.complexity`), float64."""
-    return _sym_to(A + t0, t0)
 
 
 # --------------------------------------------------------------------------- brute force
@@ -249,39 +176,22 @@ def brute_force(vectors, queries, t0, alpha: float = ALPHA, k: int = 5, *,
 
     Returns (scores (Q, k) float64, indices (Q, k) int64), ascending, ties broken by index.
     ``engine="numpy"``: the float64 scoring the index re-ranks with (bit-identical results).
-    ``engine="numba"``: :func:`task2vec.distance.symmetric_matrix` (float32 arithmetic, float64
-    sums, multi-threaded; about 10x faster for many queries, scores agree to ~1e-6).
+    ``engine="numba"``: d_sym by the numba :func:`task2vec.distance.symmetric_matrix` (float32
+    arithmetic, float64 sums, multi-threaded; about 10x faster for many queries, scores agree to ~1e-6).
     """
     if engine not in ("numpy", "numba"):
         raise SearchIndexError(f"unknown engine {engine!r} (numpy or numba)")
-    _check_alpha(alpha)
+    alpha = number(alpha, "alpha", low=0, error=SearchIndexError)
     n, d = _zoo_shape(vectors)
     t0 = _check_vector(t0, "t0", d)
     Q = _check_queries(queries, d)
-    k = min(_check_k(k), n)
+    k = min(_positive_int(k, "k"), n)
     best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
-    qzero = [np.flatnonzero(q == 0) for q in Q]
     for idx, rows in _stream(vectors, n, d):
-        c = _complexity(rows, t0)
-        if engine == "numba":
-            sym = symmetric_matrix(rows, Q).T
-        else:
-            sym = [_sym_to(rows, q, z) for q, z in zip(Q, qzero)]
+        scores = asymmetric_scores(rows, Q, t0, alpha, engine=engine)
         for j in range(len(Q)):
-            best[j] = _merge_topk(*best[j], sym[j] - alpha * c, idx, k)
+            best[j] = _merge_topk(*best[j], scores[j], idx, k)
     return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
-
-
-def _check_alpha(alpha) -> float:
-    return number(alpha, "alpha", low=0, error=SearchIndexError)
-
-
-def _positive_int(value, name: str, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SearchIndexError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- the index
@@ -296,7 +206,8 @@ class AsymmetricIndex:
     kind: ``"flat"`` (exact surrogate search; exact results while every entry is re-ranked) or
         ``"ivfpq"`` (PCA + IVF-PQ surrogate search, for zoos of ~1M entries and more).
     rerank: candidates re-ranked exactly per query. Default: flat, every entry up to 20,000
-        entries, else max(1000, N // 50); ivfpq, 200. Read at search time (can be changed after fit).
+        entries, else max(1000, N // 50); ivfpq, 200. Read at search time (can be changed after fit;
+        :attr:`candidates` says what it comes to).
     pca_dim: dimension of the IVF-PQ vectors (``pca_dim - 2`` PCA components, the scale
         coordinate and the complexity coordinate); a multiple of ``pq_m``.
     nlist: IVF lists (default ~4 sqrt(N), at most N / 39); pq_m: PQ bytes per vector;
@@ -321,7 +232,7 @@ class AsymmetricIndex:
                  pca_dim: int = 64, nlist: int | None = None, pq_m: int = 16, nprobe: int = 64,
                  device: str = "auto", eps_rel: float = 0.1, seed: int = 0):
         self.t0 = _check_vector(t0, "t0")
-        self.alpha = _check_alpha(alpha)
+        self.alpha = number(alpha, "alpha", low=0, error=SearchIndexError)
         if kind not in KINDS:
             raise SearchIndexError(f"unknown index kind {kind!r} (one of {', '.join(KINDS)})")
         if device not in DEVICES:
@@ -334,9 +245,7 @@ class AsymmetricIndex:
         self.nprobe = _positive_int(nprobe, "nprobe")
         if kind == "ivfpq" and (self.pca_dim < 3 or self.pca_dim % self.pq_m):
             raise SearchIndexError(f"pca_dim {pca_dim} must be >= 3 and a multiple of pq_m {pq_m}")
-        if not (isinstance(eps_rel, (int, float)) and 0 < eps_rel < math.inf):
-            raise SearchIndexError(f"eps_rel must be a positive number, got {eps_rel!r}")
-        self.eps_rel = float(eps_rel)
+        self.eps_rel = number(eps_rel, "eps_rel", low=0, low_open=True, error=SearchIndexError)
 
     # ----------------------------------------------------------------- fitting
     def fit(self, vectors) -> "AsymmetricIndex":
@@ -353,11 +262,11 @@ class AsymmetricIndex:
         sample = _fetch(vectors, sample_idx)
         if sample.shape[1] != d:
             raise SearchIndexError(f"rows of vectors have {sample.shape[1]} entries, expected {d}")
-        _check_rows(sample, "vectors (sampled rows)")
+        embedding_values(sample, "vectors (sampled rows)", error=SearchIndexError)
         self.n_, self.dim_ = n, d
         share = (sample / sample.mean(1, keepdims=True)).mean(0)  # mean of each filter's share
         self.filter_scale_ = np.maximum(share, 1e-6).astype(np.float32)
-        X_sample, level = self._log_rows(sample)
+        X_sample, level = self.surrogate_coordinates(sample)
         self.level_mean_ = float(level.mean())
         self.scale_, self.level_weight_ = 1.0, 0.0
         self.complexity_weight_, self.calibration_recall_ = self.alpha, None
@@ -377,7 +286,7 @@ class AsymmetricIndex:
             return
         if sample is None:
             sample = _fetch(self.vectors_, self._uncalibrated)
-            X, level = self._log_rows(sample)
+            X, level = self.surrogate_coordinates(sample)
         self._calibrate(sample, X, level - self.level_mean_, np.random.default_rng(self.seed + 1))
         self._uncalibrated = None
 
@@ -394,8 +303,10 @@ class AsymmetricIndex:
             raise SearchIndexError("device 'cuda' requested but faiss has no GPU support or CUDA is unavailable")
         return "cuda" if cuda else "cpu"
 
-    def _log_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x(a) = centred log(a_j + eps_rel mean(a) t_j) / sqrt(2 D) (float32) and the mean log l(a)."""
+    def surrogate_coordinates(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The surrogate's coordinates of ``rows`` (n, D), after :meth:`fit`: x(a) = centred
+        log(a_j + eps_rel mean(a) t_j) / sqrt(2 D) (float32), whose squared distances track d_sym,
+        and the mean log l(a) (float64)."""
         A = np.asarray(rows, dtype=np.float32)
         L = A.mean(1, keepdims=True) * (np.float32(self.eps_rel) * self.filter_scale_)
         L += A
@@ -407,7 +318,7 @@ class AsymmetricIndex:
 
     def _surrogate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x(a), sqrt(lambda) (l(a) - mean l)): squared distances of [x, level] are G + lambda dl^2."""
-        X, level = self._log_rows(rows)
+        X, level = self.surrogate_coordinates(rows)
         return X, (math.sqrt(self.level_weight_) * (level - self.level_mean_)).astype(np.float32)
 
     def _calibrate(self, sample: np.ndarray, X: np.ndarray, level: np.ndarray, rng) -> None:
@@ -425,10 +336,8 @@ class AsymmetricIndex:
         if n < CALIB_MIN:
             return
         qi = np.sort(rng.choice(n, size=P, replace=False))
-        if P * n * d > 2e8:  # fused multi-threaded kernel (float32 arithmetic): plenty for calibrating
-            S = symmetric_matrix(sample, sample[qi]).T
-        else:
-            S = np.stack([_sym_to(sample, sample[i]) for i in qi])
+        # large: the fused multi-threaded kernel (float32 arithmetic), plenty for calibrating
+        S = symmetric_matrix(sample, sample[qi], engine="numba" if P * n * d > 2e8 else "numpy").T
         G = np.einsum("ij,ij->i", X, X)[None] - 2 * (X[qi] @ X.T)
         G += np.einsum("ij,ij->i", X[qi], X[qi])[:, None]
         G[np.arange(P), qi] = np.inf
@@ -440,8 +349,8 @@ class AsymmetricIndex:
         slope = float(np.linalg.lstsq(design, np.take_along_axis(S, near, 1).ravel(), rcond=None)[0][P])
         if math.isfinite(slope) and slope > 0:
             self.scale_ = slope
-        c = _complexity(sample, self.t0)
-        E = S - self.alpha * c[None]
+        c = complexity(sample, self.t0)
+        E = asymmetric_scores(sample, sample[qi], self.t0, self.alpha, model_complexity=c, sym=S)
         E[np.arange(P), qi] = np.inf
         k = max(1, min(CALIB_K, n // 10))
         truth = np.argpartition(E, k - 1, axis=1)[:, :k]
@@ -460,8 +369,7 @@ class AsymmetricIndex:
         self.calibration_recall_ = -best[0][0]
 
     def _fit_flat(self, vectors, n: int, d: int, sample, X_sample, level) -> None:
-        rerank = self._rerank(n)
-        build = rerank < n
+        build = self.candidates < n
         c = np.empty(n)
         if build:
             import faiss
@@ -471,7 +379,7 @@ class AsymmetricIndex:
             index = faiss.IndexFlatIP(d + 2)
         w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
-            c[idx] = _complexity(rows, self.t0)
+            c[idx] = complexity(rows, self.t0)
             if build:
                 X, lev = self._surrogate(rows)
                 aug = np.empty((len(X), d + 2), dtype=np.float32)
@@ -495,7 +403,7 @@ class AsymmetricIndex:
         c = np.empty(n)
         w = self.complexity_weight_
         for idx, rows in _stream(vectors, n, d):
-            c[idx] = _complexity(rows, self.t0)
+            c[idx] = complexity(rows, self.t0)
             y, r2, lev = self._project(rows)
             Y[idx, :ncomp] = y
             Y[idx, -2] = lev
@@ -532,7 +440,10 @@ class AsymmetricIndex:
         self._gpu_res = faiss.StandardGpuResources()
         return faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
 
-    def _rerank(self, n: int) -> int:
+    @property
+    def candidates(self) -> int:
+        """Entries re-ranked exactly per query, after :meth:`fit`: ``rerank``, or its default for the zoo's size."""
+        n = self.n_
         if self.rerank is not None:
             return min(self.rerank, n)
         if self.kind == "ivfpq":
@@ -545,11 +456,11 @@ class AsymmetricIndex:
         ascending, ties broken by index; ``k`` is clipped to N. A single (D,) query gives Q = 1."""
         if not hasattr(self, "n_"):
             raise SearchIndexError("search before fit: call fit(vectors) first")
-        k = min(_check_k(k), self.n_)
+        k = min(_positive_int(k, "k"), self.n_)
         Q = _check_queries(queries, self.dim_)
         if self.index_ is None:  # flat, every entry re-ranked: brute force
             return self._exhaustive(Q, k)
-        n_cand = max(self._rerank(self.n_), k)
+        n_cand = max(self.candidates, k)
         if self.device_ == "cuda" and n_cand > GPU_MAX_K:
             raise SearchIndexError(f"faiss GPU indexes return at most {GPU_MAX_K} candidates, rerank is {n_cand} "
                                    "(lower rerank or use device='cpu')")
@@ -573,7 +484,7 @@ class AsymmetricIndex:
                 self._set_nprobe(self.nprobe)
                 ids = np.unique(more[0][more[0] >= 0])
             rows = _fetch(self.vectors_, ids)
-            s = _sym_to(rows, q) - self.alpha * self.complexity_[ids]
+            s = asymmetric_scores(rows, q, self.t0, self.alpha, model_complexity=self.complexity_[ids])[0]
             o = np.lexsort((ids, s))[:k]
             scores[j], indices[j] = s[o], ids[o]
         return scores, indices
@@ -589,12 +500,11 @@ class AsymmetricIndex:
 
     def _exhaustive(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         best = [(np.empty(0), np.empty(0, np.int64)) for _ in Q]
-        qzero = [np.flatnonzero(q == 0) for q in Q]
         for idx in _chunks(self.n_, self.dim_):
-            rows = _fetch(self.vectors_, idx)
-            c = self.complexity_[idx]
-            for j, (q, z) in enumerate(zip(Q, qzero)):
-                best[j] = _merge_topk(*best[j], _sym_to(rows, q, z) - self.alpha * c, idx, k)
+            scores = asymmetric_scores(_fetch(self.vectors_, idx), Q, self.t0, self.alpha,
+                                       model_complexity=self.complexity_[idx])
+            for j in range(len(Q)):
+                best[j] = _merge_topk(*best[j], scores[j], idx, k)
         return np.stack([b[0] for b in best]), np.stack([b[1] for b in best])
 
     def surrogate_scores(self, queries) -> np.ndarray:

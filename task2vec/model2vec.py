@@ -28,8 +28,8 @@ The penalty is ``l2 * sum_i mean_j c_ij^2`` over the filters j (a layer's log-sc
 filter it scales), the same for both parameterisations. Models without usable records get exactly
 b_i = 0. The score temperature tau is fitted jointly with the biases unless ``temperature`` fixes it.
 
-:func:`leave_one_task_out` measures selection quality on held-out tasks only; :func:`read_records`
-reads a records CSV into arrays.
+:func:`leave_one_task_out` measures selection quality on held-out tasks only; the records come as
+arrays or from a CSV (:func:`task2vec.records.read_records`).
 
 Defaults (``parameterisation="layer"``, ``l2=0.1``, ``target_temperature=0.01``, tau fitted) were
 chosen on *synthetic* held-out results only (no real transfer records were available); validate
@@ -38,13 +38,9 @@ them on real records before trusting them. Figures: benchmarks/README.md.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,36 +48,21 @@ from scipy.stats import weightedtau
 from torch.utils.checkpoint import checkpoint
 
 from .defaults import MODEL2VEC_L2, MODEL2VEC_PARAMETERISATIONS as PARAMETERISATIONS
-from .distance import ALPHA, complexity, symmetric
-from .embedding import Embedding, check_compatible
-from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError, Task2VecError
-from .validate import integer, number, seed as check_seed
+from .distance import ALPHA, asymmetric_scores, complexity, symmetric_torch
+from .embedding import Embedding
+from .errors import IncompatibleEmbeddingsError, RecordsError, Task2VecError
+from .records import read_records  # noqa: F401  (imported from here by the CLI and tests until they move)
+from .validate import embedding_array, integer, number
 
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")
-_CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
+CHUNK_ELEMENTS = 1 << 25  # pairs x filters per autograd chunk (256 MiB of float64; larger sets are checkpointed)
 
 
 # --------------------------------------------------------------------------- differentiable d_sym
 
-def symmetric_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise d_sym of :func:`task2vec.distance.symmetric`, differentiable, broadcasting over rows.
-
-    Entries with a + b = 0 count as equal (0.5 / 0.5), the result is clipped to [0, 1] like the
-    numpy version. Use float64 tensors to match it to ~1e-15.
-    """
-    a, b = torch.broadcast_tensors(torch.atleast_2d(a), torch.atleast_2d(b))
-    s = a + b
-    zero = s <= 0
-    s = torch.where(zero, torch.ones_like(s), s)
-    an = torch.where(zero, torch.full_like(s, 0.5), a / s)
-    bn = torch.where(zero, torch.full_like(s, 0.5), b / s)
-    cos = (an * bn).sum(-1) / torch.sqrt((an * an).sum(-1) * (bn * bn).sum(-1))
-    return torch.clamp(1.0 - cos, 0.0, 1.0)
-
-
 def _pair_distances(m: torch.Tensor, tasks: torch.Tensor, mi: torch.Tensor, ti: torch.Tensor) -> torch.Tensor:
     """d_sym(m[mi[k]], tasks[ti[k]]) for every k, in chunks (recomputed in backward) to bound memory."""
-    chunk = max(1, _CHUNK_ELEMENTS // m.shape[1])
+    chunk = max(1, CHUNK_ELEMENTS // m.shape[1])
     if len(mi) <= chunk:
         return symmetric_torch(m[mi], tasks[ti])
     parts = [checkpoint(lambda mm, i, j: symmetric_torch(mm[i], tasks[j]), m, mi[s:s + chunk], ti[s:s + chunk],
@@ -95,50 +76,20 @@ def scaled(F: np.ndarray, log_scales: np.ndarray, group: np.ndarray) -> np.ndarr
     return F * np.exp(log_scales[:, group])
 
 
-def _asym_scores(models: np.ndarray, tasks: np.ndarray, t0: np.ndarray, alpha: float) -> np.ndarray:
-    """(Q, M) matrix of d_asym(model_i -> task_q), float64 (numpy's d_sym)."""
-    penalty = alpha * np.atleast_1d(complexity(models, t0))
-    return np.stack([np.atleast_1d(symmetric(models, t)) - penalty for t in tasks])
-
-
 # --------------------------------------------------------------------------- input checks
 
 def _matrix(x, name: str, cols: int | None = None) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise Task2VecError(f"{name} must be a numeric array ({exc})") from None
-    if a.ndim != 2 or 0 in a.shape:
-        raise Task2VecError(f"{name} must be a non-empty 2-D array (rows x filters), got shape {a.shape}")
+    a = embedding_array(x, name, ndim=2, error=Task2VecError)
     if cols is not None and a.shape[1] != cols:
         raise IncompatibleEmbeddingsError(f"{name} has {a.shape[1]} filters per row but the model vectors have {cols}")
-    _check_values(a, name)
     return a
 
 
 def _vector(x, name: str, size: int) -> np.ndarray:
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise Task2VecError(f"{name} must be a numeric array ({exc})") from None
+    a = embedding_array(x, name, ndim=1, error=Task2VecError)
     if a.shape != (size,):
-        if a.ndim == 1:
-            raise IncompatibleEmbeddingsError(f"{name} has {a.shape[0]} filters but the model vectors have {size}")
-        raise Task2VecError(f"{name} must be a 1-D vector of {size} filters, got shape {a.shape}")
-    _check_values(a[None], name)
+        raise IncompatibleEmbeddingsError(f"{name} has {a.shape[0]} filters but the model vectors have {size}")
     return a
-
-
-def _check_values(a: np.ndarray, name: str) -> None:
-    for bad, what in ((~np.isfinite(a), "is not finite"), (a < 0, "is negative")):
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            where = f"{name}[{j}]" if a.shape[0] == 1 and name == "t0" else f"{name}[{i}, {j}]"
-            raise Task2VecError(f"{where} = {a[i, j].item()!r} {what} (embeddings must be finite and non-negative)")
-    empty = ~(a > 0).any(1)
-    if empty.any():
-        i = int(np.flatnonzero(empty)[0])
-        raise Task2VecError(f"{name if name == 't0' else f'{name}[{i}]'} is all zeros (d_sym is undefined for it)")
 
 
 def _index_array(x, name: str, n: int, size: int) -> np.ndarray:
@@ -160,7 +111,8 @@ def _index_array(x, name: str, n: int, size: int) -> np.ndarray:
 
 
 def _records(records, n_tasks: int, n_models: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate (task_idx, model_idx, error) arrays, or anything with those three attributes (:class:`Records`)."""
+    """Validate (task_idx, model_idx, error) arrays, or anything with those three attributes
+    (:class:`~task2vec.records.Records`)."""
     if all(hasattr(records, k) for k in ("task_idx", "model_idx", "error")):
         ti, mi, e = records.task_idx, records.model_idx, records.error
     else:
@@ -226,8 +178,8 @@ class Model2Vec:
     target_temperature: T of the target softmax(-error / T), in error units (0.01: one
         percentage point of error is a factor e in the target weights).
     parameterisation: ``"layer"`` (one log-scale per model and layer) or ``"filter"``.
-    max_iter: L-BFGS iterations (strong-Wolfe line search, float64, deterministic).
-    seed: kept for API symmetry; the fit starts from b = 0 and is deterministic.
+    max_iter: L-BFGS iterations (strong-Wolfe line search, float64, deterministic: the fit starts
+        from b = 0 and draws no random numbers).
 
     Attributes after :meth:`fit`: ``model_embeddings_`` (M, D), ``biases_`` (M, D) = m - F,
     ``log_scales_`` (M, groups), ``group_`` (D,) the group of each filter, ``n_records_`` (M,)
@@ -238,8 +190,7 @@ class Model2Vec:
 
     def __init__(self, alpha: float = ALPHA, *, l2: float = MODEL2VEC_L2, temperature: float | None = None,
                  target_temperature: float = 0.01, parameterisation: str = PARAMETERISATIONS[0],
-                 max_iter: int = 200,
-                 seed: int = 0):
+                 max_iter: int = 200):
         self.alpha = number(alpha, "alpha", error=Task2VecError)
         self.l2 = _positive(l2, "l2", allow_zero=True)
         self.temperature = _positive(temperature, "temperature", allow_none=True)
@@ -249,14 +200,13 @@ class Model2Vec:
                                 f"got {parameterisation!r}")
         self.parameterisation = parameterisation
         self.max_iter = integer(max_iter, "max_iter", low=1, error=Task2VecError)
-        self.seed = check_seed(seed, error=Task2VecError)
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("alpha", "l2", "temperature", "target_temperature",
-                                              "parameterisation", "max_iter", "seed")}
+                                              "parameterisation", "max_iter")}
 
     def fit(self, model_vectors, task_vectors, records, t0, layer_sizes=None) -> "Model2Vec":
-        """Fit the biases on ``records`` = (task_idx, model_idx, error) (or a :class:`Records`).
+        """Fit the biases on ``records`` = (task_idx, model_idx, error) (or a :class:`~task2vec.records.Records`).
 
         ``model_vectors`` (M, D): the zoo's training-task embeddings F_i; ``task_vectors`` (T, D):
         the record tasks' embeddings; ``t0`` (D,): the trivial task; ``layer_sizes``: filters per
@@ -268,7 +218,6 @@ class Model2Vec:
         t0 = _vector(t0, "t0", D)
         group, sizes = _groups(layer_sizes, D, self.parameterisation)
         ti, mi, e = _records(records, len(X), M)
-        torch.manual_seed(self.seed)
 
         # tasks with >= 2 recorded models carry ranking information; the others cannot move anything
         _, inverse, per_task = np.unique(ti, return_inverse=True, return_counts=True)
@@ -313,7 +262,8 @@ class Model2Vec:
 
         def scores(C):
             m = Ft * torch.exp(C[:, gt])
-            return _pair_distances(m, Xt, mi_t, ti_t) - self.alpha * symmetric_torch(m + t0t, t0t)[mi_t]
+            return asymmetric_scores(m, Xt, t0t, self.alpha, sym=_pair_distances(m, Xt, mi_t, ti_t),
+                                     model_complexity=complexity(m, t0t)[mi_t])
 
         def kl(score, tau):
             logits = torch.full((n_rows, width), -math.inf, dtype=torch.float64)
@@ -365,7 +315,7 @@ class Model2Vec:
         X = np.asarray(task_vectors, dtype=np.float64) if not isinstance(task_vectors, Embedding) \
             else task_vectors.vector
         X = _matrix(X[None] if X.ndim == 1 else X, "task_vectors", self.model_embeddings_.shape[1])
-        return _asym_scores(self.model_embeddings_, X, self.t0_, self.alpha)
+        return asymmetric_scores(self.model_embeddings_, X, self.t0_, self.alpha)
 
     def rank(self, task_vectors) -> np.ndarray:
         """(Q, M) model indices, best first, for each task."""
@@ -428,7 +378,7 @@ def leave_one_task_out(model_vectors, task_vectors, records, t0, alpha: float = 
     if not len(held):
         raise RecordsError("no task has records for two or more models: nothing to select between")
 
-    plain = _asym_scores(F, X[held], t0, alpha)
+    plain = asymmetric_scores(F, X[held], t0, alpha)
     measures = ("pick", "relative_error_increase", "regret", "top1", "weighted_tau")
     per = {m: {k: np.full(len(held), np.nan) for k in measures} for m in METHODS}
     n_fallback, n_relative = 0, 0
@@ -457,159 +407,3 @@ def leave_one_task_out(model_vectors, task_vectors, records, t0, alpha: float = 
     return {"tasks": held, "n_tasks": len(held), "n_relative": n_relative,
             "n_skipped": int(((counts > 0) & (counts < 2)).sum()), "n_fallback": n_fallback,
             "summary": summary, "per_task": per}
-
-
-# --------------------------------------------------------------------------- records files
-
-@dataclass
-class Records:
-    """Transfer records read from a CSV: ``error[k]`` of model ``models[model_idx[k]]`` on task ``tasks[task_idx[k]]``."""
-
-    tasks: list[str]
-    models: list[str]
-    task_idx: np.ndarray
-    model_idx: np.ndarray
-    error: np.ndarray
-    embeddings: list[Embedding] = field(repr=False, default_factory=list)
-
-    @property
-    def task_vectors(self) -> np.ndarray:
-        return np.stack([emb.vector for emb in self.embeddings])
-
-    @property
-    def layer_sizes(self) -> list[int] | None:
-        """Filters per layer, from the task embeddings' metadata (None if they do not say)."""
-        layers = self.embeddings[0].meta.get("layers") if self.embeddings else None
-        return [int(layer["filters"]) for layer in layers] if layers else None
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.task_idx, self.model_idx, self.error
-
-    def __len__(self) -> int:
-        return len(self.error)
-
-
-def read_records(csv_path: str | os.PathLike, *, model_ids: Sequence[str] | None = None,
-                 tasks: Mapping[str, str | os.PathLike | Embedding] | None = None, like: Embedding | None = None,
-                 scale: str = "auto") -> Records:
-    """Read a records CSV with columns ``task``, ``model`` and ``error`` or ``accuracy``.
-
-    ``task``: a task embedding file (relative to the CSV's folder, or absolute), or a name in the
-    ``tasks`` mapping (name -> embedding file or :class:`Embedding`); the mapping wins.
-    ``model``: a model id; with ``model_ids`` (the zoo's ids) ``model_idx`` indexes that list and
-    unknown ids are errors, otherwise the ids in order of first appearance.
-    ``error`` / ``accuracy``: ``scale="fraction"`` (in [0, 1]), ``"percent"`` (in [0, 100]) or
-    ``"auto"`` (percent if any value exceeds 1); accuracy is stored as error = 1 - accuracy.
-    ``like``: an embedding (e.g. the zoo's) that every task embedding must be comparable with.
-    Any problem is a one-line :class:`RecordsError`.
-    """
-    path = Path(csv_path)
-    if scale not in ("auto", "fraction", "percent"):
-        raise RecordsError(f"scale must be auto, fraction or percent, got {scale!r}")
-    if not path.is_file():
-        raise RecordsError(f"records file {str(path)!r} does not exist")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            table = [row for row in csv.reader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise RecordsError(f"records file {str(path)!r} cannot be read as CSV ({type(exc).__name__})") from None
-    lines = [(n, row) for n, row in enumerate(table, 1) if any(cell.strip() for cell in row)]
-    if not lines:
-        raise RecordsError(f"records file {str(path)!r} is empty")
-    (_, header), body = lines[0], lines[1:]
-    header = [h.strip().lower() for h in header]
-    if len(set(header)) != len(header):
-        raise RecordsError(f"{path.name}: repeated column names in header {header}")
-    missing = [c for c in ("task", "model") if c not in header]
-    values = [c for c in ("error", "accuracy") if c in header]
-    if missing or len(values) != 1:
-        need = missing + ([] if len(values) == 1 else ["exactly one of error/accuracy"])
-        raise RecordsError(f"{path.name}: missing column(s) {', '.join(need)} (header: {','.join(header)})")
-    value_col = values[0]
-    col = {c: header.index(c) for c in ("task", "model", value_col)}
-    if not body:
-        raise RecordsError(f"{path.name}: no records below the header")
-
-    model_index: dict[str, int] = {}
-    if model_ids is not None:
-        for i, m in enumerate(model_ids):
-            if str(m) in model_index:
-                raise RecordsError(f"model_ids lists {str(m)!r} twice")
-            model_index[str(m)] = i
-    known = model_ids is not None
-    mapping = dict(tasks or {})
-
-    names: list[str] = []
-    embeddings: list[Embedding] = []
-    identity: dict[Any, int] = {}
-    seen: dict[tuple[int, int], int] = {}
-    ti, mi, raw = [], [], []
-    for line, row in body:
-        if len(row) != len(header):
-            raise RecordsError(f"{path.name} line {line}: {len(row)} fields, the header has {len(header)}")
-        task, model, text = (row[col[c]].strip() for c in ("task", "model", value_col))
-        if not task or not model:
-            raise RecordsError(f"{path.name} line {line}: empty {'task' if not task else 'model'}")
-        try:
-            value = float(text)
-        except ValueError:
-            raise RecordsError(f"{path.name} line {line}: {value_col} {text!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise RecordsError(f"{path.name} line {line}: {value_col} {text!r} is not a non-negative finite number")
-        if model not in model_index:
-            if known:
-                raise RecordsError(f"{path.name} line {line}: unknown model id {model!r} "
-                                   f"(not among the zoo's {len(model_index)} models)")
-            model_index[model] = len(model_index)
-        k = _task_index(task, mapping, path, line, identity, names, embeddings)
-        key = (k, model_index[model])
-        if key in seen:
-            raise RecordsError(f"{path.name} lines {seen[key]} and {line}: duplicate record for task {task!r} "
-                               f"on model {model!r}")
-        seen[key] = line
-        ti.append(k)
-        mi.append(model_index[model])
-        raw.append((line, text, value))
-
-    v = np.array([r[2] for r in raw])
-    percent = scale == "percent" or (scale == "auto" and (v > 1).any())
-    top = 100.0 if percent else 1.0
-    over = np.flatnonzero(v > top)
-    if len(over):
-        line, text, _ = raw[over[0]]
-        unit = "a percentage" if percent else "a fraction (use scale='percent' for percentages)"
-        raise RecordsError(f"{path.name} line {line}: {value_col} {text!r} is out of range for {unit}")
-    v = v / top
-    error = 1.0 - v if value_col == "accuracy" else v
-
-    try:
-        check_compatible(*([like] if like is not None else []), *embeddings)
-    except IncompatibleEmbeddingsError as exc:
-        raise RecordsError(f"{path.name}: task embeddings are not comparable: {exc}") from exc
-    models = list(model_index) if not known else [str(m) for m in model_ids]
-    return Records(names, models, np.array(ti, dtype=np.int64), np.array(mi, dtype=np.int64), error, embeddings)
-
-
-def _task_index(task: str, mapping: dict, csv_path: Path, line: int, identity: dict, names: list,
-                embeddings: list) -> int:
-    """Index of ``task`` in ``names``/``embeddings``, loading it on first sight (same file = same task)."""
-    source = mapping.get(task, None)
-    if source is None:
-        source = Path(task) if Path(task).is_absolute() else csv_path.parent / task
-        if not source.is_file():
-            raise RecordsError(f"{csv_path.name} line {line}: task {task!r} is neither an embedding file "
-                               f"(looked for {str(source)!r}) nor a name in the task mapping")
-    key = id(source) if isinstance(source, Embedding) else ("file", str(Path(source).resolve()))
-    if key in identity:
-        return identity[key]
-    if isinstance(source, Embedding):
-        emb = source
-    else:
-        try:
-            emb = Embedding.load(source)
-        except EmbeddingFileError as exc:
-            raise RecordsError(f"{csv_path.name} line {line}: task {task!r}: {exc}") from exc
-    identity[key] = len(names)
-    names.append(task)
-    embeddings.append(emb)
-    return identity[key]

@@ -1,10 +1,12 @@
-"""One place that checks numbers: finite reals in range, integers, seeds.
+"""One place that checks numbers: finite reals in range, integers, seeds, embedding vectors.
 
 The library's constructors call :func:`number`, :func:`integer` and :func:`seed` with the
 :class:`~task2vec.errors.Task2VecError` subclass of their module; the command line's flags take
 :func:`number_flag`, :func:`integer_flag` and :func:`seed_flag` as their argparse ``type``, built
 from the same checks, so NaN, inf, a negative seed or a word where a number belongs is refused by
-name before any work starts. Imports no torch and no numpy (numpy's scalars are ``numbers.Real``).
+name before any work starts. :func:`embedding_array` and :func:`embedding_values` refuse vectors
+d_sym is undefined for (the zoo index and MODEL2VEC take raw arrays). Imports no torch, and numpy
+only inside the array checks (numpy's scalars are ``numbers.Real``), so the command line starts fast.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import SettingError, Task2VecError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SEED_LIMIT = 2 ** 32  # seeds are integers in [0, 2**32): what numpy, torch and every platform accept
 
@@ -124,3 +129,49 @@ def integer_flag(*, low: int | None = None, high: int | None = None,
 def seed_flag() -> Callable[[str], int]:
     """An argparse ``type``: a random seed in ``[0, 2**32)``."""
     return integer_flag(low=0, high=SEED_LIMIT, high_open=True)
+
+
+def embedding_array(value: object, name: str, *, ndim: int | tuple[int, ...],
+                    error: type[Task2VecError] = SettingError) -> "np.ndarray":
+    """``value`` as a non-empty float64 array of ``ndim`` dimensions (1: one vector, 2: rows x filters;
+    a tuple allows several) whose values d_sym accepts (:func:`embedding_values`)."""
+    import numpy as np
+
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise error(f"{name} must be a numeric array ({type(exc).__name__})") from None
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if a.ndim not in allowed or not a.size:
+        kinds = " or ".join("1-D vector" if n == 1 else "2-D array (rows x filters)" for n in allowed)
+        raise error(f"{name} must be a non-empty {kinds}, got shape {a.shape}")
+    embedding_values(a, name, error=error)
+    return a
+
+
+def embedding_values(rows: "np.ndarray", name: str, *, error: type[Task2VecError] = SettingError,
+                     first_row: int = 0) -> None:
+    """Refuse values d_sym is undefined for: NaN, inf, negative entries, an all-zero row.
+
+    ``rows``: one vector (entries named ``name[j]``) or rows x filters (``name[i, j]``, ``i``
+    counted from ``first_row`` when ``rows`` is a chunk of a larger stack). Two reductions per
+    row; the offending entry is located only when there is one.
+    """
+    import numpy as np
+
+    one = rows.ndim == 1
+    A = rows[None] if one else rows
+    if not A.size:
+        return
+    lo, hi = A.min(1), A.max(1)  # NaN propagates through both
+    for bad_row, bad_entry, what in ((~(np.isfinite(lo) & np.isfinite(hi)), lambda r: ~np.isfinite(r), "is not finite"),
+                                     (lo < 0, lambda r: r < 0, "is negative")):
+        if bad_row.any():
+            i = int(np.flatnonzero(bad_row)[0])
+            j = int(np.flatnonzero(bad_entry(A[i]))[0])
+            where = f"{name}[{j}]" if one else f"{name}[{first_row + i}, {j}]"
+            raise error(f"{where} = {A[i, j].item()!r} {what} (embeddings must be finite and non-negative)")
+    empty = hi <= 0
+    if empty.any():
+        where = name if one else f"{name}[{first_row + int(np.flatnonzero(empty)[0])}]"
+        raise error(f"{where} is all zeros (d_sym is undefined for it)")

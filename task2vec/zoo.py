@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .defaults import EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, QUALITY_WEIGHT
-from .distance import ALPHA, complexity, symmetric
+from .distance import ALPHA, asymmetric_scores
 from .embed import Task2Vec
 from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
 from .errors import IncompatibleEmbeddingsError, ZooError
@@ -603,16 +603,6 @@ class Zoo:
                      dim=self.manifest.get("dim"), scales=None if self.scales is None else
                      (self.scales[0][keep], self.scales[1]))
 
-    def set_biases(self, bias: np.ndarray, info: dict[str, Any]) -> None:
-        """Store learned MODEL2VEC biases (one row per entry) and how they were fitted."""
-        bias = np.asarray(bias, dtype=np.float64)
-        if bias.shape != self.source.shape:
-            raise ZooError(f"biases must have shape {self.source.shape}, got {bias.shape}")
-        if not np.isfinite(bias).all() or (self.source + bias < 0).any():
-            raise ZooError("biases must be finite and keep every model embedding non-negative")
-        self.manifest["model2vec"] = info
-        self._commit(self.entries, self.source, bias, self.t0, dim=self.manifest.get("dim"))
-
     def configure(self, *, alpha: float | None = None, quality_weight: float | None = None) -> None:
         """Change the ranking's alpha and quality weight. MODEL2VEC biases were learned at the old
         alpha: changing it drops them, to be refitted."""
@@ -727,14 +717,14 @@ class Zoo:
         dist, idx = dist[0], idx[0]
         total = dist + quality[idx]
         order = np.lexsort((idx, total))[:k]
-        unbiased = symmetric(self.source[idx[order]], q) - alpha * complexity(self.source[idx[order]], self.t0)
+        # the same d_asym from the source embeddings alone: an entry without a bias gets exactly 0
+        plain = asymmetric_scores(self.source[idx[order]], q, self.t0, alpha)[0]
         out = []
-        for rank, (j, plain) in enumerate(zip(order, np.atleast_1d(unbiased)), start=1):
+        for rank, (j, unbiased) in enumerate(zip(order, plain), start=1):
             i = int(idx[j])
             e = self.entries[i]
             out.append(Candidate(
-                rank, e.id, e.model, float(total[j]), float(dist[j]),
-                float(dist[j] - plain) if self.bias[i].any() else 0.0, float(quality[i]),
+                rank, e.id, e.model, float(total[j]), float(dist[j]), float(dist[j] - unbiased), float(quality[i]),
                 str(e.source.get("name", "?")), e.metadata.get("params_m"), e.metadata.get("input_size"),
                 e.metadata.get("imagenet_top1"), self.weights(e)))
         return out

@@ -1,11 +1,12 @@
-"""Distances against hand computations, and their invariants."""
+"""Distances against hand computations, the d_sym back-ends against each other, and their invariants."""
 
 import numpy as np
 import pytest
+import torch
 
-from task2vec import Embedding, IncompatibleEmbeddingsError
-from task2vec.distance import (asymmetric, complexity, cosine, domain, gaussian_kl, pairwise, symmetric,
-                               symmetric_matrix)
+from task2vec import Embedding, IncompatibleEmbeddingsError, SettingError
+from task2vec.distance import (BLOCK, asymmetric, asymmetric_scores, complexity, cosine, domain, gaussian_kl, pairwise,
+                               symmetric, symmetric_matrix, symmetric_torch)
 
 
 def emb(vec, probe="p", method="exact", **kw):
@@ -31,6 +32,68 @@ def test_symmetric_ignores_global_scale_but_not_shape():
     assert symmetric(a, 2 * a) == pytest.approx(0.0)
     assert symmetric(a, a * np.array([1.0, 2.0, 4.0])) > 0.01
     assert 0 <= symmetric(a, np.array([100.0, 0.0, 0.0])) <= 1
+
+
+def nonnegative(n, d, seed):
+    """Lognormal rows with exact zeros, some of them shared by every row (a + b = 0 there)."""
+    rng = np.random.default_rng(seed)
+    V = rng.lognormal(0, 2, (n, d)) * (rng.random((n, d)) > 0.2)
+    V[:, :3] = 0.0
+    V[:, 3] += 0.1  # no all-zero row: d_sym is undefined for one
+    return V
+
+
+def test_the_three_backends_agree():
+    A, B = nonnegative(6, 300, seed=0), nonnegative(5, 300, seed=1)
+    ref = np.array([[symmetric(a, b) for b in B] for a in A])  # numpy, float64
+    assert np.array_equal(symmetric_matrix(A, B, engine="numpy"), ref)
+    assert np.abs(symmetric_matrix(A, B) - ref).max() < 1e-6  # numba, float32 arithmetic
+    torch_d = np.stack([symmetric_torch(torch.from_numpy(A), torch.from_numpy(b)).numpy() for b in B], axis=1)
+    assert np.abs(torch_d - ref).max() < 1e-12
+    assert np.abs(symmetric_matrix(A) - symmetric_matrix(A, A, engine="numpy")).max() < 1e-6  # each pair once
+    # the same convention where both entries are zero, in every back-end
+    zero = np.array([[0.0, 1.0, 2.0]])
+    assert symmetric(zero, zero) == symmetric_matrix(zero)[0, 0] == symmetric_torch(torch.tensor(zero),
+                                                                                     torch.tensor(zero)).item() == 0.0
+    with pytest.raises(SettingError, match="unknown d_sym engine"):
+        symmetric_matrix(A, engine="cuda")
+
+
+def test_symmetric_torch_broadcasts_and_is_differentiable():
+    A, B = nonnegative(5, 40, seed=2), nonnegative(5, 40, seed=3)
+    np.testing.assert_allclose(symmetric_torch(torch.from_numpy(A), torch.from_numpy(B)).numpy(), symmetric(A, B),
+                               rtol=1e-12, atol=1e-14)
+    assert symmetric_torch(torch.from_numpy(A[2]), torch.from_numpy(A[2])).item() == pytest.approx(0.0, abs=1e-12)
+    a = torch.from_numpy(A[1:3] + 0.1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: symmetric_torch(x, torch.from_numpy(B[1:3])), (a,))
+
+
+def test_a_rows_value_does_not_depend_on_the_other_rows():
+    V = nonnegative(300, 1001, seed=4).astype(np.float32)  # several blocks of rows
+    assert V.size > BLOCK
+    q = nonnegative(1, 1001, seed=5)[0]
+    full = symmetric(V, q)
+    assert all(symmetric(V[i:i + 1], q) == full[i] for i in range(0, 300, 7))
+    perm = np.random.default_rng(0).permutation(300)
+    assert np.array_equal(symmetric(V[perm], q), full[perm])
+    assert np.array_equal(symmetric(V, np.tile(q, (300, 1))), full)  # a row broadcast or repeated
+
+
+def test_asymmetric_scores_of_every_model_for_every_task():
+    F, X, t0 = nonnegative(7, 50, seed=6), nonnegative(3, 50, seed=7), nonnegative(1, 50, seed=8)[0]
+    S = asymmetric_scores(F, X, t0, 0.3)
+    assert S.shape == (3, 7)
+    c = complexity(F, t0)
+    assert np.array_equal(S, np.stack([symmetric(F, x) for x in X]) - 0.3 * c)
+    assert np.array_equal(S[1], asymmetric(F, X[1], t0, 0.3))
+    assert np.array_equal(asymmetric_scores(F, X, t0, 0.3, model_complexity=c), S)
+    assert np.array_equal(asymmetric_scores(F, X, t0, 0.0), symmetric_matrix(F, X, engine="numpy").T)
+    assert np.abs(asymmetric_scores(F, X, t0, 0.3, engine="numba") - S).max() < 1e-6
+    # torch tensors: the same complexity, and the score from given terms
+    Ft, t0t = torch.from_numpy(F), torch.from_numpy(t0)
+    np.testing.assert_allclose(complexity(Ft, t0t).numpy(), c, rtol=1e-12, atol=1e-14)
+    sym = symmetric_torch(Ft, torch.from_numpy(X[1]))
+    np.testing.assert_allclose(asymmetric_scores(Ft, None, t0t, 0.3, sym=sym).numpy(), S[1], rtol=1e-12, atol=1e-14)
 
 
 def test_cosine_and_kl_by_hand():

@@ -24,12 +24,11 @@ import torch
 from PIL import Image
 
 from task2vec import (Embedding, EmbeddingFileError, FinetuneError, Probe, ProbeError, SettingError, Task2Vec,
-                      Task2VecError, WeightsError, Zoo, ZooError)
+                      WeightsError, Zoo, ZooError)
 from task2vec.augment_config import AugmentConfig
 from task2vec.cli import main
 from task2vec.distance import pairwise
 from task2vec.finetune import Trainer
-from task2vec.model2vec import Model2Vec
 from task2vec.probe import load_state_dict_file
 from task2vec.taskmap import layout
 from task2vec.trivial import trivial_embedding
@@ -450,7 +449,6 @@ def test_library_refuses_the_same_numbers_with_typed_errors(world):
         (lambda: pairwise([world.emb, world.emb], alpha=-5), SettingError, "alpha must be a number >= 0, got -5"),
         (lambda: Zoo.load(world.zoo).configure(alpha=nan), ZooError, "alpha must be a finite number"),
         (lambda: Zoo.load(world.zoo).rank(world.emb, quality_weight=nan), ZooError, "quality_weight must be a finite"),
-        (lambda: Model2Vec(seed=-1), Task2VecError, f"seed {SEED_RANGE}"),
         (lambda: layout(np.zeros((2, 2)), "pca", seed=-1), SettingError, f"seed {SEED_RANGE}"),
         (lambda: Embedding(world.emb.vector.astype(np.complex128), world.emb.meta), EmbeddingFileError,
          "vector must hold real numbers, got complex128 values"),

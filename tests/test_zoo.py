@@ -17,10 +17,10 @@ PROBE = {"name": "mobilenet_v2", "weights_hash": "abc123", "input_size": 112}
 DIM = 40
 
 
-def emb(seed: int, name: str = "task", probe=PROBE, method="exact", dim=DIM) -> Embedding:
+def emb(seed: int, name: str = "task", probe=PROBE, method="exact", dim=DIM, zeros: float = 0.05) -> Embedding:
     rng = np.random.default_rng(seed)
     v = rng.lognormal(-3, 1.5, dim)
-    v[rng.random(dim) < 0.05] = 0.0
+    v[rng.random(dim) < zeros] = 0.0
     return Embedding(v, {"name": name, "probe": dict(probe), "method": {"name": method}, "n_classes": 3, "n_images": 30})
 
 
@@ -72,18 +72,19 @@ def test_a_source_equal_to_the_target_ranks_first(zoo):
 
 def test_quality_and_bias_move_the_ranking(tmp_path):
     z = Zoo.create(tmp_path / "z", PROBE, quality_weight=0.0)
-    z.add(ZooEntry("weak", "resnet18", metadata={"imagenet_top1": 60.0}), emb(1), emb(999))
-    z.add(ZooEntry("strong", "resnet50", metadata={"imagenet_top1": 80.0}), emb(2))
-    target = emb(1, "like weak")
+    z.add(ZooEntry("weak", "resnet18", metadata={"imagenet_top1": 60.0}), emb(1, zeros=0), emb(999))
+    z.add(ZooEntry("strong", "resnet50", metadata={"imagenet_top1": 80.0}), emb(2, zeros=0))
+    target = emb(1, "like weak", zeros=0)
     assert z.rank(target)[0].id == "weak"
     assert z.rank(target, quality_weight=10.0)[0].id == "strong"
-    bias = np.zeros_like(z.source)
-    bias[1] = z.source[0] - z.source[1]  # MODEL2VEC says "strong" behaves like the weak one's task
-    z.set_biases(bias, {"note": "test"})
+    # MODEL2VEC says "strong" behaves like the weak one's task: per-filter log-scales that take it there
+    log_scales = np.zeros_like(z.source)
+    log_scales[1] = np.log(z.source[0] / z.source[1])
+    z.set_log_scales(log_scales, np.arange(DIM), {"note": "test"})
     again = Zoo.load(z.path)
     rec = {r.id: r for r in again.rank(target)}
     assert rec["strong"].distance == pytest.approx(rec["weak"].distance)
-    assert rec["strong"].bias < 0 and rec["weak"].bias == 0
+    assert rec["strong"].bias < 0 and rec["weak"].bias == 0.0
     assert "MODEL2VEC bias" in rec["strong"].why() and "bias" not in rec["weak"].why()
     assert again.manifest["model2vec"] == {"note": "test"}
 
@@ -100,8 +101,8 @@ def test_refusals_leave_the_zoo_unchanged(zoo):
         (IncompatibleEmbeddingsError, lambda: zoo.add(ZooEntry("x", "resnet18"), emb(7, dim=DIM + 1))),
         (IncompatibleEmbeddingsError, lambda: zoo.rank(emb(7, probe={**PROBE, "input_size": 224}))),
         (ZooError, lambda: zoo.rank(emb(7), k=0)),
-        (ZooError, lambda: zoo.set_biases(np.zeros((2, DIM)), {})),
-        (ZooError, lambda: zoo.set_biases(-zoo.source - 1, {})),
+        (ZooError, lambda: zoo.set_log_scales(np.zeros((2, 1)), np.zeros(DIM, int), {})),
+        (ZooError, lambda: zoo.set_log_scales(np.full((6, 1), np.nan), np.zeros(DIM, int), {})),
     ]
     for exc, call in cases:
         with pytest.raises(exc):
@@ -381,9 +382,7 @@ def test_configure_changes_alpha_and_quality_weight_and_drops_biases_learned_at_
     z = Zoo.create(tmp_path / "z", PROBE)
     z.add(ZooEntry("a", "resnet18"), emb(1), emb(999))
     z.add(ZooEntry("b", "resnet50"), emb(2))
-    bias = np.zeros_like(z.source)
-    bias[1] = 0.5 * z.source[1]
-    z.set_biases(bias, {"alpha": z.alpha})
+    z.set_log_scales(np.log([[1.0], [1.5]]), np.zeros(DIM, int), {"alpha": z.alpha})  # b = 0.5 F for "b"
     z.configure(quality_weight=0.2)  # the biases do not depend on the quality weight: they stay
     again = Zoo.load(z.path)
     assert again.quality_weight == 0.2 and again.manifest["model2vec"] and again.bias.any()
