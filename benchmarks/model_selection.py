@@ -538,7 +538,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         domains / np.linalg.norm(domains, axis=1, keepdims=True)).T
 
     def asym(alpha: float) -> np.ndarray:
-        return -(d_sym - alpha * complexity_src[None, :])
+        return -distance.asymmetric_scores(F, X, t0, alpha, model_complexity=complexity_src, sym=d_sym)
 
     # alpha sweep, and alpha chosen per held-out target on the others (mean weighted tau)
     sweep = {a: [judge(asym(a)[i], acc[i]) for i in range(n_t)] for a in ALPHAS}
@@ -680,7 +680,7 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, embs: list[Emb
     rows, secs = [], []
     for i, t in enumerate(targets):
         m = biased[i] if cfg["biases"] else zoo.source
-        score = distance.symmetric(m, use[i].vector) - cfg["alpha"] * distance.complexity(m, zoo.t0)
+        score = distance.asymmetric_scores(m, use[i].vector[None], zoo.t0, cfg["alpha"])[0]
         order = [int(k) for k in np.argsort(score, kind="stable")]
         overrides = FAST_SETTINGS if cfg["max_rank"] == 1 else {}
         s = bench.timings.get(f"embed/{bench.embedding_key(t, **overrides)}", np.nan)

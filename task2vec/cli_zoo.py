@@ -166,7 +166,8 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
-    from .model2vec import Model2Vec, leave_one_task_out, read_records
+    from .model2vec import Model2Vec, leave_one_task_out
+    from .records import read_records
     from .zoo import Zoo
 
     zoo = Zoo.load(args.dir)

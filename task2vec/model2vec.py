@@ -51,7 +51,6 @@ from .defaults import MODEL2VEC_L2, MODEL2VEC_PARAMETERISATIONS as PARAMETERISAT
 from .distance import ALPHA, asymmetric_scores, complexity, symmetric_torch
 from .embedding import Embedding
 from .errors import IncompatibleEmbeddingsError, RecordsError, Task2VecError
-from .records import read_records  # noqa: F401  (imported from here by the CLI and tests until they move)
 from .validate import embedding_array, integer, number
 
 METHODS = ("asymmetric", "model2vec", "chance", "oracle")

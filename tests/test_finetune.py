@@ -21,7 +21,7 @@ from task2vec.data import load_task
 from task2vec.errors import CheckpointError, FinetuneError, RunBusyError
 from task2vec.finetune import (FinetunedModel, Trainer, _class_weights, append_transfer_record, fit, freeze_body,
                                load_checkpoint, split_task, stratified_split)
-from task2vec.model2vec import read_records
+from task2vec.records import read_records
 from task2vec.models import resolve_model
 from task2vec.probe import build_network
 from task2vec.runfolder import LOCK_FILE, claim

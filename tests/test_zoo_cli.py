@@ -189,7 +189,7 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
     # the run left a transfer record in the per-user cache (not in the zoo), naming the task's embedding made with
     # the zoo's probe
     from task2vec.cache import zoo_cache_dir
-    from task2vec.model2vec import read_records
+    from task2vec.records import read_records
 
     zoo = Zoo.load(tmp_path / "z")
     cache = zoo_cache_dir(zoo)
