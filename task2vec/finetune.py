@@ -277,7 +277,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         optimizer = self._optimizer(model)
         steps_per_epoch = self._steps_per_epoch(len(splits["train"]))
-        scheduler = _warmup_cosine(optimizer, int(round(self.warmup_epochs * steps_per_epoch)),
+        scheduler = warmup_cosine(optimizer, int(round(self.warmup_epochs * steps_per_epoch)),
                                    self.epochs * steps_per_epoch)
 
         with runfolder.claim(run_dir):  # created once the network is built: a failed start leaves no run
@@ -679,8 +679,11 @@ def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.as_tensor(w, dtype=torch.float32)
 
 
-def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` steps."""
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` steps; every group by its own peak.
+
+    Kept over timm's CosineLRScheduler: it starts the decay on the step the warm-up peaks, ours one step later.
+    """
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
