@@ -316,7 +316,7 @@ class Trainer:
         mobius = RandomMobius(p=aug.mobius, strength=aug.mobius_strength) if aug.mobius > 0 else None
         mixer = BatchMix(aug.mixup, aug.cutmix, aug.mix_prob)
         train_labels = loaders.source.labels[loaders.splits["train"]]
-        class_weights = _class_weights(train_labels, len(classes)).to(device) if self.balance == "loss-weights" else None
+        class_weights = balanced_class_weights(train_labels, len(classes)).to(device) if self.balance == "loss-weights" else None
         smoothing = 0.0 if self.overfit_batch else self.label_smoothing
         ckpt_common = _plain({"format": CHECKPOINT_FORMAT, "arch": choice.arch, "model_id": choice.model_id,
                               "classes": classes, "config": config, "data_config": data_config_dict(data_cfg)})
@@ -672,10 +672,16 @@ def predict_logits(model: nn.Module, loader: torch.utils.data.DataLoader, normal
     return torch.cat(outs).numpy(), torch.cat(labels_all).numpy()
 
 
-def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 over the training images (classes absent from train get 1)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 1.0)
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Loss weights N / (n_classes * count) per class (sklearn's "balanced"); a class absent from ``labels`` gets 1.
+
+    With every class present their mean over the training images is 1; ``n_classes`` counts the absent ones too.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    w = np.ones(n_classes)
+    w[present] = compute_class_weight("balanced", classes=present, y=labels) * (len(present) / n_classes)
     return torch.as_tensor(w, dtype=torch.float32)
 
 

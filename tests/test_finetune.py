@@ -20,8 +20,8 @@ from task2vec.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli import main
 from task2vec.data import load_task
 from task2vec.errors import CheckpointError, FinetuneError, RunBusyError
-from task2vec.finetune import (FinetunedModel, Trainer, _class_weights, append_transfer_record, fit, freeze_body,
-                               load_checkpoint, split_task, stratified_split, warmup_cosine)
+from task2vec.finetune import (FinetunedModel, Trainer, append_transfer_record, balanced_class_weights, fit,
+                               freeze_body, load_checkpoint, split_task, stratified_split, warmup_cosine)
 from task2vec.model2vec import read_records
 from task2vec.models import resolve_model
 from task2vec.probe import build_network
@@ -95,8 +95,14 @@ def test_freeze_body_modes():
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one():
-    w = _class_weights(np.array([0, 0, 0, 1]), 2).numpy()
+    w = balanced_class_weights(np.array([0, 0, 0, 1]), 2).numpy()
     assert np.allclose(w, [4 / 6, 4 / 2])
+
+
+def test_class_weights_count_a_class_absent_from_train_and_give_it_one():
+    w = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    assert w.dtype == torch.float32
+    assert w.tolist() == torch.tensor([4 / 9, 4 / 3, 1.0], dtype=torch.float32).tolist()
 
 
 def _schedule_factor(step: int, warmup: int, total: int) -> float:
