@@ -78,7 +78,10 @@ def split_task(task: ImageTask, val_fraction: float, seed: int) -> dict[str, np.
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions for train and val: per class, round(fraction * n) images (at least 1 when n >= 2) go to val."""
+    """Positions for train and val: per class, round(fraction * n) images (at least 1 when n >= 2) go to val.
+
+    Kept over sklearn's train_test_split(stratify=), which sizes val over the whole set and refuses one-image classes.
+    """
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
