@@ -415,16 +415,17 @@ class Trainer:
         return max(1, math.ceil(n_train / self.batch_size))
 
     def _optimizer(self, model: MultiTaskModel) -> torch.optim.Optimizer:
-        groups: list[dict[str, Any]] = []
-        head = [p for n, p in model.named_parameters() if not n.startswith("body.") and p.requires_grad]
-        body = [p for n, p in model.named_parameters() if n.startswith("body.") and p.requires_grad]
-        for params, lr in ((head, self.lr), (body, self.lr * self.body_lr)):
-            decay = [p for p in params if p.ndim > 1]
-            no_decay = [p for p in params if p.ndim <= 1]  # biases and norm scales are not decayed
-            groups += [{"params": decay, "lr": lr, "weight_decay": self.weight_decay},
-                       {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"] and g["lr"] > 0]
-        return torch.optim.AdamW(groups, lr=self.lr)
+        """AdamW: the heads at ``lr`` (group 0, the logged rate), the body at ``lr * body_lr``, each split into
+        decayed weights and undecayed biases and norm scales by timm's ``param_groups_weight_decay``."""
+        from timm.optim import param_groups_weight_decay
+
+        heads = nn.ModuleList([m for name, m in model.named_children() if name != "body"])
+        groups = []
+        for part, lr in ((heads, self.lr), (model.body, self.lr * self.body_lr)):
+            # split with a non-zero decay (timm keeps one group at 0), so the groups and checkpoints have one layout
+            for g in reversed(param_groups_weight_decay(part, weight_decay=1.0)):
+                groups.append({"params": g["params"], "lr": lr, "weight_decay": self.weight_decay if g["weight_decay"] else 0.0})
+        return torch.optim.AdamW([g for g in groups if g["lr"] > 0], lr=self.lr)
 
     def _train_epoch(self, model: MultiTaskModel, loaders: "_Loaders", optimizer, scheduler, device: torch.device,
                      rng: np.random.Generator, mobius: RandomMobius | None, mixer: BatchMix,
