@@ -148,7 +148,7 @@ def evaluate(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tenso
         accuracy=float((pred == y).mean()),
         topk={int(k): float((rank < k).mean()) for k in sorted(set(topk)) if k <= c},
         per_class=dict(zip(names, recall)),
-        balanced_accuracy=float(np.mean(present)),  # sklearn's balanced_accuracy_score, without recounting
+        balanced_accuracy=float(np.mean(present)),  # = sklearn's balanced_accuracy_score, from the recalls above
         loss=float((log_norm - true_logit[:, 0]).mean()),
         confusion=cm,
     )
