@@ -15,6 +15,7 @@ autocast with channels_last.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import io
@@ -24,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -266,16 +267,17 @@ class Trainer:
 
         splits = self._splits(task)
         device = resolve_device(self.device)
-        torch.manual_seed(self.seed)
-        net = create_body(choice, random_init=self.random_init, seed=self.seed)
+        with _seeded_rng(self.seed, torch.device("cpu")):  # the new heads' initial weights
+            net = create_body(choice, random_init=self.random_init, seed=self.seed)
+            heads = AuxHeads(net.feature_dim, aux) if aux is not None else None
+            classifier = new_classifier(net.feature_dim, len(classes), self.dropout)
         size = self.image_size if self.image_size is not None else choice.input_size
         data_cfg = net.config if size is None else replace(net.config, input_size=size)
         if self.progress:
             print(f"fine-tuning {choice.model_id} ({choice.arch}) at {data_cfg.input_size} px "
                   f"({INPUT_SIZE_FROM[config['input_size_from']].format(choice=choice)})", flush=True)
         frozen = freeze_body(net.body, self.freeze)
-        heads = AuxHeads(net.feature_dim, aux) if aux is not None else None
-        model = MultiTaskModel(net.body, new_classifier(net.feature_dim, len(classes), self.dropout), heads).to(device)
+        model = MultiTaskModel(net.body, classifier, heads).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = self._optimizer(model)
@@ -326,10 +328,10 @@ class Trainer:
         for epoch in range(state["epoch"], self.epochs):
             t0 = time.perf_counter()
             epoch_seed = self.seed * 100_003 + epoch
-            torch.manual_seed(epoch_seed)
             rng = np.random.default_rng(epoch_seed)
-            train_stats = self._train_epoch(model, loaders, optimizer, scheduler, device, rng, mobius, mixer,
-                                            class_weights, smoothing, aux, groups, epoch, epoch_seed)
+            with _seeded_rng(epoch_seed, device):  # each epoch from its own seed: a resumed run draws the same
+                train_stats = self._train_epoch(model, loaders, optimizer, scheduler, device, rng, mobius, mixer,
+                                                class_weights, smoothing, aux, groups, epoch, epoch_seed)
             val_logits, val_labels = predict_logits(model, loaders.eval_loader("val"), loaders.normalize, device, self.amp)
             val = metrics_mod.evaluate(val_logits, val_labels, classes)
             seconds = time.perf_counter() - t0
@@ -645,7 +647,8 @@ class _Loaders:
         return self._loader(idx, self.train_tf, shuffle=True, generator=g)
 
     def eval_loader(self, split: str) -> torch.utils.data.DataLoader:
-        return self._loader(self.splits[split], self.eval_tf, shuffle=False)
+        # a generator of its own for the worker seed each pass draws, which would come from the caller's RNG
+        return self._loader(self.splits[split], self.eval_tf, shuffle=False, generator=torch.Generator())
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return normalize_batch(images, self.config, self.device)
@@ -700,6 +703,20 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> 
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global RNG (the CPU's, and ``device``'s on an accelerator) seeded to ``seed`` inside the block, the
+    caller's RNG state restored after it. Forked, not passed as generators: dropout, the per-image transforms
+    and the Möbius maps take no generator and draw from the global RNG (the DataLoader has its own)."""
+    accelerator = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else None):
+        torch.random.default_generator.manual_seed(seed)
+        if accelerator:
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                torch.get_device_module(device.type).manual_seed(seed)
+        yield
 
 
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:

@@ -215,6 +215,18 @@ def test_resume_continues_exactly_where_it_stopped(colours, tmp_path):
     assert Trainer(**kw).fit(colours, tmp_path / "nothing", resume=True).epochs_run == 3  # nothing to continue
 
 
+def test_fit_leaves_the_callers_torch_rng_as_it_was(colours, tmp_path):
+    """No global reseeding: the caller's torch RNG is where it was, and the run's own draws are seeded all the same."""
+    kw = {**FAST, "augment": "strong", "dropout": 0.3}
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = Trainer(**kw).fit(colours, tmp_path / "a")
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(1000)  # the caller's RNG elsewhere: the same run
+    second = Trainer(**kw).fit(colours, tmp_path / "b")
+    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
+
+
 def test_a_start_killed_before_its_first_checkpoint_is_not_a_run(colours, tmp_path):
     """config.json and split.csv without last.pt (a kill in the first epoch): a rerun and --resume both start over."""
     kw = {**FAST, "epochs": 1}
