@@ -86,9 +86,7 @@ class Mixed:
 class BatchMix:
     """Mixup (Zhang et al. 2018) and cutmix (Yun et al. 2019) on a float NCHW batch.
 
-    Written here rather than taken from torchvision's ``v2.MixUp``/``v2.CutMix`` because the
-    trainer must mix auxiliary targets (attributes, groups) with the same pairs and weights,
-    which those classes do not expose.
+    Kept over torchvision's v2.MixUp/CutMix and timm's Mixup: they return mixed labels, not the pairs and weight for aux losses.
     """
 
     def __init__(self, mixup: float = 0.0, cutmix: float = 0.0, prob: float = 1.0):

@@ -1,8 +1,9 @@
 """Grad-CAM (Selvaraju et al., 2017): which image regions a fine-tuned classifier used for its decision.
 
 For a class c and a feature map A (K channels) the map is ReLU(sum_k w_k A_k) with w_k the spatial mean
-of d score_c / d A_k, upsampled bilinearly to the input and scaled per image to [0, 1]. The model is left
-as it was found: hooks removed, train/eval flags and requires_grad untouched, no gradient written to .grad.
+of d score_c / d A_k (captum's ``LayerGradCam``), upsampled bilinearly to the input and scaled per image to
+[0, 1]. The model is left as it was found: hooks removed, train/eval flags and requires_grad untouched, no
+gradient written to .grad. Choosing the target layer is this module's own work (captum needs it named).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -169,53 +169,54 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int] |
              layer: str | None = None) -> CamResult:
     """Grad-CAM maps of ``x`` [N, 3, H, W] for ``class_idx`` (None: each image's predicted class).
 
-    ``layer`` is a dotted module name; None picks it with ``find_target_layer``. The model runs in eval
-    mode. Works with frozen parameters: the captured activation is made a gradient leaf when needed, and
-    the rest of the forward runs on a copy of it so later in-place operations cannot alter it. For a
-    module run several times in one forward (a shared activation), its last call is used.
+    ``layer`` is a dotted module name; None picks it with ``find_target_layer``. The maps are captum's
+    ``LayerGradCam`` (ReLU of the gradient-weighted channel sum), upsampled and scaled here; one forward
+    pass gives them, the chosen classes and their probabilities. The model runs in eval mode. Works with
+    frozen parameters (captum makes the captured activation a gradient leaf and runs the rest of the forward
+    on a copy of it). For a module run several times in one forward (a shared activation), its last call is used.
     """
+    from captum.attr import LayerAttribution, LayerGradCam
+
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
         raise FinetuneError(f"grad_cam needs an image batch [N, C, H, W], got {getattr(x, 'shape', type(x))}")
     if layer is None:
         layer, module = find_target_layer(model, x[:1])
     else:
         module = resolve_layer(model, layer)
-    captured: dict[str, torch.Tensor] = {}
+    chosen: dict[str, Any] = {}
 
-    def hook(mod: nn.Module, args: tuple, out: object) -> torch.Tensor:
+    def check_layer(mod: nn.Module, args: tuple, out: object) -> None:
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             raise FinetuneError(f"layer {layer!r} outputs {getattr(out, 'shape', type(out).__name__)}, not a 4-D feature map")
-        act = out if out.requires_grad else out.detach().requires_grad_()
-        captured["act"] = act
-        return act.clone()
+        chosen["ran"] = True
 
-    handle = module.register_forward_hook(hook)
+    def class_scores(images: torch.Tensor) -> torch.Tensor:
+        """The score of the explained class of each image, [N, 1] (captum's target 0)."""
+        logits = model(images)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
+            got = getattr(logits, "shape", type(logits).__name__)
+            raise FinetuneError(f"model output must be logits [N, classes], got {got}")
+        if "ran" not in chosen:
+            raise FinetuneError(f"layer {layer!r} did not run in the forward pass")
+        if not logits.requires_grad:
+            raise FinetuneError(f"the class scores do not depend on layer {layer!r} (is it run under torch.no_grad()?)")
+        chosen["idx"] = _class_indices(class_idx, logits)
+        rows = torch.arange(len(logits), device=logits.device)
+        cols = torch.tensor(chosen["idx"], device=logits.device)
+        chosen["probs"] = logits.detach().float().softmax(1)[rows, cols]
+        return logits[rows, cols][:, None]
+
+    handle = module.register_forward_hook(check_layer)  # before captum's hook, so it sees the layer's own output
     try:
-        with _ModeGuard(model), torch.enable_grad():
-            logits = model(x)
+        with _ModeGuard(model):
+            cam = LayerGradCam(class_scores, module).attribute(x, target=0, relu_attributions=True)
     finally:
         handle.remove()
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-        raise FinetuneError(f"model output must be logits [N, classes], got {getattr(logits, 'shape', type(logits).__name__)}")
-    if "act" not in captured:
-        raise FinetuneError(f"layer {layer!r} did not run in the forward pass")
-    idx = _class_indices(class_idx, logits)
-    rows = torch.arange(len(idx), device=logits.device)
-    cols = torch.tensor(idx, device=logits.device)
-    act = captured["act"]
-    grad = None
-    if logits.requires_grad:
-        (grad,) = torch.autograd.grad(logits[rows, cols].sum(), act, allow_unused=True)
-    if grad is None:
-        raise FinetuneError(f"the class scores do not depend on layer {layer!r} (is it run under torch.no_grad()?)")
     with torch.no_grad():
-        weights = grad.float().mean((2, 3), keepdim=True)
-        cam = F.relu((weights * act.float()).sum(1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+        cam = LayerAttribution.interpolate(cam.detach().float(), tuple(x.shape[2:]), "bilinear")[:, 0].clamp_min(0)
         peak = cam.amax((1, 2), keepdim=True)
         cam = (cam / peak.clamp_min(torch.finfo(cam.dtype).tiny)).clamp(0, 1)  # an all-zero map stays zero
-        probs = logits.detach().float().softmax(1)[rows, cols]
-    return CamResult(maps=cam.cpu(), class_idx=idx, probs=probs.cpu().tolist(), layer=layer)
+    return CamResult(maps=cam.cpu(), class_idx=chosen["idx"], probs=chosen["probs"].cpu().tolist(), layer=layer)
 
 
 def _to_pil(image: Image.Image | torch.Tensor) -> Image.Image:

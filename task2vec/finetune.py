@@ -15,6 +15,7 @@ autocast with channels_last.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import io
@@ -24,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +79,10 @@ def split_task(task: ImageTask, val_fraction: float, seed: int) -> dict[str, np.
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions for train and val: per class, round(fraction * n) images (at least 1 when n >= 2) go to val."""
+    """Positions for train and val: per class, round(fraction * n) images (at least 1 when n >= 2) go to val.
+
+    Kept over sklearn's train_test_split(stratify=), which sizes val over the whole set and refuses one-image classes.
+    """
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
@@ -263,21 +267,22 @@ class Trainer:
 
         splits = self._splits(task)
         device = resolve_device(self.device)
-        torch.manual_seed(self.seed)
-        net = create_body(choice, random_init=self.random_init, seed=self.seed)
+        with _seeded_rng(self.seed, torch.device("cpu")):  # the new heads' initial weights
+            net = create_body(choice, random_init=self.random_init, seed=self.seed)
+            heads = AuxHeads(net.feature_dim, aux) if aux is not None else None
+            classifier = new_classifier(net.feature_dim, len(classes), self.dropout)
         size = self.image_size if self.image_size is not None else choice.input_size
         data_cfg = net.config if size is None else replace(net.config, input_size=size)
         if self.progress:
             print(f"fine-tuning {choice.model_id} ({choice.arch}) at {data_cfg.input_size} px "
                   f"({INPUT_SIZE_FROM[config['input_size_from']].format(choice=choice)})", flush=True)
         frozen = freeze_body(net.body, self.freeze)
-        heads = AuxHeads(net.feature_dim, aux) if aux is not None else None
-        model = MultiTaskModel(net.body, new_classifier(net.feature_dim, len(classes), self.dropout), heads).to(device)
+        model = MultiTaskModel(net.body, classifier, heads).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = self._optimizer(model)
         steps_per_epoch = self._steps_per_epoch(len(splits["train"]))
-        scheduler = _warmup_cosine(optimizer, int(round(self.warmup_epochs * steps_per_epoch)),
+        scheduler = warmup_cosine(optimizer, int(round(self.warmup_epochs * steps_per_epoch)),
                                    self.epochs * steps_per_epoch)
 
         with runfolder.claim(run_dir):  # created once the network is built: a failed start leaves no run
@@ -316,17 +321,17 @@ class Trainer:
         mobius = RandomMobius(p=aug.mobius, strength=aug.mobius_strength) if aug.mobius > 0 else None
         mixer = BatchMix(aug.mixup, aug.cutmix, aug.mix_prob)
         train_labels = loaders.source.labels[loaders.splits["train"]]
-        class_weights = _class_weights(train_labels, len(classes)).to(device) if self.balance == "loss-weights" else None
+        class_weights = balanced_class_weights(train_labels, len(classes)).to(device) if self.balance == "loss-weights" else None
         smoothing = 0.0 if self.overfit_batch else self.label_smoothing
         ckpt_common = _plain({"format": CHECKPOINT_FORMAT, "arch": choice.arch, "model_id": choice.model_id,
                               "classes": classes, "config": config, "data_config": data_config_dict(data_cfg)})
         for epoch in range(state["epoch"], self.epochs):
             t0 = time.perf_counter()
             epoch_seed = self.seed * 100_003 + epoch
-            torch.manual_seed(epoch_seed)
             rng = np.random.default_rng(epoch_seed)
-            train_stats = self._train_epoch(model, loaders, optimizer, scheduler, device, rng, mobius, mixer,
-                                            class_weights, smoothing, aux, groups, epoch, epoch_seed)
+            with _seeded_rng(epoch_seed, device):  # each epoch from its own seed: a resumed run draws the same
+                train_stats = self._train_epoch(model, loaders, optimizer, scheduler, device, rng, mobius, mixer,
+                                                class_weights, smoothing, aux, groups, epoch, epoch_seed)
             val_logits, val_labels = predict_logits(model, loaders.eval_loader("val"), loaders.normalize, device, self.amp)
             val = metrics_mod.evaluate(val_logits, val_labels, classes)
             seconds = time.perf_counter() - t0
@@ -412,16 +417,17 @@ class Trainer:
         return max(1, math.ceil(n_train / self.batch_size))
 
     def _optimizer(self, model: MultiTaskModel) -> torch.optim.Optimizer:
-        groups: list[dict[str, Any]] = []
-        head = [p for n, p in model.named_parameters() if not n.startswith("body.") and p.requires_grad]
-        body = [p for n, p in model.named_parameters() if n.startswith("body.") and p.requires_grad]
-        for params, lr in ((head, self.lr), (body, self.lr * self.body_lr)):
-            decay = [p for p in params if p.ndim > 1]
-            no_decay = [p for p in params if p.ndim <= 1]  # biases and norm scales are not decayed
-            groups += [{"params": decay, "lr": lr, "weight_decay": self.weight_decay},
-                       {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"] and g["lr"] > 0]
-        return torch.optim.AdamW(groups, lr=self.lr)
+        """AdamW: the heads at ``lr`` (group 0, the logged rate), the body at ``lr * body_lr``, each split into
+        decayed weights and undecayed biases and norm scales by timm's ``param_groups_weight_decay``."""
+        from timm.optim import param_groups_weight_decay
+
+        heads = nn.ModuleList([m for name, m in model.named_children() if name != "body"])
+        groups = []
+        for part, lr in ((heads, self.lr), (model.body, self.lr * self.body_lr)):
+            # split with a non-zero decay (timm keeps one group at 0), so the groups and checkpoints have one layout
+            for g in reversed(param_groups_weight_decay(part, weight_decay=1.0)):
+                groups.append({"params": g["params"], "lr": lr, "weight_decay": self.weight_decay if g["weight_decay"] else 0.0})
+        return torch.optim.AdamW([g for g in groups if g["lr"] > 0], lr=self.lr)
 
     def _train_epoch(self, model: MultiTaskModel, loaders: "_Loaders", optimizer, scheduler, device: torch.device,
                      rng: np.random.Generator, mobius: RandomMobius | None, mixer: BatchMix,
@@ -641,7 +647,8 @@ class _Loaders:
         return self._loader(idx, self.train_tf, shuffle=True, generator=g)
 
     def eval_loader(self, split: str) -> torch.utils.data.DataLoader:
-        return self._loader(self.splits[split], self.eval_tf, shuffle=False)
+        # a generator of its own for the worker seed each pass draws, which would come from the caller's RNG
+        return self._loader(self.splits[split], self.eval_tf, shuffle=False, generator=torch.Generator())
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return normalize_batch(images, self.config, self.device)
@@ -672,21 +679,44 @@ def predict_logits(model: nn.Module, loader: torch.utils.data.DataLoader, normal
     return torch.cat(outs).numpy(), torch.cat(labels_all).numpy()
 
 
-def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1 over the training images (classes absent from train get 1)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 1.0)
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Loss weights N / (n_classes * count) per class (sklearn's "balanced"); a class absent from ``labels`` gets 1.
+
+    With every class present their mean over the training images is 1; ``n_classes`` counts the absent ones too.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    w = np.ones(n_classes)
+    w[present] = compute_class_weight("balanced", classes=present, y=labels) * (len(present) / n_classes)
     return torch.as_tensor(w, dtype=torch.float32)
 
 
-def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` steps."""
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total`` steps; every group by its own peak.
+
+    Kept over timm's CosineLRScheduler: it starts the decay on the step the warm-up peaks, ours one step later.
+    """
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global RNG (the CPU's, and ``device``'s on an accelerator) seeded to ``seed`` inside the block, the
+    caller's RNG state restored after it. Forked, not passed as generators: dropout, the per-image transforms
+    and the Möbius maps take no generator and draw from the global RNG (the DataLoader has its own)."""
+    accelerator = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else None):
+        torch.random.default_generator.manual_seed(seed)
+        if accelerator:
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                torch.get_device_module(device.type).manual_seed(seed)
+        yield
 
 
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:

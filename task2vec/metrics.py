@@ -56,14 +56,18 @@ def _check_classes(classes: Sequence[str], n_classes: int) -> list[str]:
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """int64 [n_classes, n_classes] counts: rows are true classes, columns predicted classes."""
+    """int64 [n_classes, n_classes] counts (sklearn's): rows are true classes, columns predicted classes."""
+    from sklearn import metrics as sk_metrics
+
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
         raise FinetuneError(f"n_classes must be a positive integer, got {n_classes!r}")
     t = _int_labels(y_true, "y_true", n_classes)
     p = _int_labels(y_pred, "y_pred", n_classes)
     if len(t) != len(p):
         raise FinetuneError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
-    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes).astype(np.int64)
+    if not len(t):  # sklearn refuses empty input
+        return np.zeros((n_classes, n_classes), dtype=np.int64)
+    return sk_metrics.confusion_matrix(t, p, labels=np.arange(n_classes)).astype(np.int64)
 
 
 @dataclass
@@ -129,6 +133,7 @@ def evaluate(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tenso
             raise FinetuneError(f"top-k values must be positive integers, got {k!r}")
 
     true_logit = z[np.arange(n), y][:, None]
+    # top-k kept over sklearn's top_k_accuracy_score, which breaks ties for the higher class index (argmax: the lower)
     # rank of the true class: classes scored higher, plus equal-scored classes with a lower index (as argmax breaks ties)
     rank = (z > true_logit).sum(1) + ((z == true_logit) & (np.arange(c) < y[:, None])).sum(1)
     pred = z.argmax(1)
@@ -143,7 +148,7 @@ def evaluate(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tenso
         accuracy=float((pred == y).mean()),
         topk={int(k): float((rank < k).mean()) for k in sorted(set(topk)) if k <= c},
         per_class=dict(zip(names, recall)),
-        balanced_accuracy=float(np.mean(present)),
+        balanced_accuracy=float(np.mean(present)),  # = sklearn's balanced_accuracy_score, from the recalls above
         loss=float((log_norm - true_logit[:, 0]).mean()),
         confusion=cm,
     )

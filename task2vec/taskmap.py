@@ -20,7 +20,10 @@ UMAP_MIN_POINTS = 5
 
 
 def classical_mds(D: np.ndarray, dims: int = 2) -> np.ndarray:
-    """Principal coordinates: PCA of the double-centred squared distance matrix."""
+    """Principal coordinates: PCA of the double-centred squared distance matrix; negative eigenvalues count as 0.
+
+    Kept over sklearn's ClassicalMDS, which gives NaN coordinates where d_sym (not Euclidean) has negative eigenvalues.
+    """
     n = len(D)
     J = np.eye(n) - 1.0 / n
     B = -0.5 * J @ (D ** 2) @ J

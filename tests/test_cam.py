@@ -189,6 +189,23 @@ def test_bad_layers_and_classes():
         grad_cam(model, x[0])
 
 
+def test_a_layer_that_does_not_run_or_does_not_reach_the_scores_is_an_error():
+    class Detached(BlobNet):
+        def forward(self, x):
+            with torch.no_grad():
+                features = self.features(x)
+            return self.fc(features.mean((2, 3))).detach()
+
+    model, x = BlobNet(), blob_image()
+    model.spare = nn.Conv2d(3, 2, 1)  # never called
+    before = model_state(model)
+    with pytest.raises(FinetuneError, match="layer 'spare' did not run in the forward pass"):
+        grad_cam(model, x, layer="spare")
+    assert_same_state(before, model_state(model))
+    with pytest.raises(FinetuneError, match="do not depend on layer 'features.3'"):
+        grad_cam(Detached(), x, layer="features.3")
+
+
 def test_overlay():
     image = Image.new("RGB", (40, 30), (10, 200, 30))
     cam = torch.zeros(8, 8)

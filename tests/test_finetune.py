@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 from dataclasses import replace
@@ -19,8 +20,8 @@ from task2vec.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli import main
 from task2vec.data import load_task
 from task2vec.errors import CheckpointError, FinetuneError, RunBusyError
-from task2vec.finetune import (FinetunedModel, Trainer, _class_weights, append_transfer_record, fit, freeze_body,
-                               load_checkpoint, split_task, stratified_split)
+from task2vec.finetune import (FinetunedModel, Trainer, append_transfer_record, balanced_class_weights, fit,
+                               freeze_body, load_checkpoint, split_task, stratified_split, warmup_cosine)
 from task2vec.records import read_records
 from task2vec.models import resolve_model
 from task2vec.probe import build_network
@@ -94,8 +95,41 @@ def test_freeze_body_modes():
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one():
-    w = _class_weights(np.array([0, 0, 0, 1]), 2).numpy()
+    w = balanced_class_weights(np.array([0, 0, 0, 1]), 2).numpy()
     assert np.allclose(w, [4 / 6, 4 / 2])
+
+
+def test_class_weights_count_a_class_absent_from_train_and_give_it_one():
+    w = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    assert w.dtype == torch.float32
+    assert w.tolist() == torch.tensor([4 / 9, 4 / 3, 1.0], dtype=torch.float32).tolist()
+
+
+def _schedule_factor(step: int, warmup: int, total: int) -> float:
+    """The rate at ``step`` over the peak rate: linear warm-up to the peak, then cosine decay to zero at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / max(1, total - warmup), 1.0)))
+
+
+@pytest.mark.parametrize("warmup, total", [(0, 7), (1, 5), (2, 6), (3, 20), (4, 4), (5, 3), (37, 450)])
+def test_warmup_cosine_gives_the_same_rate_at_every_step(warmup, total):
+    """Per step and per parameter group (each its own peak), to 1e-9, two steps past the end included."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(2)]
+    peaks = (3e-3, 3e-4)
+    optimizer = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, peaks)], lr=peaks[0])
+    scheduler = warmup_cosine(optimizer, warmup, total)
+    rates = []
+    for _ in range(total + 2):
+        rates.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    expected = [[peak * _schedule_factor(s, warmup, total) for peak in peaks] for s in range(total + 2)]
+    assert np.abs(np.array(rates) - np.array(expected)).max() <= 1e-9 * max(peaks)
+    if (warmup, total) == (2, 6):  # the peak is held for two steps: the last of the warm-up and the first of the decay
+        factors = [r[0] / peaks[0] for r in rates]
+        assert factors == pytest.approx([0.5, 1.0, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5,
+                                         (1 + math.cos(3 * math.pi / 4)) / 2, 0.0, 0.0], abs=1e-12)
 
 
 @pytest.mark.parametrize("name", ["none", "light", "standard", "strong"])
@@ -179,6 +213,18 @@ def test_resume_continues_exactly_where_it_stopped(colours, tmp_path):
     with pytest.raises(FinetuneError, match="setting 'lr' differs"):
         Trainer(**{**kw, "lr": 1e-2}).fit(colours, tmp_path / "b", resume=True)
     assert Trainer(**kw).fit(colours, tmp_path / "nothing", resume=True).epochs_run == 3  # nothing to continue
+
+
+def test_fit_leaves_the_callers_torch_rng_as_it_was(colours, tmp_path):
+    """No global reseeding: the caller's torch RNG is where it was, and the run's own draws are seeded all the same."""
+    kw = {**FAST, "augment": "strong", "dropout": 0.3}
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = Trainer(**kw).fit(colours, tmp_path / "a")
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(1000)  # the caller's RNG elsewhere: the same run
+    second = Trainer(**kw).fit(colours, tmp_path / "b")
+    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
 
 
 def test_a_start_killed_before_its_first_checkpoint_is_not_a_run(colours, tmp_path):
