@@ -871,15 +871,13 @@ def _plain(x):
 
 def figure3(results: dict, targets: list[Target], generalist: int, path: Path) -> None:
     """The paper's Figure 3: targets by complexity; error of the generalist, of the picks and of the oracle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a bare figure: no pyplot, no backend switched for the caller
 
     acc, comp = np.array(results["acc"]), np.array(results["complexity"])
     order = np.argsort(comp)
     x = np.arange(len(order))
-    fig, ax = plt.subplots(figsize=(max(8, 0.3 * len(order) + 3), 5.5))
+    fig = Figure(figsize=(max(8, 0.3 * len(order) + 3), 5.5))
+    ax = fig.subplots()
     err = 100 * (1 - acc[order])
     for name, style in (("generalist", "s-"), ("task2vec asym (alpha LOTO)", "o-"), ("model2vec", "^-")):
         picks = np.array(results["picks"][name])[order] if name != "generalist" else np.full(len(order), generalist)
@@ -897,7 +895,6 @@ def figure3(results: dict, targets: list[Target], generalist: int, path: Path) -
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     with atomic_open(path, "wb") as f:
         f.write(buf.getvalue())
 

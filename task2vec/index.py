@@ -525,19 +525,14 @@ class AsymmetricIndex:
 
 
 def _top_components(Xc: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Top-k right singular vectors (k, D) of the centred sample ``Xc`` (randomised SVD, 4 power steps)."""
+    """Top-k right singular vectors (k, D) of the centred sample ``Xc`` (scikit-learn's randomised SVD)."""
+    from sklearn.utils.extmath import randomized_svd
+
     n, d = Xc.shape
     if k >= min(n, d):
         _, _, Vt = np.linalg.svd(Xc.astype(np.float64), full_matrices=False)
         out = np.zeros((k, d), dtype=np.float32)
         out[:len(Vt)] = Vt[:k]
         return out
-    rng = np.random.default_rng(seed)
-    Y = Xc @ rng.standard_normal((d, min(d, k + 16))).astype(np.float32)
-    for _ in range(4):
-        Y = np.linalg.qr(Y.astype(np.float64))[0].astype(np.float32)
-        Y = Xc @ (Xc.T @ Y)
-    Y = np.linalg.qr(Y.astype(np.float64))[0].astype(np.float32)
-    B = Y.T @ Xc
-    _, _, Vt = np.linalg.svd(B.astype(np.float64), full_matrices=False)
-    return np.ascontiguousarray(Vt[:k], dtype=np.float32)
+    _, _, Vt = randomized_svd(Xc, k, n_oversamples=16, n_iter=4, random_state=seed)
+    return np.ascontiguousarray(Vt, dtype=np.float32)
