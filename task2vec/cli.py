@@ -241,7 +241,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     info = [f"{e.meta.get('n_classes')} classes, {e.meta.get('n_images')} images, "
             f"source {e.meta.get('dataset', {}).get('source', '')}"
             for e in embs]
-    taskmap.write_html(coords, display, info, stem.with_suffix(".html"))
+    taskmap.write_html(coords, display, info, stem.with_suffix(".html"), groups=groups)
     print(f"task map of {len(embs)} tasks ({used}) -> {out}, {stem.with_suffix('.csv')}, {stem.with_suffix('.html')}")
     return 0
 

@@ -73,13 +73,24 @@ def cluster_order(D: np.ndarray):
     return Z, leaves_list(Z)
 
 
+DEFAULT_COLOR = "#1f77b4"  # every point, when the map has no groups
+
+
+def group_colors(groups: Sequence[str] | None) -> dict[str, str]:
+    """Each group's colour (matplotlib's tab10, groups in sorted order), the same in the PNG and the HTML."""
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    palette = matplotlib.colormaps["tab10"]
+    return {g: to_hex(palette(i % 10)) for i, g in enumerate(sorted(set(groups or ())))}
+
+
 def draw(D: np.ndarray, coords: np.ndarray, names: Sequence[str], path: str | Path, *,
          groups: Sequence[str] | None = None, title: str = "", method: str = "umap") -> Path:
     """PNG: the 2-D map (points labelled, coloured by group) and the clustered distance heatmap.
 
     Drawn on a bare Agg figure: matplotlib's backend and pyplot's figures are left as they are.
     """
-    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from scipy.cluster.hierarchy import dendrogram
@@ -89,14 +100,14 @@ def draw(D: np.ndarray, coords: np.ndarray, names: Sequence[str], path: str | Pa
     fig = Figure(figsize=(16, 7.5))
     FigureCanvasAgg(fig)
     ax = fig.add_axes([0.04, 0.08, 0.40, 0.84])
-    palette = matplotlib.colormaps["tab10"]
-    group_names = sorted(set(groups)) if groups is not None else []
-    colors = [palette(group_names.index(g) % 10) for g in groups] if groups is not None else ["tab:blue"] * n
+    palette = group_colors(groups)
+    colors = [palette[g] for g in groups] if groups is not None else [DEFAULT_COLOR] * n
     ax.scatter(coords[:, 0], coords[:, 1], c=colors, s=60, edgecolor="k", linewidth=0.5)
     for (x, y), name in zip(coords, names):
         ax.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    group_names = list(palette)
     for g in group_names:
-        ax.scatter([], [], color=palette(group_names.index(g) % 10), label=g)
+        ax.scatter([], [], color=palette[g], label=g)
     if group_names:
         ax.legend(fontsize=8, loc="best")
     ax.set_title(title or f"task map ({method} of the symmetric Task2Vec distance)")
@@ -132,20 +143,26 @@ def write_coords_csv(coords: np.ndarray, names: Sequence[str], path: str | Path)
 
 
 def write_html(coords: np.ndarray, names: Sequence[str], info: Sequence[str], path: str | Path,
-               title: str = "task map") -> Path:
-    """A self-contained page: an SVG map where hovering a point shows its task name and metadata."""
+               title: str = "task map", groups: Sequence[str] | None = None) -> Path:
+    """A self-contained page: an SVG map where hovering a point shows its task name and metadata;
+    points coloured by ``groups`` as in :func:`draw`, with a legend."""
     lo, hi = coords.min(0), coords.max(0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     xy = 40 + (coords - lo) / span * 720
+    palette = group_colors(groups)
+    colors = [palette[g] for g in groups] if groups is not None else [DEFAULT_COLOR] * len(names)
     pts = []
-    for (x, y), name, text in zip(xy, names, info):
+    for (x, y), name, text, color in zip(xy, names, info, colors):
         tip = html.escape(f"{name}\n{text}")
-        pts.append(f'<g><circle cx="{x:.1f}" cy="{800 - y:.1f}" r="7" fill="#3b7dd8" stroke="#000">'
+        pts.append(f'<g><circle cx="{x:.1f}" cy="{800 - y:.1f}" r="7" fill="{color}" stroke="#000">'
                    f'<title>{tip}</title></circle><text x="{x + 9:.1f}" y="{800 - y - 9:.1f}" '
                    f'font-size="11">{html.escape(name)}</text></g>')
+    legend = "".join(f"<span style='margin-right:1em'><span style='color:{c}'>&#9679;</span> {html.escape(g)}</span>"
+                     for g, c in palette.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body><h3>{html.escape(title)}</h3><p>Hover a point for its task and metadata.</p>"
-            f"<svg width='820' height='840' style='border:1px solid #ccc'>{''.join(pts)}</svg></body></html>")
+            + (f"<p class='legend'>{legend}</p>" if legend else "")
+            + f"<svg width='820' height='840' style='border:1px solid #ccc'>{''.join(pts)}</svg></body></html>")
     with atomic_open(path, "w") as f:
         f.write(page)
     return Path(path)

@@ -9,6 +9,7 @@ from PIL import Image
 from task2vec import Embedding, Probe, WeightsError
 from task2vec.cli import main
 from task2vec.distance import complexity
+from task2vec.taskmap import group_colors
 from task2vec.trivial import trivial_embedding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,7 +66,15 @@ def test_distance_and_map_commands(tmp_path, capsys):
     assert main(["map", *files, "-o", str(out), "--labels", str(tmp_path / "labels.csv"), "--color-by", "group"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "map.csv").read_text().splitlines()[1].startswith("T0,")
-    assert "<title>T0" in (tmp_path / "map.html").read_text()
+    page = (tmp_path / "map.html").read_text()
+    assert "<title>T0" in page
+    colours = group_colors(["a", "b"])  # --color-by group: T0, T2, T4 are 'a', the others 'b', in the PNG's colours
+    assert colours["a"] != colours["b"] and page.count(f'fill="{colours["a"]}"') == 3
+    assert page.count(f'fill="{colours["b"]}"') == 3 and "class='legend'" in page
+    png = np.asarray(Image.open(out).convert("RGB"))
+    for colour in colours.values():  # both groups' colours are drawn in the PNG
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(png.astype(int) - rgb).sum(-1) < 6).sum() > 20
     assert main(["map", *files[:3], "-o", str(tmp_path / "small.png")]) == 0
     assert "used classical MDS" in capsys.readouterr().err
     bogus = tmp_path / "bogus.npz"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from task2vec.augment import BatchMix, preset
+from task2vec.augment import BatchMix, preset, train_transform
 from task2vec.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli import main
 from task2vec.data import load_task
@@ -370,9 +370,23 @@ def test_repeats_report_mean_and_std_and_records_feed_model2vec(colours, tmp_pat
 
 # ---------------------------------------------------------------- the real thing: small_books, CLI
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="needs ../shared")
-def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys):
+def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys, monkeypatch):
+    import task2vec.finetune as finetune_mod
+
     data = SHARED / "data" / "small_books"
     run = tmp_path / "books"
+    used = {}  # what the trainer actually trains with: the augmentation of its train transform, the loss weights
+
+    def spy_transform(config, aug):
+        used["augment"] = aug
+        return train_transform(config, aug)
+
+    def spy_weights(labels, n_classes):
+        used["class_weights"] = balanced_class_weights(labels, n_classes)
+        return used["class_weights"]
+
+    monkeypatch.setattr(finetune_mod, "train_transform", spy_transform)
+    monkeypatch.setattr(finetune_mod, "balanced_class_weights", spy_weights)
     rc = main(["finetune", str(data), "-o", str(run), "--weights", str(WEIGHTS), "--image-size", "64",
                "--epochs", "2", "--augment", "strong", "--balance", "loss-weights", "--quiet", "--device", "cpu"])
     out = capsys.readouterr()
@@ -380,13 +394,23 @@ def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys):
     assert "val accuracy" in out.out
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["weights"] == str(WEIGHTS) and cfg["split_sizes"]["test"] == 0  # test/ is unlabelled
+    assert used["augment"] == preset("strong") and cfg["params"]["augment"] == preset("strong").as_dict()
+    assert cfg["params"]["balance"] == "loss-weights"
+    w = used["class_weights"]  # 27 backgrounds against about 9 photos per book: the background weighs least
+    assert w[cfg["classes"].index("background")] == w.min() and w.max() > 2 * w.min()
     photos = sorted((data / "test").glob("*.jpg"))[:2]
     rc = main(["predict", str(run / "best.pt"), *map(str, photos), "--topk", "3", "--json", str(tmp_path / "p.json")])
     assert rc == 0
     preds = json.loads((tmp_path / "p.json").read_text())["predictions"]
     assert len(preds) == 2 and len(preds[0]["top"]) == 3
     rc = main(["cam", str(run / "best.pt"), str(photos[0]), "-o", str(tmp_path / "cam.png")])
-    assert rc == 0 and (tmp_path / "cam.png").stat().st_size > 1000
+    assert rc == 0
+    figure = np.asarray(Image.open(tmp_path / "cam.png").convert("RGB")).astype(float)
+    assert figure.shape == (300, 600, 3)  # one row: the photo, then its heat map
+    left, right = figure[:, :300], figure[:, 300:]
+    assert np.abs(left - right).mean() > 10  # the overlay is not the photo
+    heat = right - left
+    assert heat.std() > 5 and np.ptp(heat[..., 0] - heat[..., 2]) > 50  # warm and cool regions: a map, not a tint
     capsys.readouterr()
     rc = main(["finetune", str(data), "-o", str(run), "--weights", str(WEIGHTS), "--quiet"])
     assert rc == 2 and "already holds a run" in capsys.readouterr().err
