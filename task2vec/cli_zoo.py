@@ -136,13 +136,15 @@ def cmd_zoo_verify(args: argparse.Namespace) -> int:
 def cmd_zoo_set(args: argparse.Namespace) -> int:
     from .zoo import Zoo
 
-    if args.alpha is None and args.quality_weight is None:
-        raise ZooError("nothing to set: give --alpha and/or --quality-weight")
+    if args.alpha is None and args.quality_weight is None and args.always_check is None:
+        raise ZooError("nothing to set: give --alpha, --quality-weight and/or --always-check")
     zoo = Zoo.load(args.dir)
     had_biases = bool(zoo.manifest.get("model2vec"))
-    zoo.configure(alpha=args.alpha, quality_weight=args.quality_weight)
+    always = None if args.always_check is None else [i for i in args.always_check.split(",") if i]
+    zoo.configure(alpha=args.alpha, quality_weight=args.quality_weight, always_check=always)
     dropped = had_biases and not zoo.manifest.get("model2vec")
-    print(f"zoo {zoo.path}: alpha {zoo.alpha}, quality weight {zoo.quality_weight}"
+    print(f"zoo {zoo.path}: alpha {zoo.alpha}, quality weight {zoo.quality_weight}, always checked: "
+          f"{', '.join(zoo.always_check) or 'none'}"
           + ("; MODEL2VEC biases dropped (learned at the old alpha: refit them with 'task2vec zoo fit-model2vec')"
              if dropped else ""))
     return 0
@@ -320,10 +322,12 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("dir")
     p.set_defaults(func=cmd_zoo_verify)
 
-    p = zsub.add_parser("set", help="change the ranking's alpha or quality weight")
+    p = zsub.add_parser("set", help="change the ranking's alpha, quality weight or always-checked entries")
     p.add_argument("dir")
     p.add_argument("--alpha", type=number_flag(low=0), help="weight of the source-complexity term (default: unchanged)")
     p.add_argument("--quality-weight", type=number_flag(low=0), help="weight of standardised ImageNet top-1 (default: unchanged)")
+    p.add_argument("--always-check", metavar="ID,ID",
+                   help="entries recommend's check scores whatever their rank ('' clears; default: unchanged)")
     p.set_defaults(func=cmd_zoo_set)
 
     p = zsub.add_parser("remove", help="remove an entry")

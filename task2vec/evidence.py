@@ -76,8 +76,10 @@ def probe_entry(zoo: Zoo, probe_weights: str | None = None) -> str | None:
 class EvidenceCheck:
     """Re-rank the first ``top`` candidates of a zoo ranking, plus the probe's own entry, by LogME.
 
-    Hyperparameters (constructor): ``top`` (candidates run over the task, default 1),
-    ``batch_size``. Every candidate sees the images the embedding used, at the probe's resolution
+    Hyperparameters (constructor): ``top`` (candidates run over the task, default 1), ``always``
+    (entry ids scored whatever their rank: a zoo's :attr:`~task2vec.zoo.Zoo.always_check`, the
+    entries that transfer well in general, so that a source that merely looks like the task cannot
+    crowd them out), ``batch_size``. Every candidate sees the images the embedding used, at the probe's resolution
     (the task was embedded at it), with the candidate's own normalisation.
     A candidate whose weights are not here (missing, or only downloadable) is skipped with one
     warning and keeps its place.
@@ -86,8 +88,9 @@ class EvidenceCheck:
     not checked for want of local weights), ``probe_entry_`` (or None).
     """
 
-    def __init__(self, top: int = 1, *, batch_size: int = 64):
+    def __init__(self, top: int = 1, *, always: Sequence[str] = (), batch_size: int = 64):
         self.top = integer(top, "top", low=1, error=ZooError)
+        self.always = tuple(always)
         self.batch_size = integer(batch_size, "batch_size", low=1, error=ZooError)
 
     def fit(self, zoo: Zoo, ranking: Sequence[Candidate], task: Any, embedder: Task2Vec) -> "EvidenceCheck":
@@ -107,8 +110,12 @@ class EvidenceCheck:
             self.evidence_[self.probe_entry_] = logme(embedder.features_, labels)
             self.seconds_[self.probe_entry_] = time.perf_counter() - start
         subset = IndexedSubset(task, embedder.indices_, probe.transform)
-        for rec in ranking[:self.top]:
-            if rec.id in self.evidence_:
+        by_id = {rec.id: rec for rec in ranking}
+        unknown = [i for i in self.always if i not in by_id]
+        if unknown:
+            raise ZooError(f"always-checked entries {unknown} are not in the ranking")
+        for rec in list(ranking[:self.top]) + [by_id[i] for i in self.always]:
+            if rec.id in self.evidence_ or rec.id in self.skipped_:
                 continue
             if not rec.weights.available:
                 warnings.warn(f"check: {rec.id!r} skipped, its weights are {rec.weights.status}"

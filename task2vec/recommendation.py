@@ -81,8 +81,8 @@ def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int
     The task is embedded with the zoo's probe (``weights``: its file, default the
     ``$TASK2VEC_WEIGHTS`` lookup) and the settings its sources were embedded with, except
     ``max_rank`` and any Task2Vec setting in ``embedding``. ``check``: how many first picks are
-    run over the images and re-ranked, with the probe's own entry, by LogME (0: none; an
-    embedding brings no images, so it is ranked unchecked, with a warning). ``alpha`` and
+    run over the images and re-ranked, with the probe's own entry and the zoo's ``always_check``
+    entries, by LogME (0: none; an embedding brings no images, so it is ranked unchecked, with a warning). ``alpha`` and
     ``quality_weight`` default to the zoo's.
     """
     start = time.perf_counter()
@@ -106,10 +106,11 @@ def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int
     ranking = zoo.rank(emb, alpha=alpha, quality_weight=quality_weight)
     checker = None
     if check:
-        checker = EvidenceCheck(check).fit(zoo, ranking, task, embedder)
+        checker = EvidenceCheck(check, always=zoo.always_check).fit(zoo, ranking, task, embedder)
         ranking = checker.rerank(ranking)
     ranking = _trust(zoo, emb, ranking, k, alpha, quality_weight)
-    settings = {"k": k, "check": check, "alpha": zoo.alpha if alpha is None else float(alpha),
+    settings = {"k": k, "check": check, "always_check": zoo.always_check if check else [],
+                "alpha": zoo.alpha if alpha is None else float(alpha),
                 "quality_weight": zoo.quality_weight if quality_weight is None else float(quality_weight),
                 "embedding": emb.meta.get("method", {})}
     return Recommendation(

@@ -36,7 +36,7 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
 CHECKSUM = "manifest_sha256"  # the manifest field that holds the checksum of the rest
 MANIFEST_FIELDS = {"format", CHECKSUM, "probe", "method", "embedding_settings", "alpha", "quality_weight", "dim",
-                   "model2vec", "entries", "arrays"}
+                   "model2vec", "always_check", "entries", "arrays"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _ARRAYS_FILE = re.compile(r"^arrays-[0-9a-f]{16}\.npz$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -199,6 +199,13 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     dup = sorted({i for i in ids if isinstance(i, str) and ids.count(i) > 1})
     if dup:
         problems.append(f"duplicate entry id(s) {dup}")
+    always = manifest.get("always_check")
+    if always is not None:
+        if not (isinstance(always, dict) and isinstance(always.get("ids"), list)
+                and all(isinstance(i, str) for i in always["ids"])):
+            problems.append("field 'always_check' must be an object with a list of entry ids, 'ids'")
+        elif sorted(set(always["ids"]) - set(ids)) or len(set(always["ids"])) != len(always["ids"]):
+            problems.append(f"field 'always_check.ids' must name distinct entries of the zoo, got {always['ids']}")
     arrays = manifest.get("arrays")
     if entries or arrays is not None:
         if not (isinstance(arrays, dict) and isinstance(arrays.get("file"), str) and _ARRAYS_FILE.match(arrays["file"])
@@ -493,6 +500,11 @@ class Zoo:
     def method(self) -> str:
         return str(self.manifest["method"])
 
+    @property
+    def always_check(self) -> list[str]:
+        """Entries the evidence check scores whatever the ranking (``configure(always_check=...)``)."""
+        return list((self.manifest.get("always_check") or {}).get("ids", []))
+
     def load_probe(self, weights: str | os.PathLike | None = None, *, device: str = "auto") -> Probe:
         """The zoo's probe network (``weights``: its file, default the ``$TASK2VEC_WEIGHTS`` lookup);
         weights whose hash differs from the zoo's are refused."""
@@ -596,19 +608,28 @@ class Zoo:
         return new
 
     def remove(self, entry_id: str) -> None:
-        """Remove one entry (its bias goes with it)."""
+        """Remove one entry (its bias, and its place in ``always_check``, go with it)."""
         self.entry(entry_id)
+        if entry_id in self.always_check:
+            self.manifest["always_check"]["ids"].remove(entry_id)
         keep = [i for i, e in enumerate(self.entries) if e.id != entry_id]
         self._commit([self.entries[i] for i in keep], self.source[keep], self.bias[keep], self.t0,
                      dim=self.manifest.get("dim"), scales=None if self.scales is None else
                      (self.scales[0][keep], self.scales[1]))
 
-    def configure(self, *, alpha: float | None = None, quality_weight: float | None = None) -> None:
-        """Change the ranking's alpha and quality weight. MODEL2VEC biases were learned at the old
-        alpha: changing it drops them, to be refitted."""
+    def configure(self, *, alpha: float | None = None, quality_weight: float | None = None,
+                  always_check: Sequence[str] | None = None, always_check_fitted: str = "given") -> None:
+        """Change the ranking's alpha and quality weight, and the entries the evidence check always
+        scores (``always_check``, with how they were chosen: ``always_check_fitted``; ``[]`` clears
+        them). MODEL2VEC biases were learned at the old alpha: changing it drops them, to be refitted."""
         for name, value in (("alpha", alpha), ("quality_weight", quality_weight)):
             if value is not None:
                 number(value, name, low=0, error=ZooError)
+        if always_check is not None:
+            ids = list(dict.fromkeys(always_check))
+            for entry_id in ids:
+                self.entry(entry_id)
+            self.manifest["always_check"] = {"ids": ids, "fitted": str(always_check_fitted)} if ids else None
         drop = alpha is not None and float(alpha) != self.alpha and bool(self.manifest.get("model2vec"))
         if alpha is not None:
             self.manifest["alpha"] = float(alpha)

@@ -73,6 +73,40 @@ def test_check_puts_the_better_features_first(zoo_dir, shared, probe112):
     assert reranked[0].evidence == check.evidence_["imagenet"] and ranking[0].evidence is None
 
 
+def test_always_checked_entries_are_scored_whatever_their_rank(zoo_dir, shared, tmp_path, capsys, cli_warnings):
+    """A zoo's always_check entries join the check's top picks and the probe's entry (issue 18's shortlist)."""
+    import shutil
+
+    from task2vec import recommend
+
+    z = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, z, symlinks=True)
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=4)
+               .body.state_dict().items()}, str(other))
+    (z / "other.safetensors").symlink_to(other)
+    assert main(["zoo", "add", str(z), "--id", "other", "--model", "mobilenet_v2", "--checkpoint",
+                 "other.safetensors", "--source-dataset", str(shared / "data" / "pneumoniamnist"), *FAST]) == 0
+    data = shared / "data" / "hymenoptera"
+    plain = recommend(data, z, k=3, check=1, max_samples=24, weights=WEIGHTS)
+    assert set(plain.checked) == {"random", "imagenet"}  # Task2Vec's first pick and the probe's entry
+    assert main(["zoo", "set", str(z), "--always-check", "other"]) == 0
+    assert "always checked: other" in capsys.readouterr().out
+    assert Zoo.load(z).always_check == ["other"]
+    rec = recommend(data, z, k=3, check=1, max_samples=24, weights=WEIGHTS)
+    assert "other" in rec.checked and rec.settings["always_check"] == ["other"]
+    assert next(c for c in rec.candidates if c.id == "other").evidence is not None
+    assert recommend(data, z, k=3, check=0, max_samples=24, weights=WEIGHTS).checked == []  # no check, no shortlist
+    with pytest.raises(ZooError, match="no entry 'nope'"):
+        Zoo.load(z).configure(always_check=["nope"])
+    zoo = Zoo.load(z)
+    zoo.remove("other")
+    assert Zoo.load(z).always_check == []
+    assert main(["zoo", "set", str(z), "--always-check", "random"]) == 0
+    assert main(["zoo", "set", str(z), "--always-check", ""]) == 0
+    assert Zoo.load(z).always_check == [] and "always checked: none" in capsys.readouterr().out
+
+
 def test_check_refuses_bad_use(zoo_dir, shared, probe112):
     zoo = Zoo.load(zoo_dir)
     task = load_task(shared / "data" / "hymenoptera")
