@@ -449,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m2v-folds", type=int, default=5,
                     help="MODEL2VEC cross-fitting folds over targets (0: leave-one-target-out, one fit per target)")
     ap.add_argument("--m2v-iter", type=int, default=50, help="L-BFGS iterations per MODEL2VEC fit")
+    ap.add_argument("--no-model2vec", action="store_true",
+                    help="leave out MODEL2VEC (its cross-fits) and the grid's configurations with biases")
     ap.add_argument("--write-biases", action="store_true",
                     help="fit MODEL2VEC on every target's records and store the biases in the zoo")
     args = ap.parse_args(argv)
@@ -500,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     domains = bench.source_domains(spec)
     shipped = bench.shipped(targets, datas)
     results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc, fast_embs, shipped,
-                       args.m2v_folds, args.m2v_iter)
+                       args.m2v_folds, args.m2v_iter, model2vec=not args.no_model2vec)
     results["sizes"] = sizes
     results["settings"] = {"zoo": str(zoo.path), "image_size": zoo.probe["input_size"], "targets": len(targets),
                            "models": [m.id for m in models], "embedding": zoo.manifest.get("embedding_settings", {}),
@@ -517,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Embedding], feats: list[dict],
              labels: list[np.ndarray], domains: np.ndarray, ft_acc: dict[str, np.ndarray],
              fast_embs: list[Embedding], shipped: tuple[np.ndarray, list[float]], m2v_folds: int = 5,
-             m2v_iter: int = 50) -> dict:
+             m2v_iter: int = 50, model2vec: bool = True) -> dict:
     """Scores of every method for every target, judged against the ground truth ``acc`` (targets x models).
 
     ``ft_acc`` maps target names to fine-tune accuracies (seeds x models): every method is judged
@@ -557,9 +559,14 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
                "task2vec asym (alpha LOTO)": [], "model2vec": []}
     layer_sizes = [int(layer["filters"]) for layer in embs[0].meta["layers"]] if embs[0].meta.get("layers") else None
     alpha_m2v = zoo.alpha  # fixed before looking at any target
+    grid = GRID if model2vec else tuple(c for c in GRID if not c["biases"])
     crossfit = {a: model2vec_crossfit(bench, targets, acc, X, a, layer_sizes, m2v_folds, m2v_iter)
-                for a in sorted({alpha_m2v, *(c["alpha"] for c in GRID)})}
-    scores["model2vec"], fit_s, _ = crossfit[alpha_m2v]
+                for a in sorted({alpha_m2v, *(c["alpha"] for c in grid if c["biases"])})} if model2vec else {}
+    fit_s = []
+    if model2vec:
+        scores["model2vec"], fit_s, _ = crossfit[alpha_m2v]
+    else:
+        del seconds["model2vec"]
     for name, fn in SCORES.items():
         key = "features" if name == "logme" else "logits"
         rows, secs = [], []
@@ -581,9 +588,9 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         seconds[LABELS[name]] = secs
     scores[SHIPPED], seconds[SHIPPED] = shipped
     configs, memo = {}, {}
-    for cfg in GRID:
-        cfg_scores, cfg_s = config_scores(bench, targets, cfg, embs, fast_embs, crossfit[cfg["alpha"]][2], feats,
-                                          labels, acc, memo)
+    for cfg in grid:
+        biased = crossfit[cfg["alpha"]][2] if cfg["biases"] else None
+        cfg_scores, cfg_s = config_scores(bench, targets, cfg, embs, fast_embs, biased, feats, labels, acc, memo)
         rows = [judge(cfg_scores[i], acc[i]) for i in range(n_t)]
         configs[config_name(cfg)] = {**cfg, **summarise(rows), "seconds_per_target": float(np.nanmean(cfg_s)),
                                      "picks": [r["pick"] for r in rows]}
@@ -591,7 +598,8 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         emb_s = bench.timings.get(f"embed/{bench.embedding_key(t)}", np.nan)
         seconds["task2vec sym"].append(emb_s)
         seconds["task2vec asym (alpha LOTO)"].append(emb_s)
-        seconds["model2vec"].append(emb_s)
+        if model2vec:
+            seconds["model2vec"].append(emb_s)
         seconds["domain embedding"].append(bench.timings.get(f"forward/{t.key()}/{models[g].key}", np.nan))
 
     per_method = {"oracle": [judge(acc[i], acc[i]) for i in range(n_t)],
@@ -637,7 +645,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
             "acc": acc.tolist(), "complexity": complexity_tgt.tolist(),
             "source_complexity": complexity_src.tolist(), "alpha_chosen": chosen,
             "alpha_sweep": {str(a): summarise(rows) for a, rows in sweep.items()},
-            "model2vec_fit_s": float(np.mean(fit_s)), "model2vec_folds": len(fit_s),
+            "model2vec_fit_s": float(np.mean(fit_s)) if fit_s else None, "model2vec_folds": len(fit_s),
             "model2vec_alpha": alpha_m2v, "correlations": complexity, "configs": configs,
             "chosen_config": choose_config(configs),
             "shipped_config": {"max_rank": MAX_RANK, "alpha": zoo.alpha, "biases": bool(zoo.manifest.get("model2vec")),
@@ -812,7 +820,8 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
             w.writerow([a] + [f"{m[k]:.4g}" for k in MEASURES])
     acc = np.array(results["acc"])
     picks = results["picks"]
-    shown = ("task2vec asym (alpha LOTO)", SHIPPED, "model2vec", "domain embedding", "LogME", "LEEP", "NCE")
+    shown = tuple(n for n in ("task2vec asym (alpha LOTO)", SHIPPED, "model2vec", "domain embedding", "LogME", "LEEP",
+                              "NCE") if n in results["picks"])
     with atomic_open(out / "per_target.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["target", "family", "classes", "train_images", "complexity", "oracle", "oracle_acc",
@@ -845,7 +854,7 @@ def summary_table(summary: dict, order: tuple[str, ...], path: Path) -> str:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["method", "relative_error_increase_pct", "regret_points", "weighted_tau", "top3", "top1",
                     "seconds_per_target"])
-        for name in order:
+        for name in (n for n in order if n in summary):
             m = summary[name]
             row = [100 * m["relative_error_increase"], m["regret"], m["weighted_tau"], m["top3"], m["top1"],
                    m["seconds_per_target"]]
@@ -880,6 +889,8 @@ def figure3(results: dict, targets: list[Target], generalist: int, path: Path) -
     ax = fig.subplots()
     err = 100 * (1 - acc[order])
     for name, style in (("generalist", "s-"), ("task2vec asym (alpha LOTO)", "o-"), ("model2vec", "^-")):
+        if name not in results["picks"]:
+            continue
         picks = np.array(results["picks"][name])[order] if name != "generalist" else np.full(len(order), generalist)
         ax.plot(x, err[np.arange(len(order)), picks], style, ms=4, lw=1, label=f"{name} pick")
     ax.plot(x, err.min(1), "k*-", ms=6, lw=1.5, label="oracle (best expert)")
