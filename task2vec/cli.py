@@ -18,7 +18,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
-from . import __version__, taskmap
+from . import taskmap
+from .version import __version__
 from .cli_finetune import add_finetune_parsers
 from .cli_zoo import add_zoo_parsers
 from .defaults import EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, METHODS, OFFLINE_ENV, PROBE, WEIGHTS_ENV

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from .version import __version__
 from .defaults import EMBEDDING_DEFAULTS as _D, METHODS
 from .data import IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, report_bad
 from .distance import symmetric
