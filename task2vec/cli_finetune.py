@@ -72,7 +72,8 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import RepeatsResult, Trainer, append_transfer_record, fit
+    from .finetune import RepeatsResult, Trainer, fit
+    from .records import append_transfer_record
 
     overrides = {k: getattr(args, k) for k in _AUG_FLAGS if getattr(args, k) is not None}
     try:

@@ -34,7 +34,6 @@ from torch import nn
 
 from . import metrics as metrics_mod
 from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
-from .cache import zoo_records
 from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK
 from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
 from .errors import CheckpointError, FinetuneError
@@ -45,7 +44,6 @@ from .models import ModelChoice, create_body, data_config_dict, data_config_from
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
 from .probe import DataConfig, build_network, normalize_batch, resolve_device
 from .validate import integer, number, seed as check_seed
-from .zoo import Zoo
 
 CHECKPOINT_FORMAT = "task2vec.finetune/1"
 OVERFIT_STEPS_PER_EPOCH = 10
@@ -530,46 +528,6 @@ def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = _D["repeats"], 
     _write_json(Path(run_dir) / "summary.json", summary)
     _write_summary_csv(Path(run_dir) / "summary.csv", summary)
     return RepeatsResult(runs, summary)
-
-
-def append_transfer_record(runs: Sequence[FitResult], *, records: str | os.PathLike | None = None,
-                           embedding: str | os.PathLike | None = None) -> Path:
-    """Add (task embedding, model id, validation accuracy, settings) to a records CSV for MODEL2VEC.
-
-    ``records`` defaults to the records of the zoo the model came from, in the per-user cache
-    (:func:`task2vec.cache.zoo_records`; never inside the zoo folder). The ``task`` column
-    names the embedding file (relative to the CSV when it can); a later record for the same task
-    and model replaces the earlier one. Repeats are recorded once, with their mean accuracy.
-    """
-    config = json.loads((Path(runs[0].run_dir) / "config.json").read_text())
-    if records is None:
-        if not config.get("zoo"):
-            raise FinetuneError("no records file: pass --records CSV (or fine-tune a zoo entry to use the zoo's)")
-        records = zoo_records(Zoo.load(config["zoo"]), create=True)
-    if embedding is None:
-        raise FinetuneError("a transfer record needs the task's embedding: pass --embedding EMB.npz")
-    records, embedding = Path(records), Path(embedding)
-    try:
-        task = os.path.relpath(embedding.resolve(), records.resolve().parent)
-    except ValueError:  # another drive
-        task = str(embedding.resolve())
-    params = config["params"]
-    row = {"task": task, "model": config["model_id"], "accuracy": float(np.mean([r.val_accuracy for r in runs])),
-           "arch": config["arch"], "dataset": config["dataset"], "task_fingerprint": config["dataset_fingerprint"],
-           "seeds": len(runs), "epochs": params["epochs"], "lr": params["lr"], "freeze": params["freeze"],
-           "balance": params["balance"], "run_dir": str(Path(runs[0].run_dir).resolve()),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    old: list[dict[str, str]] = []
-    if records.is_file():
-        with open(records, newline="", encoding="utf-8") as f:
-            old = [r for r in csv.DictReader(f) if (r.get("task"), r.get("model")) != (row["task"], row["model"])]
-    keys = list(dict.fromkeys([*row, *(k for r in old for k in r)]))
-    with atomic_open(records, "w") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in [*old, row]:
-            w.writerow({k: r.get(k, "") for k in keys})
-    return records
 
 
 def summarize(runs: Sequence[FitResult]) -> dict[str, Any]:

@@ -2,23 +2,29 @@
 
 A records CSV has one row per (task, model) pair, with the columns of :data:`KEY_COLUMNS` and one
 of :data:`VALUE_COLUMNS`; other columns (settings, dates) are kept by writers and ignored here.
-``task2vec finetune`` appends a row per fine-tune (:func:`task2vec.finetune.append_transfer_record`);
+``task2vec finetune`` appends a row per fine-tune (:func:`append_transfer_record`);
 :func:`read_records` reads a file into the arrays :class:`task2vec.model2vec.Model2Vec` fits on.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .embedding import Embedding, check_compatible
 from .errors import EmbeddingFileError, IncompatibleEmbeddingsError, RecordsError
+from .io import atomic_open
+
+if TYPE_CHECKING:  # for the type hints only: the fine-tuner loads torch
+    from .finetune import FitResult
 
 KEY_COLUMNS = ("task", "model")  # the task's embedding file (or a name) and the model's id
 VALUE_COLUMNS = ("error", "accuracy")  # exactly one: a fraction or a percentage
@@ -177,3 +183,48 @@ def _task_index(task: str, mapping: dict, csv_path: Path, line: int, identity: d
     names.append(task)
     embeddings.append(emb)
     return identity[key]
+
+
+def append_transfer_record(runs: Sequence["FitResult"], *, records: str | os.PathLike | None = None,
+                           embedding: str | os.PathLike | None = None) -> Path:
+    """Add a fine-tune's (task embedding, model id, validation accuracy, settings) to a records CSV for MODEL2VEC.
+
+    ``runs``: the :class:`task2vec.finetune.FitResult` of one run or of its repeats.
+
+    ``records`` defaults to the records of the zoo the model came from, in the per-user cache
+    (:func:`task2vec.cache.zoo_records`; never inside the zoo folder). The ``task`` column
+    names the embedding file (relative to the CSV when it can); a later record for the same task
+    and model replaces the earlier one. Repeats are recorded once, with their mean accuracy.
+    """
+    from .cache import zoo_records
+    from .zoo import Zoo
+
+    config = json.loads((Path(runs[0].run_dir) / "config.json").read_text())
+    if records is None:
+        if not config.get("zoo"):
+            raise RecordsError("no records file: pass --records CSV (or fine-tune a zoo entry to use the zoo's)")
+        records = zoo_records(Zoo.load(config["zoo"]), create=True)
+    if embedding is None:
+        raise RecordsError("a transfer record needs the task's embedding: pass --embedding EMB.npz")
+    records, embedding = Path(records), Path(embedding)
+    try:
+        task = os.path.relpath(embedding.resolve(), records.resolve().parent)
+    except ValueError:  # another drive
+        task = str(embedding.resolve())
+    params = config["params"]
+    row = {"task": task, "model": config["model_id"], "accuracy": float(np.mean([r.val_accuracy for r in runs])),
+           "arch": config["arch"], "dataset": config["dataset"], "task_fingerprint": config["dataset_fingerprint"],
+           "seeds": len(runs), "epochs": params["epochs"], "lr": params["lr"], "freeze": params["freeze"],
+           "balance": params["balance"], "run_dir": str(Path(runs[0].run_dir).resolve()),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    old: list[dict[str, str]] = []
+    if records.is_file():
+        with open(records, newline="", encoding="utf-8") as f:
+            old = [r for r in csv.DictReader(f) if (r.get("task"), r.get("model")) != (row["task"], row["model"])]
+    keys = list(dict.fromkeys([*row, *(k for r in old for k in r)]))
+    with atomic_open(records, "w") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in [*old, row]:
+            w.writerow({k: r.get(k, "") for k in keys})
+    return records

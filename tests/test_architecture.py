@@ -35,8 +35,6 @@ MAY_USE = {
 # exceptions"). The test fails on any other violation, and on an exception that no longer exists.
 KNOWN_EXCEPTIONS = {
     ("models", "zoo"): "resolve_model reads ZOO_DIR:ID references: move zoo-reference resolution to the zoo stage",
-    ("finetune", "zoo"): "append_transfer_record finds a zoo's records: move it to task2vec.records",
-    ("finetune", "cache"): "append_transfer_record's default records file: moves with it",
     ("embed", "distance"): "the half-split noise is a d_sym: the d_sym kernels go to a bottom module",
 }
 STAGE_OF = {m: stage for stage, modules in STAGES.items() for m in modules}

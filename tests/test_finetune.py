@@ -19,10 +19,10 @@ from task2vec.augment import BatchMix, preset, train_transform
 from task2vec.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli import main
 from task2vec.data import load_task
-from task2vec.errors import CheckpointError, FinetuneError, RunBusyError
-from task2vec.finetune import (FinetunedModel, Trainer, append_transfer_record, balanced_class_weights, fit,
+from task2vec.errors import CheckpointError, FinetuneError, RecordsError, RunBusyError
+from task2vec.finetune import (FinetunedModel, Trainer, balanced_class_weights, fit,
                                freeze_body, load_checkpoint, split_task, stratified_split, warmup_cosine)
-from task2vec.records import read_records
+from task2vec.records import append_transfer_record, read_records
 from task2vec.models import resolve_model
 from task2vec.probe import build_network
 from task2vec.runfolder import LOCK_FILE, claim
@@ -257,9 +257,10 @@ def test_a_start_killed_before_its_first_checkpoint_is_not_a_run(colours, tmp_pa
 
 def test_resume_of_a_stopped_run_trains_no_further(colours, tmp_path):
     """The stop decision (early stopping, last epoch) is saved with the checkpoint."""
-    kw = {**FAST, "epochs": 6, "patience": 1, "lr": 1e-30, "body_lr": 0.0, "train_bn": False}  # nothing moves: stops after epoch 2
+    kw = {**FAST, "epochs": 6, "patience": 1, "lr": 1e-30, "body_lr": 0.0, "train_bn": False}  # stops after epoch 2
     first = Trainer(**kw).fit(colours, tmp_path / "run")
-    assert first.epochs_run == 2 and load_checkpoint(tmp_path / "run" / "last.pt")["stopped"] == "early stopping"
+    assert first.epochs_run == 2
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["stopped"] == "early stopping"
     before = _files(tmp_path / "run")
     again = Trainer(**kw).fit(colours, tmp_path / "run", resume=True)
     assert again.epochs_run == 2 and _files(tmp_path / "run") == before  # nothing trained, nothing rewritten
@@ -364,7 +365,7 @@ def test_repeats_report_mean_and_std_and_records_feed_model2vec(colours, tmp_pat
     append_transfer_record(res.runs[:1], records=records, embedding=tmp_path / "colours.t2v.npz")  # replaces
     rec = read_records(records)
     assert len(rec) == 1 and rec.error[0] == pytest.approx(1 - res.runs[0].val_accuracy)
-    with pytest.raises(FinetuneError, match="needs the task's embedding"):
+    with pytest.raises(RecordsError, match="needs the task's embedding"):
         append_transfer_record(res.runs, records=records)
 
 
