@@ -300,8 +300,9 @@ class Bench:
         """Scores (higher is better) and seconds of ``task2vec.recommend`` with its defaults, as the CLI runs
         it, on each target's training images (cached by target, zoo arrays, zoo settings and defaults)."""
         zoo, ids = self.zoo, self.zoo.ids
-        key = _hash([zoo.manifest.get("arrays"), zoo.alpha, zoo.quality_weight, zoo.manifest.get("embedding_settings"),
-                     CHECK, MAX_RANK])
+        settings = [zoo.manifest.get("arrays"), zoo.alpha, zoo.quality_weight, zoo.manifest.get("embedding_settings"),
+                    CHECK, MAX_RANK]
+        key = _hash(settings + [zoo.always_check] if zoo.always_check else settings)  # earlier keys kept
         rows, secs = [], []
         for t, data in zip(targets, datas):
             path = self.cache / "recommend" / f"{t.key()}-{key}.json"
@@ -451,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m2v-iter", type=int, default=50, help="L-BFGS iterations per MODEL2VEC fit")
     ap.add_argument("--no-model2vec", action="store_true",
                     help="leave out MODEL2VEC (its cross-fits) and the grid's configurations with biases")
+    ap.add_argument("--write-always-check", type=int, default=0, metavar="N",
+                    help="store in the zoo the N entries that transfer best on average to these targets (the grid's "
+                         "'broad' shortlist, fitted on every target), for recommend's check (default: 0, leave it)")
     ap.add_argument("--write-biases", action="store_true",
                     help="fit MODEL2VEC on every target's records and store the biases in the zoo")
     args = ap.parse_args(argv)
@@ -513,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     report(results, out, targets, models, embs, bench)
     if args.write_biases:
         write_biases(zoo, embs, acc)
+    if args.write_always_check:
+        write_always_check(zoo, targets, acc, bench.generalist, args.write_always_check)
     return 0
 
 
@@ -649,7 +655,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
             "model2vec_alpha": alpha_m2v, "correlations": complexity, "configs": configs,
             "chosen_config": choose_config(configs),
             "shipped_config": {"max_rank": MAX_RANK, "alpha": zoo.alpha, "biases": bool(zoo.manifest.get("model2vec")),
-                               "check": CHECK, "broad": 0},
+                               "check": CHECK, "broad": len(zoo.always_check)},
             "finetune_check": check, "picks": {name: [r["pick"] for r in rows] for name, rows in per_method.items()},
             "per_target": {name: rows for name, rows in per_method.items()}, "d_sym": d_sym.tolist()}
 
@@ -660,14 +666,15 @@ def config_name(cfg: dict) -> str:
             + (f" + {cfg['broad']} broad" if cfg.get("broad") else ""))
 
 
-def broad_entries(acc: np.ndarray, i: int, exclude: int) -> list[int]:
-    """Entries ordered by their mean within-target rank of accuracy on every target but ``i`` (best first).
+def broad_entries(acc: np.ndarray, exclude: int, leave_out: int | None = None) -> list[int]:
+    """Entries ordered by their mean within-target rank of accuracy over the targets (best first).
 
-    The prior of a shortlist: what transfers well in general, learned leave-one-target-out so
-    that target ``i``'s own ground truth never enters it; ``exclude`` (the generalist) is left out.
+    The prior of a shortlist: what transfers well in general. ``leave_out``: a target whose own
+    ground truth must not enter it (the grid scores each target with the others' prior);
+    ``exclude`` (the generalist) is left out.
     """
     ranks = np.argsort(np.argsort(acc, axis=1, kind="stable"), axis=1, kind="stable")
-    mean = np.delete(ranks, i, axis=0).mean(0)
+    mean = (ranks if leave_out is None else np.delete(ranks, leave_out, axis=0)).mean(0)
     return [int(k) for k in np.argsort(-mean, kind="stable") if k != exclude]
 
 
@@ -693,7 +700,7 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, embs: list[Emb
         overrides = FAST_SETTINGS if cfg["max_rank"] == 1 else {}
         s = bench.timings.get(f"embed/{bench.embedding_key(t, **overrides)}", np.nan)
         evidence = {}
-        broad = broad_entries(acc, i, g)[:cfg.get("broad", 0)]
+        broad = broad_entries(acc, g, leave_out=i)[:cfg.get("broad", 0)]
         for k in dict.fromkeys([g, *order[:cfg["check"]], *broad]) if cfg["check"] else ():
             if (i, k) not in memo:
                 start = time.perf_counter()
@@ -920,6 +927,15 @@ def task_map(results: dict, targets: list[Target], models: list[Model], embs: li
     coords, method, _ = layout(D, "umap", seed=0)
     draw(D, coords, names, path, groups=groups, method=method,
          title=f"sources [in brackets] and targets ({method} of d_sym)")
+
+
+def write_always_check(zoo: Zoo, targets: list[Target], acc: np.ndarray, generalist: int, n: int) -> None:
+    """The ``n`` entries of :func:`broad_entries` over every target of the run, stored as the zoo's always_check."""
+    ids = [zoo.ids[k] for k in broad_entries(acc, generalist)][:n]
+    zoo.configure(always_check=ids, always_check_fitted=(
+        f"benchmarks/model_selection.py: the {n} entries of best mean within-target rank of linear-probe accuracy "
+        f"over its {len(targets)} targets ({', '.join(sorted({t.family for t in targets}))})"))
+    print(f"always checked: {', '.join(ids)} -> {zoo.path}")
 
 
 def write_biases(zoo: Zoo, embs: list[Embedding], acc: np.ndarray) -> None:

@@ -106,7 +106,8 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     p = zoo.probe
     print(f"zoo {zoo.path}: probe {p['name']} ({p['input_size']} px, weights {p['weights_hash']}), method {zoo.method}, "
           f"alpha {zoo.alpha}, quality weight {zoo.quality_weight}, {len(zoo)} entries"
-          + (", MODEL2VEC biases fitted" if zoo.manifest.get("model2vec") else ""))
+          + (", MODEL2VEC biases fitted" if zoo.manifest.get("model2vec") else "")
+          + (f", always checked: {', '.join(zoo.always_check)}" if zoo.always_check else ""))
     if len(zoo):
         w = max(4, *(len(e.id) for e in zoo.entries))
         print(f"{'id':<{w}}  {'model':<20} {'weights':<12} {'top-1':>6}  source task")

@@ -93,6 +93,7 @@ def test_always_checked_entries_are_scored_whatever_their_rank(zoo_dir, shared, 
     assert main(["zoo", "set", str(z), "--always-check", "other"]) == 0
     assert "always checked: other" in capsys.readouterr().out
     assert Zoo.load(z).always_check == ["other"]
+    assert main(["zoo", "list", str(z)]) == 0 and "always checked: other" in capsys.readouterr().out
     rec = recommend(data, z, k=3, check=1, max_samples=24, weights=WEIGHTS)
     assert "other" in rec.checked and rec.settings["always_check"] == ["other"]
     assert next(c for c in rec.candidates if c.id == "other").evidence is not None
