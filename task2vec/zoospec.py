@@ -9,6 +9,7 @@ embedding: {method: exact, max_samples: 300, seed: 0}                   # Task2V
 alpha: 0.15                      # optional
 split_seed: 0                    # optional: the seed of data.image_half (entries with `half`)
 quality_weight: 0.05             # optional
+always_check: [tiny-objects-expert]   # optional: entries recommend's check always scores
 entries:
   - id: mnist-expert
     model: mobilenet_v2
@@ -64,8 +65,8 @@ from .zoo import EMBEDDING_SETTINGS, QUALITY_WEIGHT, Zoo, ZooEntry
 
 ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
               "name", "metadata", "finetune", "classes", "half"}
-TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "entries", "finetune",
-            "split_seed"}
+TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "always_check", "entries",
+            "finetune", "split_seed"}
 EMBED_KEYS = {*EMBEDDING_SETTINGS, "workers", "device", "max_bad_fraction"}
 DERIVED_METADATA = ("params_m", "input_size")  # computed for every entry, never typed
 
@@ -97,6 +98,10 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("alpha", "quality_weight"):
         if spec.get(key) is not None:
             number(spec[key], f"zoo spec {str(path)!r}: {key!r}", low=0, error=ZooError)
+    always = spec.get("always_check")
+    if always is not None and (not isinstance(always, list) or not all(isinstance(i, str) for i in always)
+                               or set(always) - {e.get("id") for e in spec["entries"] if isinstance(e, dict)}):
+        raise ZooError(f"zoo spec {str(path)!r}: 'always_check' must list ids of its entries, got {always!r}")
     if spec.get("image_size") is not None:
         integer(spec["image_size"], f"zoo spec {str(path)!r}: 'image_size'", low=32, error=ZooError)
     if spec.get("split_seed") is not None:
@@ -256,6 +261,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
                          entry_metadata(e["model"], e.get("metadata"), size, pretrained=bool(e.get("pretrained", False))))
         zoo.add(entry, emb, t0)
         log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
+    if spec.get("always_check") is not None and spec["always_check"] != zoo.always_check:
+        zoo.configure(always_check=spec["always_check"], always_check_fitted="the zoo's spec")
     return zoo
 
 

@@ -157,6 +157,7 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
         "finetune": {"from": str(WEIGHTS), "image_size": 32, "epochs": 1, "max_train_images": 12, "batch_size": 6},
         "entries": [{"id": "bees", "model": "mobilenet_v2", "checkpoint": "experts/bees.safetensors",
                      "source_dataset": str(shared / "data" / "hymenoptera"), "finetune": {"augment": "light"}}],
+        "always_check": ["bees"],
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**spec, "zoo": "untrained"}))
@@ -164,9 +165,13 @@ def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(share
     assert code == 0 and "training" not in out, err
     assert Zoo.load(tmp_path / "untrained").ids == ["bees"] and not (tmp_path / "untrained" / "runs").exists()
     assert Zoo.load(tmp_path / "untrained").weights(Zoo.load(tmp_path / "untrained").entry("bees")).status == "missing"
+    path.write_text(yaml.safe_dump({**spec, "always_check": ["wasps"]}))
+    code, _, err = run(capsys, "zoo", "build", path, "--quiet")
+    assert code == 2 and "'always_check' must list ids of its entries, got ['wasps']" in err
     path.write_text(yaml.safe_dump(spec))
     code, out, err = run(capsys, "zoo", "build", path, "--quiet")
     assert code == 0, err
+    assert Zoo.load(tmp_path / "z").always_check == ["bees"]
     expert = tmp_path / "z" / "experts" / "bees.safetensors"
     assert "training the expert" in out and expert.is_file()
     body = load_file(str(expert))
