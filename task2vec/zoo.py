@@ -165,6 +165,12 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
+def _random_init_seed(probe: dict[str, Any]) -> dict[str, int]:
+    """``{"random_init_seed": s}`` for a probe of seeded random weights (``Probe.describe()``'s source), else ``{}``."""
+    match = re.fullmatch(r"random-init\(seed=(\d+)\)", str(probe.get("weights_source", "")))
+    return {"random_init_seed": int(match.group(1))} if match else {}
+
+
 def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     """Everything wrong with the fields of a manifest (a JSON object of this format), in words:
     unknown fields, types, ranges (alpha and the quality weight finite and >= 0, sizes >= 1), the
@@ -182,6 +188,9 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
                 problems.append(f"field 'probe.{key}' must be a non-empty string, got {probe.get(key)!r}")
         problem = _field_problem(probe.get("input_size", _MISSING), "field 'probe.input_size'", _count)
         problems += [problem] if problem else []
+        seed = probe.get("random_init_seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32):
+            problems.append(f"field 'probe.random_init_seed' must be an integer in [0, 2**32), got {seed!r}")
     if manifest.get("method") not in FISHER_METHODS:
         problems.append(f"field 'method' must be one of {', '.join(FISHER_METHODS)}, got {manifest.get('method')!r}")
     for key, check in (("embedding_settings", dict), ("model2vec", dict), ("alpha", _weight),
@@ -409,7 +418,7 @@ class Zoo:
         path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
-            "probe": {k: probe[k] for k in ("name", "weights_hash", "input_size")},
+            "probe": {**{k: probe[k] for k in ("name", "weights_hash", "input_size")}, **_random_init_seed(probe)},
             "method": method,
             "embedding_settings": embedding_settings or {},
             "alpha": float(alpha),
@@ -509,7 +518,9 @@ class Zoo:
         """The zoo's probe network (``weights``: its file, default the ``$TASK2VEC_WEIGHTS`` lookup);
         weights whose hash differs from the zoo's are refused."""
         p = self.probe
-        probe = Probe.create(p["name"], weights=weights, image_size=p["input_size"], device=device)
+        random = weights is None and "random_init_seed" in p  # a test zoo's seeded random probe is rebuilt
+        probe = Probe.create(p["name"], weights=weights, image_size=p["input_size"], device=device,
+                             random_init=random, seed=int(p.get("random_init_seed", 0)))
         if probe.weights_hash != p["weights_hash"]:
             raise ZooError(f"probe weights {probe.weights_hash} ({probe.weights_source}) are not the zoo's "
                            f"({p['weights_hash']}); pass the zoo's probe weights with --weights")

@@ -336,3 +336,17 @@ def test_verify_says_ok_or_lists_every_problem(built, shared, tmp_path, capsys):
     code, out, err = run(capsys, "zoo", "verify", tmp_path / "nowhere")
     assert code == 2 and out.startswith("problem: ") and "is not a zoo" in out and "1 problem(s) found" in err
 
+
+
+def test_a_random_init_zoo_receives_entries_and_recommends(shared, tmp_path, capsys):
+    """`zoo init --random-init` records the seed of its probe, so `zoo add` and `recommend` rebuild it."""
+    z = tmp_path / "random"
+    assert main(["zoo", "init", str(z), "--random-init", "--probe", "resnet18", "--image-size", "32"]) == 0
+    assert Zoo.load(z).probe["random_init_seed"] == 0
+    small = ["--max-samples", "8", "--min-images-per-class", "4", "--quiet"]
+    for entry, data in (("ants", "hymenoptera"), ("flowers", "flowers5")):
+        assert main(["zoo", "add", str(z), "--id", entry, "--model", "resnet18", "--source-dataset",
+                     str(shared / "data" / data), *small]) == 0
+    code, out, err = run(capsys, "recommend", shared / "data" / "hymenoptera", "--zoo", z, "--check", "0", *small)
+    assert code == 0, err
+    assert out.splitlines()[2].split()[1] in {"ants", "flowers"}
