@@ -367,9 +367,10 @@ def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callabl
     p.add_argument("--quality-weight", type=number_flag(low=0),
                    help="override the zoo's quality weight (default: the zoo's setting)")
     p.add_argument("--check", type=integer_flag(), default=CHECK, metavar="N",
-                   help="run the first N picks over the dataset (one forward pass each; picks whose weights are not "
-                        "here are skipped with a warning) and re-rank them, with the zoo's entry that is the probe "
-                        "(free), by LogME; 0: no check (default: %(default)s, the benchmark's best)")
+                   help="run the first N picks and the zoo's always-checked entries (zoo set --always-check) over "
+                        "the dataset (one forward pass each; entries whose weights are not here are skipped with a "
+                        "warning) and re-rank them, with the zoo's entry that is the probe (free), by LogME; 0: no "
+                        "check (default: %(default)s, the benchmark's best)")
     embedding_flags(p, max_rank=MAX_RANK)
     p.set_defaults(func=cmd_recommend)
 
