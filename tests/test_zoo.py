@@ -535,7 +535,8 @@ def test_configure_rewrites_the_manifest_only(zoo):
 
 
 def test_configure_sets_both_when_it_drops_the_biases(zoo):
-    zoo.set_biases(0.5 * zoo.source, {"alpha": zoo.alpha})
+    zoo.set_log_scales(np.full((len(zoo), 1), 0.5), np.zeros(zoo.source.shape[1], dtype=int), {"alpha": zoo.alpha})
+    assert Zoo.load(zoo.path).manifest["model2vec"]
     zoo.configure(alpha=0.3, quality_weight=0.2)
     again = Zoo.load(zoo.path)
     assert (again.alpha, again.quality_weight, again.manifest["model2vec"]) == (0.3, 0.2, None)
