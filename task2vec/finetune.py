@@ -523,7 +523,7 @@ def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = _D["repeats"], 
     runs = []
     for r, trainer in enumerate(trainers):
         sub = Path(run_dir) / f"seed-{base + r}"
-        runs.append(trainer.fit(data, sub, resume=resume and runfolder.has_checkpoint(sub), overwrite=overwrite))
+        runs.append(trainer.fit(data, sub, resume=resume, overwrite=overwrite))  # no checkpoint yet: starts afresh
     summary = summarize(runs)
     _write_json(Path(run_dir) / "summary.json", summary)
     _write_summary_csv(Path(run_dir) / "summary.csv", summary)
