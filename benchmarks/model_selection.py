@@ -59,6 +59,7 @@ from task2vec.finetune import FinetunedModel, Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
 from task2vec.model2vec import Model2Vec, scaled  # noqa: E402
 from task2vec.recommendation import CHECK, MAX_RANK, recommend  # noqa: E402
+from task2vec.resolve import resolve_model  # noqa: E402
 from task2vec.probe import Probe, build_network, load_state_dict_file  # noqa: E402
 from task2vec.taskmap import draw, layout  # noqa: E402
 from task2vec.transferability import SCORES  # noqa: E402
@@ -262,7 +263,7 @@ class Bench:
             start = time.perf_counter()
             run = self.cache / "finetune_runs" / t.key() / (m.id + suffix)
             shutil.rmtree(run, ignore_errors=True)  # an interrupted run: start it again (training is seeded)
-            trainer = Trainer(f"{self.zoo.path}:{m.id}", epochs=epochs, image_size=self.zoo.probe["input_size"],
+            trainer = Trainer(resolve_model(m.id, zoo=self.zoo.path), epochs=epochs, image_size=self.zoo.probe["input_size"],
                               val_fraction=0.2, augment="light", patience=0, progress=False, seed=seed,
                               device=str(self.device))
             trainer.fit(data.train, run)

@@ -19,6 +19,7 @@ from .validate import integer_flag, number_flag, seed_flag
 
 if TYPE_CHECKING:  # the handlers import these (and torch) when they run
     from .finetune import FitResult, RepeatsResult
+    from .models import ModelChoice
 
 # explicit augmentation flags: CLI flag -> AugmentConfig field (each overrides the preset's value)
 _AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "color_jitter": float,
@@ -26,7 +27,7 @@ _AUG_FLAGS = {"hflip": float, "vflip": float, "rotate": float, "zoom": float, "c
               "mobius": float, "mobius_strength": float}
 
 
-def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+def _record_target(args: argparse.Namespace, choice: ModelChoice) -> tuple[Path | None, Path | None]:
     """Where the transfer record goes and the task embedding it names.
 
     A zoo entry's record goes to ``--records`` or to the zoo's file in the per-user cache
@@ -34,12 +35,10 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     embedded with the zoo's probe, cached beside the zoo's records in ``tasks/``.
     """
     from .data import load_task
-    from .models import resolve_model
     from .zoo import Zoo
 
     if args.no_records:
         return None, None
-    choice = resolve_model(args.model, weights=args.weights, zoo=args.zoo)
     zoo = Zoo.load(choice.zoo) if choice.zoo else None
     if args.records:
         records = Path(args.records)
@@ -74,13 +73,15 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import RepeatsResult, Trainer, fit
     from .records import append_transfer_record
+    from .resolve import resolve_model
 
     overrides = {k: getattr(args, k) for k in _AUG_FLAGS if getattr(args, k) is not None}
     try:
         augment = dataclasses.replace(preset(args.augment), **overrides)
     except TypeError as exc:
         raise FinetuneError(str(exc)) from None
-    settings = dict(model=args.model, weights=args.weights, zoo=args.zoo, random_init=args.random_init,
+    choice = resolve_model(args.model, weights=args.weights, zoo=args.zoo)
+    settings = dict(model=choice, random_init=args.random_init,
                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, body_lr=args.body_lr,
                     weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                     label_smoothing=args.label_smoothing, augment=augment, freeze=args.freeze, train_bn=args.train_bn,
@@ -92,7 +93,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                     overfit_batch=args.overfit_batch, max_train_images=args.max_train_images,
                     label_column=args.label_column, progress=not args.quiet)
     Trainer(**settings)  # every setting checked before the task is embedded for its record
-    records, embedding = _record_target(args)  # before training: a bad records setting fails first
+    records, embedding = _record_target(args, choice)  # before training: a bad records setting fails first
     result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, overwrite=args.force,
                  **settings)
     runs = result.runs if isinstance(result, RepeatsResult) else [result]

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from .version import __version__
 from .defaults import EMBEDDING_DEFAULTS as _D, METHODS
 from .data import IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, report_bad
-from .distance import symmetric
+from .dsym import symmetric
 from .embedding import Embedding
 from .errors import DatasetError, ProbeError
 from .fisher import FisherAccumulator

@@ -27,7 +27,8 @@ import torch
 from .data import IndexedSubset, SkipBadCollate
 from .embed import Task2Vec
 from .errors import Task2VecError, ZooError
-from .models import create_body, resolve_model
+from .models import create_body
+from .resolve import resolve_model
 from .probe import load_state_dict_file, normalize_batch, state_dict_hash
 from .transferability import logme
 from .validate import integer

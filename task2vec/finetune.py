@@ -40,7 +40,8 @@ from .errors import CheckpointError, FinetuneError
 from . import runfolder
 from .io import atomic_open
 from .mobius import RandomMobius
-from .models import ModelChoice, create_body, data_config_dict, data_config_from_dict, new_classifier, resolve_model
+from .models import (ModelChoice, architecture_choice, create_body, data_config_dict, data_config_from_dict,
+                     new_classifier, with_weights)
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
 from .probe import DataConfig, build_network, normalize_batch, resolve_device
 from .validate import integer, number, seed as check_seed
@@ -159,9 +160,9 @@ class RepeatsResult:
 class Trainer:
     """Fine-tune ``model`` on a task. Hyperparameters here; ``fit`` does the work.
 
-    ``model``: a timm/torchvision name, ``ZOO_DIR:ID``, a recommend ``--json`` file, or an id
-    with ``zoo``. ``weights``: a local file for it (default: ``$TASK2VEC_WEIGHTS``, then the
-    download). ``lr`` is the classifier's rate; the body gets ``lr * body_lr``.
+    ``model``: a timm/torchvision name, or a :class:`ModelChoice` (a zoo entry or a recommendation,
+    resolved by :func:`task2vec.resolve.resolve_model`). ``weights``: a local file for it (default:
+    the choice's, else ``$TASK2VEC_WEIGHTS``, then the download). ``lr`` is the classifier's rate; the body gets ``lr * body_lr``.
     ``augment``: a preset name or an :class:`AugmentConfig`. ``freeze``: see ``FREEZE_HELP``.
     ``balance``: ``none``, ``sampler`` (oversample small classes) or ``loss-weights``.
     ``aux_labels``: a CSV of auxiliary targets (:mod:`task2vec.multitask`), weighted by
@@ -174,8 +175,8 @@ class Trainer:
     statistics are better than those of a few small batches).
     """
 
-    def __init__(self, model: str = _D["model"], *, weights: str | os.PathLike | None = None,
-                 zoo: str | os.PathLike | None = None, random_init: bool = False, epochs: int = _D["epochs"],
+    def __init__(self, model: str | ModelChoice = _D["model"], *, weights: str | os.PathLike | None = None,
+                 random_init: bool = False, epochs: int = _D["epochs"],
                  batch_size: int = _D["batch_size"], lr: float = _D["lr"], body_lr: float = _D["body_lr"],
                  weight_decay: float = _D["weight_decay"], warmup_epochs: float = _D["warmup_epochs"],
                  label_smoothing: float = _D["label_smoothing"], augment: str | AugmentConfig = _D["augment"],
@@ -189,7 +190,7 @@ class Trainer:
                  max_train_images: int | None = None,
                  label_column: str | None = None,
                  progress: bool = True, max_bad_fraction: float = 0.05):
-        self.model, self.weights, self.zoo, self.random_init = model, weights, zoo, random_init
+        self.model, self.weights, self.random_init = model, weights, random_init
         self.epochs, self.batch_size, self.lr, self.body_lr = epochs, batch_size, lr, body_lr
         self.weight_decay, self.warmup_epochs, self.label_smoothing = weight_decay, warmup_epochs, label_smoothing
         self.augment, self.freeze, self.train_bn, self.balance = augment, freeze, train_bn, balance
@@ -204,6 +205,8 @@ class Trainer:
 
     # -- validation at the door
     def _check_params(self) -> None:
+        if not isinstance(self.model, (str, ModelChoice)):
+            raise FinetuneError(f"model must be a name or a ModelChoice, got {type(self.model).__name__}")
         ints = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1), "patience": (self.patience, 0),
                 "workers": (self.workers, 0), "overfit_batch": (self.overfit_batch, 0)}
         for name, (v, lo) in ints.items():
@@ -226,6 +229,12 @@ class Trainer:
             integer(self.image_size, "image_size", low=32, error=FinetuneError)
         self.augment_config()
 
+    def choice(self) -> ModelChoice:
+        """The network to fine-tune: ``model`` as a :class:`ModelChoice`, with ``weights`` when given."""
+        if isinstance(self.model, ModelChoice):
+            return with_weights(self.model, self.weights)
+        return architecture_choice(self.model, self.weights)
+
     def augment_config(self) -> AugmentConfig:
         """The augmentation actually used (none at all when over-fitting one batch)."""
         if self.overfit_batch:
@@ -237,7 +246,9 @@ class Trainer:
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
         params = {n: getattr(self, n) for n in names}
         params["augment"] = self.augment_config().as_dict()
-        for k in ("weights", "zoo", "aux_labels", "groups"):
+        if isinstance(self.model, ModelChoice):
+            params["model"] = asdict(self.model)
+        for k in ("weights", "aux_labels", "groups"):
             params[k] = None if params[k] is None else str(params[k])
         params["aux_columns"] = list(self.aux_columns) if self.aux_columns else None
         return params
@@ -255,7 +266,7 @@ class Trainer:
         """
         t_start = time.perf_counter()
         run_dir = Path(run_dir)
-        choice = resolve_model(self.model, weights=self.weights, zoo=self.zoo)
+        choice = self.choice()
         task = as_task(data, label_column=self.label_column)
         classes = list(task.classes)
         aux = load_aux_labels(self.aux_labels, task, self.aux_columns) if self.aux_labels else None

@@ -1,16 +1,14 @@
 """Which network to fine-tune, and building it with a fresh classifier for the task.
 
-``--model`` accepts a timm or torchvision name, a zoo entry (``ZOO_DIR:ID``, or an id with
-``zoo=``), or a ``task2vec recommend --json`` file (its top entry). :func:`resolve_model`
-turns any of these into a :class:`ModelChoice`; :func:`create_model` builds the body with
-its weights (the classifier of the source is dropped) and a new linear classifier. A zoo
-entry or recommendation also brings the input size it was trained at (its ``input_size``
-metadata): fine-tuning an expert trained at 112 px at 224 px would throw away what it learned.
+A :class:`ModelChoice` names the architecture, its weights and the input size it was trained
+at. :func:`architecture_choice` makes one from a timm/torchvision name; zoo entries and
+``recommend --json`` files become one in the zoo stage (:func:`task2vec.resolve.resolve_model`),
+so fine-tuning never reads a zoo. :func:`create_body` builds the body with its weights (the
+classifier of the source is dropped); :func:`new_classifier` a fresh linear classifier.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +19,6 @@ from torch import nn
 from .errors import CheckpointError, FinetuneError
 from .probe import DataConfig, Network, build_network, known_architecture
 from .validate import integer, number
-from .zoo import MANIFEST, Zoo
 
 
 @dataclass(frozen=True)
@@ -36,70 +33,33 @@ class ModelChoice:
     input_size: int | None = None  # the entry's ``input_size`` metadata, in pixels
 
 
-def _input_size(value: object, entry_id: str) -> int | None:
-    """An entry's recorded input size, checked (None when it records none)."""
+def entry_input_size(value: object, entry_id: str) -> int | None:
+    """A zoo entry's or recommendation's recorded input size, checked (None when it records none)."""
     if value is None:
         return None
     return integer(value, f"zoo entry {entry_id!r}: input_size (pixels)", low=32, error=FinetuneError)
 
 
-def _from_zoo(zoo_dir: str | os.PathLike, entry_id: str) -> ModelChoice:
-    zoo = Zoo.load(zoo_dir)
-    entry = next((e for e in zoo.entries if e.id == entry_id), None)
-    if entry is None:
-        raise FinetuneError(f"zoo {str(zoo.path)!r} has no entry {entry_id!r} (it has: {', '.join(zoo.ids[:8])})")
-    where = zoo.weights(entry)
-    if where.status == "missing":
-        raise FinetuneError(f"zoo entry {entry_id!r}: checkpoint {where.path!r} does not exist "
-                            "(rebuild it with 'task2vec zoo build')")
-    if where.path is not None and "://" in where.path:
-        raise FinetuneError(f"zoo entry {entry_id!r}: remote checkpoint {where.path!r}; download it and pass "
-                            "--weights FILE")
-    return ModelChoice(entry.model, entry.id, where.path if where.available else None, str(zoo.path),
-                       _input_size(entry.metadata.get("input_size"), entry.id))
+def architecture_choice(model: str, weights: str | os.PathLike | None = None) -> ModelChoice:
+    """A timm/torchvision name (+ an optional local weights file) as a :class:`ModelChoice`.
 
-
-def _from_recommendation(path: Path) -> ModelChoice:
-    try:
-        doc = json.loads(path.read_text())
-        top = doc["recommendations"][0]
-        zoo_dir, entry_id = doc["zoo"], top["id"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        raise FinetuneError(f"{str(path)!r} is not a 'task2vec recommend --json' file "
-                            f"({type(exc).__name__}: {exc})") from None
-    if (Path(zoo_dir) / MANIFEST).is_file():
-        return _from_zoo(zoo_dir, entry_id)
-    weights = top.get("weights") if top.get("weights_available") is True else None
-    if weights is not None and not isinstance(weights, str):
-        raise FinetuneError(f"{str(path)!r}: the top entry's 'weights' must be a path")
-    return ModelChoice(str(top["model"]), str(entry_id), weights, None, _input_size(top.get("input_size"), str(entry_id)))
-
-
-def resolve_model(model: str, *, weights: str | os.PathLike | None = None,
-                  zoo: str | os.PathLike | None = None) -> ModelChoice:
-    """Turn ``--model`` (+ ``--weights``, ``--zoo``) into a :class:`ModelChoice`.
-
-    An explicit ``weights`` file always wins over the weights the zoo or recommendation names.
+    Zoo entries and recommendation files are resolved by :func:`task2vec.resolve.resolve_model`.
     """
     if not model:
         raise FinetuneError("no model given: pass a timm/torchvision name, ZOO_DIR:ID or a recommend --json file")
-    if zoo is not None:
-        choice = _from_zoo(zoo, model)
-    elif model.endswith(".json") and Path(model).is_file():
-        choice = _from_recommendation(Path(model))
-    elif ":" in model and (Path(model.rsplit(":", 1)[0]) / MANIFEST).is_file():
-        zoo_dir, entry_id = model.rsplit(":", 1)
-        choice = _from_zoo(zoo_dir, entry_id)
-    elif known_architecture(model):
-        choice = ModelChoice(model, model)
-    else:
+    if not known_architecture(model):
         raise FinetuneError(f"unknown model {model!r}: not a torchvision/timm model name, a ZOO_DIR:ID entry "
                             "or a recommend --json file")
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise FinetuneError(f"weights file {str(weights)!r} does not exist")
-        choice = replace(choice, weights=str(weights))
-    return choice
+    return with_weights(ModelChoice(model, model), weights)
+
+
+def with_weights(choice: ModelChoice, weights: str | os.PathLike | None) -> ModelChoice:
+    """``choice`` with an explicit local weights file, which always wins over the one it names."""
+    if weights is None:
+        return choice
+    if not Path(weights).is_file():
+        raise FinetuneError(f"weights file {str(weights)!r} does not exist")
+    return replace(choice, weights=str(weights))
 
 
 def create_body(choice: ModelChoice, *, random_init: bool = False, seed: int = 0) -> Network:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from task2vec import Embedding, IncompatibleEmbeddingsError, SettingError
-from task2vec.distance import (BLOCK, asymmetric, asymmetric_scores, complexity, cosine, domain, gaussian_kl, pairwise,
-                               symmetric, symmetric_matrix, symmetric_torch)
+from task2vec.distance import asymmetric, asymmetric_scores, complexity, cosine, domain, gaussian_kl, pairwise
+from task2vec.dsym import BLOCK, symmetric, symmetric_matrix, symmetric_torch
 
 
 def emb(vec, probe="p", method="exact", **kw):

@@ -23,7 +23,7 @@ from task2vec.errors import CheckpointError, FinetuneError, RecordsError, RunBus
 from task2vec.finetune import (FinetunedModel, Trainer, balanced_class_weights, fit,
                                freeze_body, load_checkpoint, split_task, stratified_split, warmup_cosine)
 from task2vec.records import append_transfer_record, read_records
-from task2vec.models import resolve_model
+from task2vec.resolve import resolve_model
 from task2vec.probe import build_network
 from task2vec.runfolder import LOCK_FILE, claim
 from task2vec.zoo import Zoo

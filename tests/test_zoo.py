@@ -193,7 +193,7 @@ def test_fit_model2vec_command(zoo, tmp_path, capsys):
 
 def test_resolve_model_from_names_zoo_entries_and_recommendations(zoo, tmp_path):
     from task2vec.errors import FinetuneError
-    from task2vec.models import resolve_model
+    from task2vec.resolve import resolve_model
 
     assert resolve_model("resnet18").arch == "resnet18" and resolve_model("resnet18").weights is None
     with pytest.raises(FinetuneError, match="checkpoint .*m1.safetensors' does not exist"):
