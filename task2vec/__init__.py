@@ -18,7 +18,7 @@ _LAZY = {
     "Embedding": "embedding",
     "check_compatible": "embedding",
     "METHODS": "defaults",
-    "symmetric": "distance",
+    "symmetric": "dsym",
     "Zoo": "zoo",
     "recommend": "recommendation",
     "Recommendation": "recommendation",
