@@ -11,6 +11,7 @@ from .defaults import (EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, LABEL_METHODS as 
                        MODEL2VEC_PARAMETERISATIONS, PROBE, QUALITY_WEIGHT, RECOMMEND_CHECK as CHECK, RECOMMEND_K,
                        RECOMMEND_MAX_RANK as MAX_RANK, WEIGHTS_ENV)
 from .cache import zoo_records
+from .cli_embed import add_embedding_args
 from .distance import ALPHA
 from .embedding import Embedding
 from .errors import RecordsError, ZooError
@@ -264,9 +265,9 @@ def format_recommendation(rec: Recommendation) -> str:
     return "\n".join(lines)
 
 
-def add_zoo_parsers(sub: argparse._SubParsersAction, add_embedding_args: Callable[..., None]) -> None:
-    """Register `zoo ...` and `recommend` on the top-level sub-parsers (``add_embedding_args``: the CLI's
-    embedding flags, whose zoo settings default to the zoo's)."""
+def add_zoo_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `zoo ...` and `recommend` on the top-level sub-parsers; their embedding flags default to
+    the zoo's settings."""
     def embedding_flags(p: argparse.ArgumentParser, **defaults: Any) -> None:
         add_embedding_args(p, probe_flags=False, zoo_settings=True, defaults=defaults)  # the rest: the zoo's settings
         p.add_argument("--weights", metavar="FILE", help=f"the zoo's probe weights (default: ${WEIGHTS_ENV} lookup)")
