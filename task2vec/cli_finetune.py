@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,17 +82,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     except TypeError as exc:
         raise FinetuneError(str(exc)) from None
     choice = resolve_model(args.model, weights=args.weights, zoo=args.zoo)
-    settings = dict(model=choice, random_init=args.random_init,
-                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, body_lr=args.body_lr,
-                    weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                    label_smoothing=args.label_smoothing, augment=augment, freeze=args.freeze, train_bn=args.train_bn,
-                    balance=args.balance, aux_labels=args.aux_labels,
-                    aux_columns=args.aux_columns.split(",") if args.aux_columns else None, aux_weight=args.aux_weight,
-                    groups=args.groups, group_weight=args.group_weight, val_fraction=args.val_fraction,
-                    image_size=args.image_size, patience=args.patience, grad_clip=args.grad_clip, dropout=args.dropout,
-                    amp=not args.no_amp, device=args.device, workers=args.workers, seed=args.seed,
-                    overfit_batch=args.overfit_batch, max_train_images=args.max_train_images,
-                    label_column=args.label_column, progress=not args.quiet)
+    # every Trainer hyperparameter with a flag of the same name takes it; the rest are set here
+    flags = vars(args)
+    settings = {name: flags[name] for name in inspect.signature(Trainer).parameters if name in flags}
+    settings.update(model=choice, augment=augment, amp=not args.no_amp, progress=not args.quiet,
+                    aux_columns=args.aux_columns.split(",") if args.aux_columns else None)
     Trainer(**settings)  # every setting checked before the task is embedded for its record
     records, embedding = _record_target(args, choice)  # before training: a bad records setting fails first
     result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, overwrite=args.force,

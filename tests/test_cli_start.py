@@ -135,3 +135,18 @@ def test_help_shows_the_default_that_applies(capsys):
         assert help_line(argv, "--workers", capsys).endswith("(default: 0)")  # not a zoo setting
     assert help_line(["finetune"], "--epochs", capsys).endswith("(default: 15)")
     assert help_line(["finetune"], "--hflip", capsys).endswith("(default: the preset's)")
+
+
+def test_finetune_flags_are_the_trainers_hyperparameters_with_its_defaults():
+    """One source for each default: a flag named like a Trainer parameter defaults to the Trainer's value,
+    and every parameter without such a flag is one the command sets from another flag."""
+    from task2vec.cli import build_parser
+    from task2vec.finetune import Trainer
+
+    flags = vars(build_parser().parse_args(["finetune", "data", "-o", "run"]))
+    set_otherwise = {"amp": "--no-amp", "progress": "--quiet", "max_bad_fraction": "the Trainer's (no flag)"}
+    for name, param in inspect.signature(Trainer).parameters.items():
+        if name in flags:
+            assert flags[name] == param.default, (name, flags[name], param.default)
+        else:
+            assert name in set_otherwise, f"Trainer({name}=...) has no finetune flag"
