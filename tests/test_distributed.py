@@ -1,0 +1,95 @@
+"""Data-parallel embedding and fine-tuning under a real ``torchrun`` (2 gloo processes on the CPU).
+
+Each test launches ``python -m torch.distributed.run --nproc-per-node 2`` on a small real subset of
+../shared and compares with the single-process result computed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from task2vec import Embedding, Probe, Task2Vec
+
+from conftest import WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2`` of ``args`` (a module run or a script), one torch thread per rank."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+@pytest.fixture(scope="module")
+def ants_bees(shared) -> Path:
+    return shared / "data" / "hymenoptera" / "train"
+
+
+def test_torchrun_embed_equals_the_single_process_embedding(ants_bees, tmp_path, one_torch_thread):
+    """40 images in batches of 8 (5 batches: rank 0 reads 3, rank 1 reads 2); rank 0 alone writes."""
+    out = tmp_path / "two.t2v.npz"
+    proc = torchrun(["-m", "task2vec", "embed", str(ants_bees), "--weights", str(WEIGHTS), "--image-size", "64",
+                     "--max-samples", "40", "--batch-size", "8", "--device", "cpu", "--quiet", "-o", str(out)],
+                    tmp_path)
+    assert proc.stdout.count("embedded ") == 1  # one report, from rank 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.t2v.npz"]  # one file, no temp file left
+    two = Embedding.load(out)
+    probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=64, device="cpu")
+    one = Task2Vec(probe, max_samples=40, batch_size=8, progress=False).embed(ants_bees)
+    assert relative_error(one.vector, two.vector) < 1e-6
+    assert relative_error(one.halves, two.halves) < 1e-6
+    assert two.meta["n_images"] == one.meta["n_images"] == 40
+    assert two.meta["head"] == one.meta["head"]
+    assert two.meta["noise_half_split"] == pytest.approx(one.meta["noise_half_split"], rel=1e-6)
+    np.testing.assert_allclose(two.domain_mean, one.domain_mean, rtol=1e-6)
+
+
+def test_the_python_api_inside_a_process_group_montecarlo(ants_bees, tmp_path, one_torch_thread):
+    """The API in a group the caller initialised: every rank returns the same embedding, the single
+    process's; montecarlo labels are drawn per batch, so they do not depend on the ranks."""
+    script = tmp_path / "embed_in_group.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        import torch.distributed as dist
+        from task2vec import Probe, Task2Vec
+        from task2vec.distributed import is_main, rank, world_size
+
+        dist.init_process_group("gloo")
+        probe = Probe.create("mobilenet_v2", weights={str(WEIGHTS)!r}, image_size=64, device="cpu")
+        emb = Task2Vec(probe, "montecarlo", max_samples=24, batch_size=4, progress=False).embed({str(ants_bees)!r})
+        emb.save(f"rank{{rank()}}.npz")
+        print(json.dumps({{"rank": rank(), "world": world_size(), "main": is_main()}}))
+        dist.destroy_process_group()
+    """))
+    proc = torchrun([str(script)], tmp_path)
+    seen = sorted(json.loads(line)["rank"] for line in proc.stdout.splitlines() if line.startswith("{"))
+    assert seen == [0, 1]
+    r0, r1 = Embedding.load(tmp_path / "rank0.npz"), Embedding.load(tmp_path / "rank1.npz")
+    np.testing.assert_array_equal(r0.vector, r1.vector)
+    probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=64, device="cpu")
+    one = Task2Vec(probe, "montecarlo", max_samples=24, batch_size=4, progress=False).embed(ants_bees)
+    assert relative_error(one.vector, r0.vector) < 1e-6
