@@ -34,6 +34,7 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     embedded with the zoo's probe, cached beside the zoo's records in ``tasks/``.
     """
     from .data import load_task
+    from .distributed import is_main
     from .models import resolve_model
     from .zoo import Zoo
 
@@ -67,11 +68,13 @@ def _record_target(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
         except WeightsError as exc:
             raise FinetuneError(f"the transfer record for zoo {str(zoo.path)!r} needs the task embedded with the zoo's "
                                 f"probe ({exc}); or pass --embedding EMB.npz or --no-records") from None
-        emb.save(cached)
+        if is_main():
+            emb.save(cached)
     return records, cached
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from .distributed import init_from_env, is_main
     from .finetune import RepeatsResult, Trainer, fit
     from .records import append_transfer_record
 
@@ -88,13 +91,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                     aux_columns=args.aux_columns.split(",") if args.aux_columns else None, aux_weight=args.aux_weight,
                     groups=args.groups, group_weight=args.group_weight, val_fraction=args.val_fraction,
                     image_size=args.image_size, patience=args.patience, grad_clip=args.grad_clip, dropout=args.dropout,
-                    amp=not args.no_amp, device=args.device, workers=args.workers, seed=args.seed,
+                    amp=not args.no_amp, device=init_from_env(args.device), workers=args.workers, seed=args.seed,
                     overfit_batch=args.overfit_batch, max_train_images=args.max_train_images,
                     label_column=args.label_column, progress=not args.quiet)
     Trainer(**settings)  # every setting checked before the task is embedded for its record
     records, embedding = _record_target(args)  # before training: a bad records setting fails first
     result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, overwrite=args.force,
                  **settings)
+    if not is_main():
+        return 0  # rank 0 alone reports and appends the record
     runs = result.runs if isinstance(result, RepeatsResult) else [result]
     _print_run(runs[0] if len(runs) == 1 else None, result)
     if records is not None and not args.overfit_batch:

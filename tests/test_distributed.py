@@ -93,3 +93,44 @@ def test_the_python_api_inside_a_process_group_montecarlo(ants_bees, tmp_path, o
     probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=64, device="cpu")
     one = Task2Vec(probe, "montecarlo", max_samples=24, batch_size=4, progress=False).embed(ants_bees)
     assert relative_error(one.vector, r0.vector) < 1e-6
+
+
+FINETUNE = ["--image-size", "64", "--max-train-images", "32", "--batch-size", "16", "--val-fraction", "0.2",
+            "--no-records", "--device", "cpu"]
+
+
+def test_torchrun_finetune_rank0_writes_and_resume_continues(shared, tmp_path, one_torch_thread):
+    """A DDP run stopped after its first epoch (every rank leaves in ``on_epoch_end``) is continued by
+    ``torchrun ... finetune --resume``: epoch 1 is not trained again, rank 0 alone printed and wrote."""
+    data = shared / "data" / "hymenoptera"
+    run = tmp_path / "run"
+    script = tmp_path / "stop_after_one.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from task2vec.distributed import init_from_env
+        from task2vec.finetune import Trainer
+
+        def stop(epoch, row):
+            sys.exit(0)  # as if killed between epochs, on every rank
+
+        device = init_from_env("cpu")
+        Trainer("mobilenet_v2", weights={str(WEIGHTS)!r}, epochs=2, batch_size=16, image_size=64,
+                max_train_images=32, val_fraction=0.2, device=device, progress=True).fit(
+                    {str(data)!r}, {str(run)!r}, on_epoch_end=stop)
+    """))
+    first = torchrun([str(script)], tmp_path)
+    assert first.stdout.count("epoch 1/2 ") == 1  # one rank prints
+    one_epoch = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in one_epoch] == [1] and not (run / "report.json").exists()
+
+    second = torchrun(["-m", "task2vec", "finetune", str(data), "--weights", str(WEIGHTS), "--epochs", "2",
+                       "-o", str(run), "--resume", *FINETUNE], tmp_path)
+    assert "epoch 1/2 " not in second.stdout and second.stdout.count("epoch 2/2 ") == 1
+    assert second.stdout.count("best epoch") == 1
+    history = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2] and history[0] == one_epoch[0]
+    report = json.loads((run / "report.json").read_text())
+    assert report["epochs_run"] == 2
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    config = json.loads((run / "config.json").read_text())
+    assert config["params"]["batch_size"] == 16  # the global batch: the run's settings are the single process's
