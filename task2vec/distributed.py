@@ -4,13 +4,16 @@
 :func:`init_from_env` joins them into one ``torch.distributed`` group (NCCL on CUDA, gloo on CPU).
 Outside a group (or in a group of one) every helper is the single-process identity, so the same
 code path serves both. Collectives go through the tensors' communication device (CUDA for NCCL,
-CPU for gloo) and come back on the caller's device.
+CPU for gloo) and come back on the caller's device. The Ray helpers at the end serve the task-parallel
+side (zoo builds, benchmark sweeps): a session, a task's resource request, results as they finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -122,3 +125,57 @@ def barrier() -> None:
     """Wait for every rank (nothing outside a group)."""
     if active():
         dist.barrier()
+
+
+# ----------------------------------------------------------------------------- Ray (the `distributed` extra)
+RAY_MISSING = "needs Ray: pip install 'task2vec[distributed]'"
+
+
+def require_ray(what: str, error: type[Exception] = UsageError) -> Any:
+    """The ``ray`` module; ``error(f"{what} needs Ray: pip install ...")`` where it is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise error(f"{what} {RAY_MISSING}") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str, what: str, error: type[Exception] = UsageError) -> Iterator[Any]:
+    """The ``ray`` module joined to the cluster at ``address`` (``""``: a local Ray started here), or to the one
+    this process already joined (left running then); :func:`require_ray`'s error where Ray is not installed."""
+    ray = require_ray(what, error)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or None, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def ray_resources(ray: Any) -> dict[str, float]:
+    """One task's request: a GPU (and a CPU) where the cluster has GPUs, else a CPU."""
+    return {"num_gpus": 1, "num_cpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {"num_cpus": 1}
+
+
+def as_completed(ray: Any, tasks: dict[Any, Any], *, progress: bool = True,
+                 desc: str = "tasks") -> Iterator[tuple[Any, Any, str | None]]:
+    """``(key, result, None)`` or ``(key, None, error line)`` for each of ``tasks`` (Ray object ref -> key) as it
+    finishes, with a progress bar over the finished ones: a failed task does not stop the others."""
+    from tqdm.auto import tqdm
+
+    waiting = dict(tasks)
+    with tqdm(total=len(waiting), desc=desc, unit="task", disable=not progress) as bar:
+        while waiting:
+            done, _ = ray.wait(list(waiting), num_returns=1)
+            key = waiting.pop(done[0])
+            bar.update(1)
+            try:
+                result = ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - the task's own error, handed to the caller as one line
+                cause = getattr(exc, "cause", None) or exc
+                yield key, None, f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[-1]}"
+                continue
+            yield key, result, None

@@ -58,6 +58,7 @@ from typing import Any, Callable
 import yaml
 
 from .data import ImageTask, load_task, subset
+from .distributed import as_completed, ray_resources, ray_session, require_ray
 from .embed import Task2Vec
 from .defaults import EMBEDDING_DEFAULTS
 from .distance import ALPHA
@@ -235,10 +236,7 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
     a local Ray started here, or the one this process already joined).
     """
     if ray is not None:
-        try:
-            import ray as ray_module
-        except ImportError:
-            raise ZooError("building on Ray needs Ray: pip install 'task2vec[distributed]'") from None
+        require_ray("building on Ray", ZooError)  # at the door, before any work
     spec = read_spec(spec_path)
     settings = spec.get("embedding") or {}
     given = {e["id"]: Embedding.load(e["source_embedding"]) for e in spec["entries"] if e.get("source_embedding")}
@@ -258,7 +256,8 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
                                               else spec["quality_weight"]),
                          embedding_settings={"min_images_per_class": EMBEDDING_DEFAULTS["min_images_per_class"], **settings})
     if ray is not None:
-        _build_on_ray(ray_module, ray, zoo, spec, given, probe, runtime, train, log, progress)
+        with ray_session(ray, "building on Ray", ZooError) as ray_module:
+            _build_on_ray(ray_module, zoo, spec, given, probe, runtime, train, log, progress)
         return _finish_build(zoo, spec)
     embedder = zoo.embedder(probe, progress=progress, **runtime)
     for e in spec["entries"]:
@@ -326,72 +325,51 @@ def _absolute(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _build_on_ray(ray: Any, address: str, zoo: Zoo, spec: dict[str, Any], given: dict[str, Embedding], probe: Probe,
+def _build_on_ray(ray: Any, zoo: Zoo, spec: dict[str, Any], given: dict[str, Embedding], probe: Probe,
                   runtime: dict[str, Any], train: bool, log: Callable[[str], None], progress: bool) -> None:
     """The trainings and embeddings as Ray tasks; the driver adds each entry once its tasks are done."""
-    from tqdm.auto import tqdm
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address or None, log_to_driver=False)
-    try:
-        gpu = ray.cluster_resources().get("GPU", 0) > 0
-        resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
-        remote_spec = _absolute(spec)
-        ref = ray.put(remote_spec)
-        settings = zoo.embedding_kwargs(**runtime)
-        embed_task = ray.remote(embed_source).options(**resources, max_retries=0)
-        train_task = ray.remote(train_expert).options(**resources, max_retries=0)
-        waiting: dict[Any, tuple[str, str]] = {}  # task -> (entry id, "train" | "embed")
-        todo: dict[str, set[str]] = {}  # entry id -> its unfinished tasks
-        for e in remote_spec["entries"]:
-            parts = set()
-            if train and trained_by_spec(remote_spec, e) and not Path(e["checkpoint_path"]).is_file():
-                waiting[train_task.remote(str(zoo.path.absolute()), ref, e["id"])] = (e["id"], "train")
-                parts.add("train")
-            if e["id"] not in zoo.ids and e["id"] not in given:
-                waiting[embed_task.remote(ref, e["id"], settings)] = (e["id"], "embed")
-                parts.add("embed")
-            if e["id"] not in zoo.ids:
-                todo[e["id"]] = parts
-            elif not parts:
-                log(f"{e['id']}: already in the zoo, skipped")
-        embeddings: dict[str, Embedding] = dict(given)
-        failed: list[str] = []
-        bar = tqdm(total=len(waiting), desc="zoo build (tasks)", unit="task", disable=not progress)
-        ready_now = [i for i, parts in todo.items() if not parts]  # given embeddings, nothing to run
-        while waiting or ready_now:
-            for entry_id in ready_now:
-                e = next(x for x in spec["entries"] if x["id"] == entry_id)
-                _add_entry(zoo, spec, e, embeddings.pop(entry_id), probe, log)
+    resources = {**ray_resources(ray), "max_retries": 0}
+    remote_spec = _absolute(spec)
+    ref = ray.put(remote_spec)
+    settings = zoo.embedding_kwargs(**runtime)
+    embed_task = ray.remote(embed_source).options(**resources)
+    train_task = ray.remote(train_expert).options(**resources)
+    tasks: dict[Any, tuple[str, str]] = {}  # task -> (entry id, "train" | "embed")
+    todo: dict[str, set[str]] = {}  # entry id (not in the zoo yet) -> its unfinished tasks
+    for e in remote_spec["entries"]:
+        parts = set()
+        if train and trained_by_spec(remote_spec, e) and not Path(e["checkpoint_path"]).is_file():
+            tasks[train_task.remote(str(zoo.path.absolute()), ref, e["id"])] = (e["id"], "train")
+            parts.add("train")
+        if e["id"] not in zoo.ids and e["id"] not in given:
+            tasks[embed_task.remote(ref, e["id"], settings)] = (e["id"], "embed")
+            parts.add("embed")
+        if e["id"] in zoo.ids and not parts:
+            log(f"{e['id']}: already in the zoo, skipped")
+        elif e["id"] not in zoo.ids:
+            todo[e["id"]] = parts
+    embeddings: dict[str, Embedding] = dict(given)
+    spec_entry = {e["id"]: e for e in spec["entries"]}
+    for entry_id in [i for i, parts in todo.items() if not parts]:  # given embeddings, nothing to run
+        _add_entry(zoo, spec, spec_entry[entry_id], embeddings.pop(entry_id), probe, log)
+        del todo[entry_id]
+    failed: list[str] = []
+    for (entry_id, part), result, error in as_completed(ray, tasks, progress=progress, desc="zoo build (tasks)"):
+        if error is not None:
+            log(f"{entry_id}: {part} failed ({error})")
+            failed.append(entry_id)
+            todo.pop(entry_id, None)
+            continue
+        if part == "train":
+            for line in result:
+                log(line)
+        else:
+            embeddings[entry_id] = result
+        if entry_id in todo:
+            todo[entry_id].discard(part)
+            if not todo[entry_id]:
+                _add_entry(zoo, spec, spec_entry[entry_id], embeddings.pop(entry_id), probe, log)
                 del todo[entry_id]
-            ready_now = []
-            if not waiting:
-                break
-            done, _ = ray.wait(list(waiting), num_returns=1)
-            entry_id, part = waiting.pop(done[0])
-            bar.update(1)
-            try:
-                result = ray.get(done[0])
-            except Exception as exc:  # noqa: BLE001 - a task's own error, reported with its entry; the rest go on
-                cause = getattr(exc, "cause", None) or exc
-                log(f"{entry_id}: {part} failed ({type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[-1]})")
-                failed.append(entry_id)
-                todo.pop(entry_id, None)
-                continue
-            if part == "train":
-                for line in result:
-                    log(line)
-            else:
-                embeddings[entry_id] = result
-            if entry_id in todo:
-                todo[entry_id].discard(part)
-                if not todo[entry_id]:
-                    ready_now.append(entry_id)
-        bar.close()
-    finally:
-        if started:
-            ray.shutdown()
     if failed:
         raise ZooError(f"{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed: {', '.join(sorted(set(failed)))} "
                        "(the others were added; a rerun retries these)")
