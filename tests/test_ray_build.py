@@ -90,3 +90,43 @@ def test_ray_flag_without_ray_installed_is_one_line(shared, tmp_path, capsys, mo
     code, out, err = run(capsys, "zoo", "build", path, "--ray")
     assert code == 2 and err == "task2vec: error: building on Ray needs Ray: pip install 'task2vec[distributed]'\n"
     assert not (tmp_path / "z").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_ray_driver_loses_only_unfinished_entries_and_a_rerun_resumes(local_ray, shared, tmp_path):
+    """The driver (a ``zoo build --ray ADDRESS`` process joined to the module's Ray) is killed with SIGKILL once
+    the zoo holds its first entry; the zoo it leaves loads, and the same command adds only the rest."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    data = shared / "data"
+    sources = [data / "hymenoptera" / "train", data / "hymenoptera" / "val", data / "flowers5", data / "oracle_mnist_test",
+               data / "notmnist_test"]
+    entries = [{"id": f"e{i}", "model": "mobilenet_v2", "pretrained": True, "source_dataset": str(s)}
+               for i, s in enumerate(sources)]
+    path = tmp_path / "spec.yaml"
+    spec = spec_of(shared, "z", entries)
+    del spec["finetune"]
+    path.write_text(yaml.safe_dump(spec))
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "task2vec", "zoo", "build", str(path), "--ray", address, "--quiet"]
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "z" / "zoo.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and driver.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text())["entries"]:
+            break
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate()
+    kept = Zoo.load(tmp_path / "z").ids  # whatever the kill left is a whole zoo
+    assert 1 <= len(kept) < len(entries)  # killed at the first entry: the later ones' tasks were still running
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count("already in the zoo") == len(kept)
+    assert rerun.stdout.count(": added") == len(entries) - len(kept)
+    assert sorted(Zoo.load(tmp_path / "z").ids) == [e["id"] for e in entries]
