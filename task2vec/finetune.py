@@ -260,7 +260,7 @@ class Trainer:
         settings required); a run that had stopped (early stopping, last epoch) is not trained
         further. ``overwrite=True`` replaces a run already in ``run_dir``. The folder is locked
         while the run works in it (:mod:`task2vec.runfolder`). ``on_epoch_end(epoch, row)`` is
-        called after each epoch's files are written.
+        called after each epoch's files are written (on every rank of a group; rank 0 writes them).
         """
         t_start = time.perf_counter()
         run_dir = Path(run_dir)
