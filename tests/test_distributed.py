@@ -163,3 +163,15 @@ def test_torchrun_finetune_reaches_the_single_process_accuracy(shared, tmp_path,
     one = Trainer("mobilenet_v2", weights=WEIGHTS, epochs=3, batch_size=16, image_size=96, device="cpu",
                   progress=False).fit(data, tmp_path / "one").val_accuracy
     assert abs(ddp - one) <= 0.01, (ddp, one)
+
+
+def test_outside_torchrun_nothing_is_joined_and_a_fixed_gpu_is_refused_under_it(monkeypatch):
+    from task2vec.distributed import init_from_env, is_main, shard_batches, world_size
+    from task2vec.errors import UsageError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_from_env("cpu") == "cpu" and world_size() == 1 and is_main()
+    assert shard_batches(10, 4).tolist() == list(range(10))  # one process reads every batch
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="--device cuda:1 under torchrun"):
+        init_from_env("cuda:1")
