@@ -20,6 +20,12 @@ only, and is judged by the ground truth of its pick (by both ground truths where
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --set holdout  # the 24 fresh targets
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --set targets families  # + issue 18's shifts
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --quick    # 4 targets, CI-sized
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --ray [ADDRESS]  # fine-tunes, embeddings on Ray
+
+With ``--ray`` the missing fine-tunes (one per target, model and seed) and target embeddings are
+first computed as Ray tasks (a GPU each where the cluster has them, else a CPU; the cache folder
+must be on a filesystem every node sees), the driver alone writing each result into the cache as
+it arrives; a failed task is reported and the others go on; the run then continues from the cache.
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
 are cached under ``--cache`` (default ``model_selection/`` in the per-user cache, ``task2vec.cache``) keyed by target
@@ -52,6 +58,8 @@ from model_selection_targets import (FINETUNE_CHECK, HOLDOUT, QUICK, SHIFTED, SH
 from task2vec import distance  # noqa: E402
 from task2vec.cache import user_cache_dir  # noqa: E402
 from task2vec.data import ImageTask, load_rgb  # noqa: E402
+from task2vec.distributed import as_completed, ray_resources, ray_session, require_ray  # noqa: E402
+from task2vec.errors import UsageError  # noqa: E402
 from task2vec.embed import Task2Vec  # noqa: E402
 from task2vec.embedding import Embedding  # noqa: E402
 from task2vec.evidence import probe_entry, rerank  # noqa: E402
@@ -260,22 +268,61 @@ class Bench:
         for m in self.models:
             if m.key in saved:
                 continue
-            start = time.perf_counter()
             run = self.cache / "finetune_runs" / t.key() / (m.id + suffix)
-            shutil.rmtree(run, ignore_errors=True)  # an interrupted run: start it again (training is seeded)
-            trainer = Trainer(resolve_model(m.id, zoo=self.zoo.path), epochs=epochs, image_size=self.zoo.probe["input_size"],
-                              val_fraction=0.2, augment="light", patience=0, progress=False, seed=seed,
-                              device=str(self.device))
-            trainer.fit(data.train, run)
-            model = FinetunedModel.load(run / "best.pt", device=str(self.device))
-            probs = np.concatenate([model.predict_proba([load_rgb(p) for p in data.test.paths[i:i + 64]])
-                                    for i in range(0, len(data.test), 64)])
-            saved[m.key] = float((probs.argmax(1) == data.test.labels).mean())
-            _write_json(path, saved)
-            shutil.rmtree(run)  # only the accuracy is kept: 1,066 runs' checkpoints filled 67 GB
-            key = f"finetune/{t.key()}{suffix}"
-            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
-        return np.array([saved[m.key] for m in self.models])
+            acc, seconds = finetune_accuracy(str(self.zoo.path), m.id, data.train, data.test, epochs, seed,
+                                             self.zoo.probe["input_size"], run, str(self.device))
+            self.note_finetune(t, m, epochs, seed, acc, seconds)
+        return np.array([_read_json(path, {})[m.key] for m in self.models])
+
+    def finetune_path(self, t: Target, epochs: int, seed: int) -> Path:
+        suffix = f"-s{seed}" if seed else ""  # seed 0 keeps the keys of earlier caches
+        return self.cache / "finetune" / f"{t.key()}-e{epochs}{suffix}.json"
+
+    def note_finetune(self, t: Target, m: Model, epochs: int, seed: int, acc: float, seconds: float) -> None:
+        """Record one fine-tune's test accuracy (and its time) in the cache."""
+        path = self.finetune_path(t, epochs, seed)
+        _write_json(path, {**_read_json(path, {}), m.key: acc})
+        key = f"finetune/{t.key()}" + (f"-s{seed}" if seed else "")
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def prefetch_on_ray(self, address: str, targets: list[Target], ft_names: list[str], epochs: int,
+                        seeds: list[int]) -> None:
+        """The missing fine-tunes and target embeddings as Ray tasks; the driver writes each result to the cache."""
+        with ray_session(address, "model_selection --ray") as ray:
+            options = {**ray_resources(ray), "max_retries": 0}
+            ft_task = ray.remote(finetune_accuracy).options(**options)
+            embed_task = ray.remote(embed_target).options(**options)
+            weights = self.models[self.generalist].weights
+            tasks = {}
+            for t in targets:
+                data = self.target(t)
+                for overrides in ({}, FAST_SETTINGS):
+                    key = self.embedding_key(t, **overrides)
+                    if not (self.cache / "embeddings" / f"{key}.t2v.npz").is_file():
+                        tasks[embed_task.remote(str(self.zoo.path), weights, overrides, data.train, t.name)] = ("embed", key)
+                if t.name not in ft_names:
+                    continue
+                for seed in seeds:
+                    saved = _read_json(self.finetune_path(t, epochs, seed), {})
+                    for m in self.models:
+                        if m.key not in saved:
+                            run = self.cache / "finetune_runs" / t.key() / (m.id + (f"-s{seed}" if seed else ""))
+                            ref = ft_task.remote(str(self.zoo.path), m.id, data.train, data.test, epochs, seed,
+                                                 self.zoo.probe["input_size"], run, "auto")
+                            tasks[ref] = ("finetune", (t, m, seed))
+            print(f"ray: {len(tasks)} tasks ({ray.cluster_resources()})", flush=True)
+            for (kind, key), result, error in as_completed(ray, tasks, desc="model selection (tasks)"):
+                if error is not None:
+                    print(f"{kind} {key if kind == 'embed' else f'{key[0].name}/{key[1].id}/s{key[2]}'} failed: {error}",
+                          flush=True)
+                elif kind == "embed":
+                    emb, seconds = result
+                    self.timings[f"embed/{key}"] = seconds
+                    (self.cache / "embeddings").mkdir(parents=True, exist_ok=True)
+                    emb.save(self.cache / "embeddings" / f"{key}.t2v.npz")
+                else:
+                    self.note_finetune(key[0], key[1], epochs, key[2], *result)
+            self.save_timings()
 
     # -------- embeddings
     def embedder(self, **overrides) -> Task2Vec:
@@ -290,9 +337,7 @@ class Bench:
         key = self.embedding_key(t, **overrides)
         path = self.cache / "embeddings" / f"{key}.t2v.npz"
         if not path.is_file():
-            start = time.perf_counter()
-            emb = self.embedder(**overrides).embed(data.train, name=t.name)
-            self.timings[f"embed/{key}"] = time.perf_counter() - start
+            emb, self.timings[f"embed/{key}"] = embed_target(str(self.zoo.path), self.probe, overrides, data.train, t.name)
             path.parent.mkdir(parents=True, exist_ok=True)
             emb.save(path)
         return Embedding.load(path)
@@ -340,6 +385,32 @@ class Bench:
         with atomic_open(path, "wb") as f:
             np.savez(f, ids=np.array([m.id for m in self.models]), means=np.stack(means))
         return np.stack(means)
+
+
+def finetune_accuracy(zoo_dir: str, model_id: str, train: ImageTask, test: ImageTask, epochs: int, seed: int,
+                      image_size: int, run: Path, device: str) -> tuple[float, float]:
+    """Test accuracy of a short fine-tune of a zoo entry on a target, and its seconds (also a Ray task)."""
+    start = time.perf_counter()
+    shutil.rmtree(run, ignore_errors=True)  # an interrupted run: start it again (training is seeded)
+    trainer = Trainer(resolve_model(model_id, zoo=zoo_dir), epochs=epochs, image_size=image_size, val_fraction=0.2,
+                      augment="light", patience=0, progress=False, seed=seed, device=device)
+    trainer.fit(train, run)
+    model = FinetunedModel.load(run / "best.pt", device=device)
+    probs = np.concatenate([model.predict_proba([load_rgb(p) for p in test.paths[i:i + 64]])
+                            for i in range(0, len(test), 64)])
+    shutil.rmtree(run)  # only the accuracy is kept: 1,066 runs' checkpoints filled 67 GB
+    return float((probs.argmax(1) == test.labels).mean()), time.perf_counter() - start
+
+
+def embed_target(zoo_dir: str, probe: Probe | str, overrides: dict, train: ImageTask, name: str) -> tuple[Embedding, float]:
+    """A target's embedding with the zoo's settings (and ``overrides``) on its probe (the probe, or the weights
+    file of the generalist to build it from in a Ray task), and its seconds."""
+    zoo = Zoo.load(zoo_dir)
+    if not isinstance(probe, Probe):
+        probe = Probe.create(zoo.probe["name"], weights=probe, image_size=zoo.probe["input_size"])
+    start = time.perf_counter()
+    emb = zoo.embedder(probe, progress=False, **overrides).embed(train, name=name)
+    return emb, time.perf_counter() - start
 
 
 def logistic_accuracy(f: dict, y_train: np.ndarray, y_test: np.ndarray) -> float:
@@ -448,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(user_cache_dir() / "model_selection"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model_selection"))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                    help="compute the missing fine-tunes and embeddings as Ray tasks first (no ADDRESS: a local Ray)")
     ap.add_argument("--m2v-folds", type=int, default=5,
                     help="MODEL2VEC cross-fitting folds over targets (0: leave-one-target-out, one fit per target)")
     ap.add_argument("--m2v-iter", type=int, default=50, help="L-BFGS iterations per MODEL2VEC fit")
@@ -459,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-biases", action="store_true",
                     help="fit MODEL2VEC on every target's records and store the biases in the zoo")
     args = ap.parse_args(argv)
+    if args.ray is not None:
+        try:
+            require_ray("model_selection --ray")
+        except UsageError as exc:
+            sys.exit(f"error: {exc}")
 
     from task2vec.probe import resolve_device
     from task2vec.zoospec import read_spec
@@ -480,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(zoo, Path(args.cache), SHARED / "data", int(spec.get("split_seed", 0)), device)
     models, g = bench.models, bench.generalist
     print(f"{len(targets)} targets x {len(models)} models ({', '.join(m.id for m in models)}), device {device}")
+    if args.ray is not None:
+        bench.prefetch_on_ray(args.ray, targets, [] if args.no_finetune else ft_names, ft_epochs, args.finetune_seeds)
 
     start_all = time.perf_counter()
     acc, ft_acc, embs, fast_embs, feats_train, labels, sizes, datas = [], {}, [], [], [], [], [], []

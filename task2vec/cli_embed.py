@@ -97,12 +97,16 @@ def _default_output(dataset: str) -> Path:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from .data import load_task
+    from .distributed import init_from_env, is_main
 
     out = Path(args.output) if args.output else _default_output(args.dataset)
     check_writable(out, overwrite=args.force)
     task = load_task(args.dataset, label_column=args.label_column)  # bad data fails before any download
+    args.device = init_from_env(args.device)  # under torchrun: join the group, one device per rank
     probe = probe_from_args(args)
     emb = embedder_from_args(args, probe).embed(task)
+    if not is_main():
+        return 0  # rank 0 alone writes and reports
     emb.save(out)
     m = emb.meta
     noise = f", noise {m['noise_half_split']:.3f}" if m.get("noise_half_split") is not None else ""

@@ -36,6 +36,7 @@ def _record_target(args: argparse.Namespace, choice: ModelChoice) -> tuple[Path 
     embedded with the zoo's probe, cached beside the zoo's records in ``tasks/``.
     """
     from .data import load_task
+    from .distributed import is_main
     from .zoo import Zoo
 
     if args.no_records:
@@ -67,11 +68,13 @@ def _record_target(args: argparse.Namespace, choice: ModelChoice) -> tuple[Path 
         except WeightsError as exc:
             raise FinetuneError(f"the transfer record for zoo {str(zoo.path)!r} needs the task embedded with the zoo's "
                                 f"probe ({exc}); or pass --embedding EMB.npz or --no-records") from None
-        emb.save(cached)
+        if is_main():
+            emb.save(cached)
     return records, cached
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from .distributed import init_from_env, is_main
     from .finetune import RepeatsResult, Trainer, fit
     from .records import append_transfer_record
     from .resolve import resolve_model
@@ -86,11 +89,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     flags = vars(args)
     settings = {name: flags[name] for name in inspect.signature(Trainer).parameters if name in flags}
     settings.update(model=choice, augment=augment, amp=not args.no_amp, progress=not args.quiet,
-                    aux_columns=args.aux_columns.split(",") if args.aux_columns else None)
+                    aux_columns=args.aux_columns.split(",") if args.aux_columns else None,
+                    device=init_from_env(args.device))
     Trainer(**settings)  # every setting checked before the task is embedded for its record
     records, embedding = _record_target(args, choice)  # before training: a bad records setting fails first
     result = fit(args.dataset, args.output, repeats=args.repeats, resume=args.resume, overwrite=args.force,
                  **settings)
+    if not is_main():
+        return 0  # rank 0 alone reports and appends the record
     runs = result.runs if isinstance(result, RepeatsResult) else [result]
     _print_run(runs[0] if len(runs) == 1 else None, result)
     if records is not None and not args.overfit_batch:

@@ -164,7 +164,7 @@ def cmd_zoo_remove(args: argparse.Namespace) -> int:
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     from .zoospec import build_zoo
 
-    zoo = build_zoo(args.spec, progress=not args.quiet, train=not args.no_train)
+    zoo = build_zoo(args.spec, progress=not args.quiet, train=not args.no_train, ray=args.ray)
     print(f"zoo {zoo.path}: {len(zoo)} entries")
     return 0
 
@@ -341,6 +341,9 @@ def add_zoo_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC.yaml")
     p.add_argument("--no-train", action="store_true",
                    help="add entries whose expert checkpoint is missing without training it (a later build trains it)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="train the experts and embed the sources as Ray tasks, on the cluster at ADDRESS (without "
+                        "one: a local Ray on this machine); needs pip install 'task2vec[distributed]'")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_zoo_build)
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .version import __version__
 from .defaults import EMBEDDING_DEFAULTS as _D, METHODS
 from .data import IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, report_bad
+from .distributed import all_gather_rows, broadcast, is_main, shard_batches, world_size
 from .dsym import symmetric
 from .embedding import Embedding
 from .errors import DatasetError, ProbeError
@@ -40,6 +41,13 @@ class Task2Vec:
         confident as the task's evidence allows. (A fixed per-image penalty crushes heads
         with many classes, each seen in n/C images, and makes hard tasks look trivial.)
       cache_bytes: decoded images are kept in memory between passes up to this size.
+    Inside an initialised ``torch.distributed`` group (``torchrun``; :mod:`task2vec.distributed`)
+    each rank reads whole batches of the sample, dealt round-robin; the features are all-gathered
+    into the single process's order, rank 0 fits the head and broadcasts it, and the per-filter
+    Fisher sums and counts are all-reduced in float64: every rank returns the single-process
+    embedding (within float64 rounding). ``montecarlo`` draws each batch's labels from its own
+    seed (the run's and the batch's number), so its labels do not depend on the ranks either.
+    ``variational`` trains one posterior and is not data-parallel (refused in a group).
     Learned state after :meth:`embed`: ``head_`` (the fitted classifier), ``embedding_``, and
     the probe's penultimate ``features_`` (N, D) of the ``indices_`` (N,) of the task's images it
     read, with their ``labels_`` (N,): what :class:`task2vec.evidence.EvidenceCheck` scores the
@@ -95,18 +103,22 @@ class Task2Vec:
     def embed(self, data: Any, *, label_column: str | None = None, name: str | None = None) -> Embedding:
         """Embed a task: an ImageFolder directory, a CSV of path,label, or a torch Dataset."""
         start = time.perf_counter()
+        if self.method == "variational" and world_size() > 1:
+            raise ProbeError("the variational method is not data-parallel: run it in one process (not under torchrun)")
         task = as_task(data, label_column=label_column)
         n_draw = max(self.max_samples, self.min_images_per_class * len(task.classes))
         indices = balanced_indices(task.labels, n_draw, self.seed)
         halves = half_split(task.labels[indices])
         group_of = dict(zip(indices.tolist(), halves.tolist()))
+        batch_of = {int(i): p // self.batch_size for p, i in enumerate(indices)}  # the batch a single process forms
         probe = self.probe
-        subset = IndexedSubset(task, indices, probe.transform)
+        mine = indices[shard_batches(len(indices), self.batch_size)]  # this rank's whole batches (all of them alone)
+        subset = IndexedSubset(task, mine, probe.transform)
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
                                              num_workers=self.workers, collate_fn=SkipBadCollate())
         per_image = 3 * probe.config.input_size ** 2
         cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = (
-            [] if len(indices) * per_image <= self.cache_bytes else None)
+            [] if len(mine) * per_image <= self.cache_bytes else None)
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
             """The sampled images again, after pass 1: from memory when they fit, else decoded anew."""
@@ -118,8 +130,8 @@ class Task2Vec:
                     yield images, labels, index
 
         n_passes = 2 if self.method != "variational" else 1 + self.variational_epochs
-        bar = tqdm(total=len(indices) * n_passes, desc=f"task2vec {probe.name}", unit="img",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(total=len(mine) * n_passes, desc=f"task2vec {probe.name}", unit="img",
+                   disable=not (self.progress and is_main()), leave=False)
 
         # Pass 1: penultimate features (the body is frozen: computed once).
         feats, labels_seen, read, bad = [], [], [], []
@@ -136,21 +148,32 @@ class Task2Vec:
                 if cache is not None:
                     cache.append((images, labels, index))
                 bar.update(len(images))
+        bad = all_gather_rows(torch.tensor(bad, dtype=torch.int64)).tolist()
         report_bad(task, bad, len(indices), self.max_bad_fraction)
-        if not feats:
+        # every rank's features, in the order one process reads them (the sample's)
+        X = all_gather_rows(torch.cat(feats) if feats else torch.zeros(0, probe.feature_dim))
+        y = all_gather_rows(torch.cat(labels_seen) if feats else torch.zeros(0, dtype=torch.long))
+        read_all = all_gather_rows(torch.cat(read) if feats else torch.zeros(0, dtype=torch.long))
+        if not len(y):
             raise DatasetError("no readable images in the dataset")
-        X, y = torch.cat(feats), torch.cat(labels_seen)
+        position = {int(i): p for p, i in enumerate(indices)}
+        order = torch.as_tensor(np.argsort([position[int(i)] for i in read_all], kind="stable"))
+        X, y, read_all = X[order], y[order], read_all[order]
         n_classes = len(task.classes)
         missing = sorted(set(range(n_classes)) - set(y.tolist()))
         if missing:
             raise DatasetError(f"class {task.classes[missing[0]]!r} has no readable images")
 
-        # The task head, fitted on cached features.
+        # The task head, fitted on cached features (by rank 0, the others receive it).
         head_l2 = self.head_prior / len(y)
-        head = fit_linear_head(X, y, n_classes, l2=head_l2).to(probe.device)
+        head = (fit_linear_head(X, y, n_classes, l2=head_l2) if is_main()
+                else torch.nn.Linear(X.shape[1], n_classes).requires_grad_(False))
+        for param in head.parameters():
+            param.data.copy_(broadcast(param.data))
+        head = head.to(probe.device)
         self.head_ = head
         self.features_, self.labels_ = X.numpy(), y.numpy()
-        self.indices_ = torch.cat(read).numpy()
+        self.indices_ = read_all.numpy()
         with torch.no_grad():
             p = torch.softmax(head(X.to(probe.device)), 1).cpu()
         head_stats = {"l2": head_l2, "train_accuracy": float((p.argmax(1) == y).float().mean()),
@@ -174,12 +197,14 @@ class Task2Vec:
             layer_table = FisherAccumulator(layers).layer_table()
         else:
             acc = FisherAccumulator(layers, self.method, samples_per_image=self.samples_per_image,
-                                    max_rank=self.max_rank, n_groups=2, autocast=probe.device.type == "cuda",
-                                    generator=torch.Generator().manual_seed(self.seed))
+                                    max_rank=self.max_rank, n_groups=2, autocast=probe.device.type == "cuda")
             for images, labels, index in batches():
                 groups = torch.tensor([group_of[int(i)] for i in index])
+                batch_seed = np.random.SeedSequence([self.seed, batch_of[int(index[0])]]).generate_state(1)[0]
+                acc.generator = torch.Generator().manual_seed(int(batch_seed))
                 acc.update(probe.model, head, probe.normalize(images), labels, groups)
                 bar.update(len(images))
+            acc.all_reduce()
             vector = acc.fisher()
             half_vectors = (np.stack([acc.fisher(0).numpy(), acc.fisher(1).numpy()])
                             if acc.counts.min() > 0 else None)

@@ -11,6 +11,14 @@ lower rate for the body than for the new classifier, linear warm-up then cosine 
 label smoothing, BatchNorm statistics kept frozen (small batches would corrupt them), strong
 augmentation, gradient clipping, early stopping on validation accuracy, and on CUDA bf16
 autocast with channels_last.
+
+Under ``torchrun`` (an initialised ``torch.distributed`` group, :mod:`task2vec.distributed`) the
+same run is data-parallel: DistributedDataParallel, ``batch_size`` is the *global* batch (each of
+W ranks takes ``batch_size / W``, so the schedule and the run's settings are the single process's),
+a distributed sampler (the class-balancing one too) re-seeded each epoch by ``set_epoch``,
+augmentation seeded per rank, early stopping decided by rank 0 for all, and rank 0 alone writes
+the run folder (``--resume`` reads it on every rank: the ranks share a filesystem). Validation is
+replicated on every rank (each scores the whole val split).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from . import metrics as metrics_mod
 from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
 from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK
 from .data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
+from .distributed import active, all_reduce_sum, barrier, decide, is_main, rank, world_size
 from .errors import CheckpointError, FinetuneError
 from . import runfolder
 from .io import atomic_open
@@ -262,7 +271,7 @@ class Trainer:
         settings required); a run that had stopped (early stopping, last epoch) is not trained
         further. ``overwrite=True`` replaces a run already in ``run_dir``. The folder is locked
         while the run works in it (:mod:`task2vec.runfolder`). ``on_epoch_end(epoch, row)`` is
-        called after each epoch's files are written.
+        called after each epoch's files are written (on every rank of a group; rank 0 writes them).
         """
         t_start = time.perf_counter()
         run_dir = Path(run_dir)
@@ -274,15 +283,19 @@ class Trainer:
         config = self._run_config(choice, task)
         runfolder.check_start(run_dir, config, resume=resume, overwrite=overwrite)  # fail before the set-up
 
+        if self.batch_size % world_size():
+            raise FinetuneError(f"batch_size {self.batch_size} (the global batch) is not divisible by the "
+                                f"{world_size()} processes of the group")
         splits = self._splits(task)
         device = resolve_device(self.device)
+        main = is_main()
         with _seeded_rng(self.seed, torch.device("cpu")):  # the new heads' initial weights
             net = create_body(choice, random_init=self.random_init, seed=self.seed)
             heads = AuxHeads(net.feature_dim, aux) if aux is not None else None
             classifier = new_classifier(net.feature_dim, len(classes), self.dropout)
         size = self.image_size if self.image_size is not None else choice.input_size
         data_cfg = net.config if size is None else replace(net.config, input_size=size)
-        if self.progress:
+        if self.progress and main:
             print(f"fine-tuning {choice.model_id} ({choice.arch}) at {data_cfg.input_size} px "
                   f"({INPUT_SIZE_FROM[config['input_size_from']].format(choice=choice)})", flush=True)
         frozen = freeze_body(net.body, self.freeze)
@@ -294,19 +307,20 @@ class Trainer:
         scheduler = warmup_cosine(optimizer, int(round(self.warmup_epochs * steps_per_epoch)),
                                    self.epochs * steps_per_epoch)
 
-        with runfolder.claim(run_dir):  # created once the network is built: a failed start leaves no run
+        # created once the network is built (a failed start leaves no run); rank 0 holds it, and decides for all
+        with runfolder.claim(run_dir) if main else contextlib.nullcontext(run_dir):
             state = {"epoch": 0, "best": None, "bad_epochs": 0, "history": [], "stopped": None}
-            if resume and not runfolder.has_checkpoint(run_dir) and self.progress:
+            if resume and not runfolder.has_checkpoint(run_dir) and self.progress and main:
                 print(f"{run_dir} holds no checkpoint yet: starting from the first epoch", flush=True)
-            if runfolder.check_start(run_dir, config, resume=resume, overwrite=overwrite):
+            if decide(main and runfolder.check_start(run_dir, config, resume=resume, overwrite=overwrite)):
                 ckpt = load_checkpoint(run_dir / runfolder.CHECKPOINT)
-                if ckpt.get("stopped") and (run_dir / "report.json").is_file():
+                if decide(main and bool(ckpt.get("stopped")) and (run_dir / "report.json").is_file()):
                     return _result_from_report(run_dir)  # finished before: nothing to train or rewrite
                 model.load_state_dict(ckpt["model_state"])
                 optimizer.load_state_dict(ckpt["optimizer"])
                 scheduler.load_state_dict(ckpt["scheduler"])
                 state = {k: ckpt.get(k, v) for k, v in state.items()}
-            else:
+            elif main:
                 runfolder.clear(run_dir)
                 _write_json(run_dir / "config.json", {**config, "classes": classes, "frozen_parameters": frozen,
                                                       "data_config": data_config_dict(data_cfg),
@@ -314,11 +328,12 @@ class Trainer:
                 _write_split(run_dir / "split.csv", task, splits)
 
             aug = self.augment_config()
-            loaders = _Loaders(task, splits, data_cfg, aug, self.batch_size, self.workers, self.balance, device,
-                               self.max_bad_fraction)
+            loaders = _Loaders(task, splits, data_cfg, aug, self.batch_size // world_size(), self.workers, self.balance,
+                               device, self.max_bad_fraction, self.seed)
             if not state["stopped"]:
                 self._train(model, loaders, optimizer, scheduler, device, state, run_dir, choice, classes, config,
                             data_cfg, aux, groups, on_epoch_end)
+            barrier()  # rank 0 has written best.pt
             return self._finish(model, loaders, device, state, run_dir, classes, splits, t_start)
 
     def _train(self, model: MultiTaskModel, loaders: "_Loaders", optimizer, scheduler, device: torch.device,
@@ -334,12 +349,15 @@ class Trainer:
         smoothing = 0.0 if self.overfit_batch else self.label_smoothing
         ckpt_common = _plain({"format": CHECKPOINT_FORMAT, "arch": choice.arch, "model_id": choice.model_id,
                               "classes": classes, "config": config, "data_config": data_config_dict(data_cfg)})
+        step = _train_step(model, device)
+        main = is_main()
         for epoch in range(state["epoch"], self.epochs):
             t0 = time.perf_counter()
             epoch_seed = self.seed * 100_003 + epoch
-            rng = np.random.default_rng(epoch_seed)
-            with _seeded_rng(epoch_seed, device):  # each epoch from its own seed: a resumed run draws the same
-                train_stats = self._train_epoch(model, loaders, optimizer, scheduler, device, rng, mobius, mixer,
+            rank_seed = epoch_seed + 1_000_003 * rank()  # augmentation and mixing differ per rank (rank 0: the single run's)
+            rng = np.random.default_rng(rank_seed)
+            with _seeded_rng(rank_seed, device):  # each epoch from its own seed: a resumed run draws the same
+                train_stats = self._train_epoch(model, step, loaders, optimizer, scheduler, device, rng, mobius, mixer,
                                                 class_weights, smoothing, aux, groups, epoch, epoch_seed)
             val_logits, val_labels = predict_logits(model, loaders.eval_loader("val"), loaders.normalize, device, self.amp)
             val = metrics_mod.evaluate(val_logits, val_labels, classes)
@@ -357,17 +375,19 @@ class Trainer:
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
-            if self.patience > 0 and state["bad_epochs"] >= self.patience and not self.overfit_batch:
+            early = decide(self.patience > 0 and state["bad_epochs"] >= self.patience and not self.overfit_batch)
+            if early:  # rank 0's decision, taken by every rank
                 state["stopped"] = "early stopping"
             elif state["epoch"] == self.epochs:
                 state["stopped"] = "finished"
-            ckpt = {**ckpt_common, **_plain(state), "model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}
-            if improved:
-                save_checkpoint(run_dir / "best.pt", ckpt)
-            save_checkpoint(run_dir / runfolder.CHECKPOINT, ckpt)
-            _write_metrics(run_dir, state["history"])
-            if self.progress:
+            if main:
+                ckpt = {**ckpt_common, **_plain(state), "model_state": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+                if improved:
+                    save_checkpoint(run_dir / "best.pt", ckpt)
+                save_checkpoint(run_dir / runfolder.CHECKPOINT, ckpt)
+                _write_metrics(run_dir, state["history"])
+            if self.progress and main:
                 print(f"epoch {epoch + 1}/{self.epochs}  train loss {row['train_loss']:.4f}  val acc "
                       f"{val.accuracy:.4f}  val loss {val.loss:.4f}  {row['images_per_s']:.0f} img/s"
                       + ("  *" if improved else ""), flush=True)
@@ -387,13 +407,15 @@ class Trainer:
             logits, labels = predict_logits(model, loaders.eval_loader(name), loaders.normalize, device, self.amp)
             rep = metrics_mod.evaluate(logits, labels, classes)
             suffix = "" if name == "val" else "_test"
-            metrics_mod.write_confusion_csv(rep.confusion, classes, run_dir / f"confusion{suffix}.csv")
-            metrics_mod.plot_confusion(rep.confusion, classes, run_dir / f"confusion{suffix}.png",
-                                       title=f"{name} confusion (best epoch {state['best']['epoch']})")
+            if is_main():
+                metrics_mod.write_confusion_csv(rep.confusion, classes, run_dir / f"confusion{suffix}.csv")
+                metrics_mod.plot_confusion(rep.confusion, classes, run_dir / f"confusion{suffix}.png",
+                                           title=f"{name} confusion (best epoch {state['best']['epoch']})")
             reports[name] = rep.as_dict()
         result = FitResult(run_dir, classes, state["best"]["epoch"], state["epoch"], reports["val"], reports.get("test"),
                            state["history"], time.perf_counter() - t_start)
-        _write_json(run_dir / "report.json", result.as_dict())
+        if is_main():
+            _write_json(run_dir / "report.json", result.as_dict())
         return result
 
     # -- pieces of fit
@@ -438,7 +460,8 @@ class Trainer:
                 groups.append({"params": g["params"], "lr": lr, "weight_decay": self.weight_decay if g["weight_decay"] else 0.0})
         return torch.optim.AdamW([g for g in groups if g["lr"] > 0], lr=self.lr)
 
-    def _train_epoch(self, model: MultiTaskModel, loaders: "_Loaders", optimizer, scheduler, device: torch.device,
+    def _train_epoch(self, model: MultiTaskModel, step: Callable[[torch.Tensor], tuple[torch.Tensor, dict]],
+                     loaders: "_Loaders", optimizer, scheduler, device: torch.device,
                      rng: np.random.Generator, mobius: RandomMobius | None, mixer: BatchMix,
                      class_weights: torch.Tensor | None, smoothing: float, aux: AuxLabels | None,
                      groups: Groups | None, epoch: int, epoch_seed: int) -> dict[str, Any]:
@@ -448,13 +471,13 @@ class Trainer:
         if not (self.random_init if self.train_bn is None else self.train_bn):
             _set_bn_eval(model)
         autocast = _autocast(device, self.amp)
-        loader = loaders.train_loader(epoch_seed, self.overfit_batch > 0)
+        loader = loaders.train_loader(epoch_seed, self.overfit_batch > 0, epoch)
         total, n_seen, n_correct, n_scored, t0 = 0.0, 0, 0, 0, time.perf_counter()
         parts: dict[str, float] = {}
         batches = (b for _ in range(OVERFIT_STEPS_PER_EPOCH) for b in loader) if self.overfit_batch else loader
         n_batches = OVERFIT_STEPS_PER_EPOCH * len(loader) if self.overfit_batch else len(loader)
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
-                   disable=not self.progress)
+                   disable=not (self.progress and is_main()))
         for images, labels, index, bad in bar:
             loaders.note_bad(bad)
             if images is None:
@@ -467,7 +490,7 @@ class Trainer:
             if mixed is not None:
                 x = mixed.images
             with autocast:
-                logits, aux_out = model.forward_train(x)
+                logits, aux_out = step(x)
             logits = logits.float()
             values = self._losses(model, logits, aux_out, labels, index, mixed, class_weights, smoothing, aux, groups)
             loss = sum(values.values())
@@ -488,6 +511,11 @@ class Trainer:
             bar.set_postfix(loss=f"{total / n_seen:.4f}")
         seconds = time.perf_counter() - t0
         loaders.check_bad()
+        names = sorted(parts)  # the same terms on every rank
+        sums = all_reduce_sum(torch.tensor([total, n_seen, n_correct, n_scored, *(parts[k] for k in names)],
+                                           dtype=torch.float64)).tolist()  # the epoch's figures over all ranks
+        total, n_seen, n_correct, n_scored = sums[0], int(sums[1]), int(sums[2]), int(sums[3])
+        parts = dict(zip(names, sums[4:]))
         row = {"train_loss": total / max(n_seen, 1),
                "train_accuracy": (n_correct / n_scored) if n_scored else None,
                "images_per_s": n_seen / max(seconds, 1e-9)}
@@ -536,8 +564,9 @@ def fit(data: Any, run_dir: str | os.PathLike, *, repeats: int = _D["repeats"], 
         sub = Path(run_dir) / f"seed-{base + r}"
         runs.append(trainer.fit(data, sub, resume=resume, overwrite=overwrite))  # no checkpoint yet: starts afresh
     summary = summarize(runs)
-    _write_json(Path(run_dir) / "summary.json", summary)
-    _write_summary_csv(Path(run_dir) / "summary.csv", summary)
+    if is_main():
+        _write_json(Path(run_dir) / "summary.json", summary)
+        _write_summary_csv(Path(run_dir) / "summary.csv", summary)
     return RepeatsResult(runs, summary)
 
 
@@ -587,7 +616,8 @@ class _Loaders:
     """The run's DataLoaders over one task, its split, the transforms and the bad-image tally."""
 
     def __init__(self, task: Any, splits: dict[str, np.ndarray], config: DataConfig, aug: AugmentConfig,
-                 batch_size: int, workers: int, balance: str, device: torch.device, max_bad_fraction: float):
+                 batch_size: int, workers: int, balance: str, device: torch.device, max_bad_fraction: float,
+                 seed: int = 0):
         side = 2 * config.input_size
         small = len(task) * 4 * side * side <= CACHE_BYTES  # estimated bytes of the shrunk RGB copies
         self.source, self.task = task, (_Shrunk(task, side) if isinstance(task, ImageTask) and small else task)
@@ -595,6 +625,7 @@ class _Loaders:
         self.workers, self.balance, self.device, self.max_bad_fraction = workers, balance, device, max_bad_fraction
         self.train_tf, self.eval_tf = train_transform(config, aug), eval_transform(config)
         self.bad: set[int] = set()
+        self.seed = seed  # the distributed samplers' (each epoch re-seeds them through set_epoch)
 
     def _loader(self, indices: np.ndarray, transform, **kw) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -602,9 +633,18 @@ class _Loaders:
             collate_fn=SkipBadCollate(), pin_memory=self.device.type == "cuda",
             persistent_workers=False, **kw)
 
-    def train_loader(self, seed: int, overfit: bool) -> torch.utils.data.DataLoader:
+    def train_loader(self, seed: int, overfit: bool, epoch: int = 0) -> torch.utils.data.DataLoader:
+        """The epoch's training batches (``batch_size`` is this rank's share of the global batch in a group)."""
         idx = self.splits["train"]
         g = torch.Generator().manual_seed(seed)
+        if active():
+            if self.balance == "sampler" and not overfit:
+                labels = np.asarray(self.task.labels)[idx]
+                sampler = DistributedWeightedSampler(1.0 / np.bincount(labels)[labels], seed=self.seed)
+            else:
+                sampler = torch.utils.data.DistributedSampler(range(len(idx)), shuffle=not overfit, seed=self.seed)
+            sampler.set_epoch(epoch)
+            return self._loader(idx, self.eval_tf if overfit else self.train_tf, sampler=sampler, generator=g)
         if overfit:
             return self._loader(idx, self.eval_tf, shuffle=False)
         if self.balance == "sampler":
@@ -628,6 +668,49 @@ class _Loaders:
     def check_bad(self) -> None:
         report_bad(self.source, sorted(self.bad), len(self.splits["train"]), self.max_bad_fraction)
         self.bad.clear()
+
+
+class DistributedWeightedSampler(torch.utils.data.Sampler[int]):
+    """``WeightedRandomSampler`` (with replacement, one epoch of ``len(weights)`` draws) dealt over the ranks:
+    every rank draws the same epoch from ``(seed, epoch)`` and takes every W-th draw from its rank on, so the
+    ranks together see one class-balanced epoch. Written here: torch has no distributed weighted sampler."""
+
+    def __init__(self, weights: np.ndarray, *, seed: int = 0):
+        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        self.seed, self.epoch = seed, 0
+        self.num_samples = math.ceil(len(self.weights) / world_size())  # per rank; the draws are padded to W of these
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s sample (the same on every rank)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        draws = torch.multinomial(self.weights, self.num_samples * world_size(), replacement=True, generator=g)
+        return iter(draws[rank()::world_size()].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def _train_step(model: MultiTaskModel, device: torch.device) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict]]:
+    """``model.forward_train``, through DistributedDataParallel in a group (its gradients are averaged over
+    the ranks: DDP hooks only ``forward``, so a module whose forward is ``forward_train`` is wrapped)."""
+    if not active():
+        return model.forward_train
+    return nn.parallel.DistributedDataParallel(
+        _ForwardTrain(model), device_ids=[device.index] if device.type == "cuda" else None)
+
+
+class _ForwardTrain(nn.Module):
+    """A module whose ``forward`` is ``model.forward_train`` (same parameters)."""
+
+    def __init__(self, model: MultiTaskModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.model.forward_train(x)
 
 
 @torch.no_grad()

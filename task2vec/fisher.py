@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .defaults import LABEL_METHODS
+from .distributed import all_reduce_sum
 from .errors import ProbeError
 
 _CHUNK_ELEMENTS = 2**25  # bound on the size of one unfolded input chunk (128 MiB in fp32)
@@ -269,6 +270,20 @@ class FisherAccumulator:
             taps.remove()
         self.counts += torch.bincount(groups.cpu(), minlength=self.n_groups).double()
         self.captured_sum += float(dirs.captured.sum())
+
+    def all_reduce(self) -> None:
+        """Sum the per-filter sums, the counts and the captured trace over the ranks of the process group,
+        in float64 (:mod:`task2vec.distributed`; nothing outside one): then :meth:`fisher` is the Fisher of
+        every rank's samples. A rank that read no batch takes part with zeros."""
+        if self.sums is None:
+            self.sums = [torch.zeros(self.n_groups, filter_count(m), dtype=torch.float64) for m in self.modules]
+        flat = torch.cat([s.flatten().cpu() for s in self.sums]
+                         + [self.counts, torch.tensor([self.captured_sum], dtype=torch.float64)])
+        flat = all_reduce_sum(flat)
+        sizes = [s.numel() for s in self.sums]
+        parts = torch.split(flat, [*sizes, self.n_groups, 1])
+        self.sums = [p.view_as(s).to(s.device) for p, s in zip(parts, self.sums)]
+        self.counts, self.captured_sum = parts[-2].clone(), float(parts[-1])
 
     def fisher(self, group: int | None = None) -> torch.Tensor:
         """Per-filter average Fisher, concatenated over layers (all groups, or one)."""

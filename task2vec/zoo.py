@@ -536,8 +536,12 @@ class Zoo:
         if probe.weights_hash != want["weights_hash"] or probe.config.input_size != want["input_size"]:
             raise ZooError(f"probe {probe.weights_hash} at {probe.config.input_size} px is not the zoo's "
                            f"({want['weights_hash']} at {want['input_size']} px)")
+        return Task2Vec(probe, **self.embedding_kwargs(**overrides))
+
+    def embedding_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """The :class:`Task2Vec` settings the zoo's sources were embedded with, ``overrides`` on top."""
         saved = self.manifest.get("embedding_settings", {})
-        return Task2Vec(probe, **{**{k: v for k, v in saved.items() if k in EMBEDDING_SETTINGS}, **overrides})
+        return {**{k: v for k, v in saved.items() if k in EMBEDDING_SETTINGS}, **overrides}
 
     def model_embeddings(self) -> np.ndarray:
         """m_i = F_i + b_i, one row per entry."""

@@ -36,6 +36,13 @@ the spec's folder, except ``checkpoint``, kept as written and relative to the zo
 architecture, the input size from the ``finetune`` section's ``image_size`` for the experts
 the spec trains, else from the architecture's own data config.
 Entries already in the zoo are skipped, so an interrupted build resumes where it stopped.
+With ``ray`` (``task2vec zoo build SPEC --ray [ADDRESS]``; the ``distributed`` extra) every expert's
+training and every source embedding is a Ray task (one GPU each where the cluster has GPUs, else
+one CPU); the driver alone adds the entries to the zoo, each as soon as its tasks are done (so in
+the order they finish), atomically: a killed driver or worker loses only the unfinished entries,
+and a rerun resumes them (a training run from its last checkpoint). A failed task is reported
+with its entry id while the others go on; the build then fails naming them. The zoo folder (and
+the datasets) must be on a filesystem every node sees.
 With a ``finetune`` section, an entry whose ``checkpoint`` file is missing is trained first
 (:func:`task2vec.finetune.fit` on its source dataset, run kept in ``<zoo>/runs/<id>/``, body
 exported with :func:`task2vec.finetune.export_weights`); a clone that has the manifest but
@@ -51,6 +58,7 @@ from typing import Any, Callable
 import yaml
 
 from .data import ImageTask, load_task, subset
+from .distributed import as_completed, ray_resources, ray_session, require_ray
 from .embed import Task2Vec
 from .defaults import EMBEDDING_DEFAULTS
 from .distance import ALPHA
@@ -219,12 +227,16 @@ def entry_task(spec: dict[str, Any], e: dict[str, Any]) -> ImageTask:
 
 
 def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = True,
-              train: bool = True) -> Zoo:
+              train: bool = True, ray: str | None = None) -> Zoo:
     """Create or complete the zoo that ``spec_path`` describes; returns it.
 
     ``train=False`` adds entries whose expert checkpoint is missing without training it (their
     source task is embedded all the same): a later build with ``train=True`` trains them.
+    ``ray``: run the trainings and embeddings as Ray tasks on the cluster at that address (``""``:
+    a local Ray started here, or the one this process already joined).
     """
+    if ray is not None:
+        require_ray("building on Ray", ZooError)  # at the door, before any work
     spec = read_spec(spec_path)
     settings = spec.get("embedding") or {}
     given = {e["id"]: Embedding.load(e["source_embedding"]) for e in spec["entries"] if e.get("source_embedding")}
@@ -243,10 +255,14 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
                          quality_weight=float(QUALITY_WEIGHT if spec.get("quality_weight") is None
                                               else spec["quality_weight"]),
                          embedding_settings={"min_images_per_class": EMBEDDING_DEFAULTS["min_images_per_class"], **settings})
+    if ray is not None:
+        with ray_session(ray, "building on Ray", ZooError) as ray_module:
+            _build_on_ray(ray_module, zoo, spec, given, probe, runtime, train, log, progress)
+        return _finish_build(zoo, spec)
     embedder = zoo.embedder(probe, progress=progress, **runtime)
     for e in spec["entries"]:
         if train:
-            _train_missing_expert(zoo, spec, e, log, progress)
+            _train_missing_expert(zoo.path, spec, e, log, progress)
         if e["id"] in zoo.ids:
             log(f"{e['id']}: already in the zoo, skipped")
             continue
@@ -254,19 +270,112 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
             emb = given[e["id"]]
         else:
             emb = embedder.embed(entry_task(spec, e), name=e.get("name") or e["id"])
-        t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
-        size = finetune_settings(spec, e).get("image_size") if trained_by_spec(spec, e) else None
-        entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
-                         {"name": e["name"]} if e.get("name") else {},
-                         entry_metadata(e["model"], e.get("metadata"), size, pretrained=bool(e.get("pretrained", False))))
-        zoo.add(entry, emb, t0)
-        log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
+        _add_entry(zoo, spec, e, emb, probe, log)
+    return _finish_build(zoo, spec)
+
+
+def _add_entry(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], emb: Embedding, probe: Probe,
+               log: Callable[[str], None]) -> None:
+    """Add a spec entry with its source embedding to the zoo (the zoo's t0 from the first one)."""
+    t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
+    size = finetune_settings(spec, e).get("image_size") if trained_by_spec(spec, e) else None
+    entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
+                     {"name": e["name"]} if e.get("name") else {},
+                     entry_metadata(e["model"], e.get("metadata"), size, pretrained=bool(e.get("pretrained", False))))
+    zoo.add(entry, emb, t0)
+    log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
+
+
+def _finish_build(zoo: Zoo, spec: dict[str, Any]) -> Zoo:
     if spec.get("always_check") is not None and spec["always_check"] != zoo.always_check:
         zoo.configure(always_check=spec["always_check"], always_check_fitted="the zoo's spec")
     return zoo
 
 
-def _train_missing_expert(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], log: Callable[[str], None],
+def embed_source(spec: dict[str, Any], entry_id: str, embed_settings: dict[str, Any]) -> Embedding:
+    """A spec entry's source embedding with the spec's probe (a Ray task of :func:`build_zoo`)."""
+    e = next(x for x in spec["entries"] if x["id"] == entry_id)
+    probe = Probe.create(spec["probe"], weights=spec.get("weights"), image_size=spec.get("image_size"),
+                         device=(spec.get("embedding") or {}).get("device", "auto"))
+    return Task2Vec(probe, progress=False, **embed_settings).embed(entry_task(spec, e), name=e.get("name") or e["id"])
+
+
+def train_expert(zoo_dir: str, spec: dict[str, Any], entry_id: str) -> list[str]:
+    """Train a spec entry's missing expert checkpoint; its log lines (a Ray task of :func:`build_zoo`)."""
+    lines: list[str] = []
+    e = next(x for x in spec["entries"] if x["id"] == entry_id)
+    _train_missing_expert(Path(zoo_dir), spec, e, lines.append, False)
+    return lines
+
+
+def _absolute(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with its resolved paths made absolute, for workers whose working folder is not the driver's."""
+    def absolute(value: Any) -> Any:
+        return str(Path(value).absolute()) if value and "://" not in str(value) else value
+
+    out = {**spec, "zoo": absolute(spec["zoo"]), "weights": absolute(spec.get("weights"))}
+    if spec.get("finetune"):
+        out["finetune"] = {**spec["finetune"], "from": absolute(spec["finetune"].get("from"))}
+    out["entries"] = []
+    for e in spec["entries"]:
+        e = {**e, **{k: absolute(e[k]) for k in ("source_dataset", "source_embedding", "checkpoint_path") if e.get(k)}}
+        if e["finetune"].get("from"):
+            e["finetune"] = {**e["finetune"], "from": absolute(e["finetune"]["from"])}
+        out["entries"].append(e)
+    return out
+
+
+def _build_on_ray(ray: Any, zoo: Zoo, spec: dict[str, Any], given: dict[str, Embedding], probe: Probe,
+                  runtime: dict[str, Any], train: bool, log: Callable[[str], None], progress: bool) -> None:
+    """The trainings and embeddings as Ray tasks; the driver adds each entry once its tasks are done."""
+    resources = {**ray_resources(ray), "max_retries": 0}
+    remote_spec = _absolute(spec)
+    ref = ray.put(remote_spec)
+    settings = zoo.embedding_kwargs(**runtime)
+    embed_task = ray.remote(embed_source).options(**resources)
+    train_task = ray.remote(train_expert).options(**resources)
+    tasks: dict[Any, tuple[str, str]] = {}  # task -> (entry id, "train" | "embed")
+    todo: dict[str, set[str]] = {}  # entry id (not in the zoo yet) -> its unfinished tasks
+    for e in remote_spec["entries"]:
+        parts = set()
+        if train and trained_by_spec(remote_spec, e) and not Path(e["checkpoint_path"]).is_file():
+            tasks[train_task.remote(str(zoo.path.absolute()), ref, e["id"])] = (e["id"], "train")
+            parts.add("train")
+        if e["id"] not in zoo.ids and e["id"] not in given:
+            tasks[embed_task.remote(ref, e["id"], settings)] = (e["id"], "embed")
+            parts.add("embed")
+        if e["id"] in zoo.ids and not parts:
+            log(f"{e['id']}: already in the zoo, skipped")
+        elif e["id"] not in zoo.ids:
+            todo[e["id"]] = parts
+    embeddings: dict[str, Embedding] = dict(given)
+    spec_entry = {e["id"]: e for e in spec["entries"]}
+    for entry_id in [i for i, parts in todo.items() if not parts]:  # given embeddings, nothing to run
+        _add_entry(zoo, spec, spec_entry[entry_id], embeddings.pop(entry_id), probe, log)
+        del todo[entry_id]
+    failed: list[str] = []
+    for (entry_id, part), result, error in as_completed(ray, tasks, progress=progress, desc="zoo build (tasks)"):
+        if error is not None:
+            log(f"{entry_id}: {part} failed ({error})")
+            failed.append(entry_id)
+            todo.pop(entry_id, None)
+            continue
+        if part == "train":
+            for line in result:
+                log(line)
+        else:
+            embeddings[entry_id] = result
+        if entry_id in todo:
+            todo[entry_id].discard(part)
+            if not todo[entry_id]:
+                _add_entry(zoo, spec, spec_entry[entry_id], embeddings.pop(entry_id), probe, log)
+                del todo[entry_id]
+    if failed:
+        raise ZooError(f"{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed: {', '.join(sorted(set(failed)))} "
+                       "(the others were added; a rerun retries these)")
+
+
+def _train_missing_expert(zoo_dir: Path, spec: dict[str, Any], e: dict[str, Any], log: Callable[[str], None],
                           progress: bool) -> None:
     """Fine-tune an entry whose checkpoint is missing, when the spec says how."""
     if not trained_by_spec(spec, e) or Path(e["checkpoint_path"]).is_file():
@@ -277,7 +386,7 @@ def _train_missing_expert(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], log
     target = Path(e["checkpoint_path"])
     settings = finetune_settings(spec, e)
     start = settings.pop("from", None)
-    run_dir = zoo.path / "runs" / e["id"]
+    run_dir = zoo_dir / "runs" / e["id"]
     log(f"{e['id']}: training the expert on {e['source_dataset']} -> {target}")
     task = entry_task(spec, e)
     try:

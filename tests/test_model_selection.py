@@ -188,3 +188,29 @@ def test_paired_differences_against_hand_computed_cases():
     assert out["same"]["regret"] == [0.0, 0.0, 0.0] and out["worse"]["regret"] == [1.0, 1.0, 1.0]
     mean, lo, hi = out["mixed"]["regret"]  # differences -1, +2, 0, 0
     assert mean == pytest.approx(0.25) and -1.0 <= lo < mean < hi <= 2.0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_on_ray_fills_the_cache_from_tasks(tiny_zoo, shared, tmp_path):
+    """``--ray``: the fine-tunes and embeddings run as tasks on a local Ray the script starts; the driver writes
+    them to the cache, and the embeddings are those of the run without Ray."""
+    pytest.importorskip("ray")
+    from task2vec.embedding import Embedding
+
+    env = {**os.environ, "TASK2VEC_SHARED": str(shared), "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, str(ROOT / "benchmarks" / "model_selection.py"), "--quick", "--zoo", str(tiny_zoo / "zoo"),
+            "--spec", str(tiny_zoo / "spec.yaml"), "--m2v-folds", "2", "--out", str(tmp_path / "out")]
+    ray_run = subprocess.run(base + ["--cache", str(tmp_path / "ray"), "--ray"], env=env, capture_output=True,
+                             text=True, timeout=1500)
+    assert ray_run.returncode == 0, ray_run.stderr[-3000:]
+    assert "ray: 11 tasks" in ray_run.stdout  # 4 targets x 2 embeddings + 1 target x 3 models fine-tuned
+    finetuned = list((tmp_path / "ray" / "finetune").iterdir())
+    assert len(finetuned) == 1 and len(json.loads(finetuned[0].read_text())) == 3
+    plain = subprocess.run(base + ["--cache", str(tmp_path / "plain"), "--no-finetune"], env=env,
+                           capture_output=True, text=True, timeout=1500)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "ray" / "embeddings").iterdir())
+    assert len(names) == 8 and names == sorted(p.name for p in (tmp_path / "plain" / "embeddings").iterdir())
+    for name in names:
+        a, b = (Embedding.load(tmp_path / d / "embeddings" / name) for d in ("ray", "plain"))
+        np.testing.assert_allclose(a.vector, b.vector, rtol=1e-6)
