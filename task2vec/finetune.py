@@ -255,8 +255,8 @@ class Trainer:
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
         params = {n: getattr(self, n) for n in names}
         params["augment"] = self.augment_config().as_dict()
-        if isinstance(self.model, ModelChoice):
-            params["model"] = asdict(self.model)
+        if isinstance(self.model, ModelChoice):  # its arch, weights and zoo are in the run's config beside
+            params["model"] = self.model.model_id
         for k in ("weights", "aux_labels", "groups"):
             params[k] = None if params[k] is None else str(params[k])
         params["aux_columns"] = list(self.aux_columns) if self.aux_columns else None
