@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from .version import __version__
 from .defaults import EMBEDDING_DEFAULTS as _D, METHODS
-from .data import IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, report_bad
+from .data import (IndexedSubset, SkipBadCollate, as_task, balanced_indices, half_split, interleave_classes,
+                   report_bad)
 from .distance import symmetric
 from .embedding import Embedding
 from .errors import DatasetError, ProbeError
@@ -40,6 +41,12 @@ class Task2Vec:
         confident as the task's evidence allows. (A fixed per-image penalty crushes heads
         with many classes, each seen in n/C images, and makes hard tasks look trivial.)
       cache_bytes: decoded images are kept in memory between passes up to this size.
+      noise_target: adaptive stopping (exact, montecarlo, empirical). None (default): the Fisher
+        runs over all drawn images. A number: the images are taken one class at a time in turn,
+        and the Fisher pass stops after the first round of ``round_images`` images at which the
+        half-split noise (the d_sym between the two class-balanced halves' embeddings) is below
+        it, or at the cap. The head is still fitted on every drawn image. The images used and the
+        reason for stopping are in ``meta["fisher_images"]`` and ``meta["fisher_stop"]``.
     Learned state after :meth:`embed`: ``head_`` (the fitted classifier), ``embedding_``, and
     the probe's penultimate ``features_`` (N, D) of the ``indices_`` (N,) of the task's images it
     read, with their ``labels_`` (N,): what :class:`task2vec.evidence.EvidenceCheck` scores the
@@ -52,13 +59,14 @@ class Task2Vec:
                  batch_size: int = _D["batch_size"], head_prior: float = _D["head_prior"], seed: int = _D["seed"],
                  workers: int = _D["workers"], max_bad_fraction: float = _D["max_bad_fraction"],
                  cache_bytes: int = 2 << 30, beta: float = BETA, prior_scale: float = 1.0,
-                 variational_epochs: int = 10, progress: bool = True):
+                 variational_epochs: int = 10, noise_target: float | None = _D["noise_target"],
+                 round_images: int = _D["round_images"], progress: bool = True):
         if method not in METHODS:
             raise ProbeError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
         for name, value, low in (("max_samples", max_samples, 2), ("min_images_per_class", min_images_per_class, 1),
                                  ("batch_size", batch_size, 1), ("samples_per_image", samples_per_image, 1),
                                  ("workers", workers, 0), ("variational_epochs", variational_epochs, 1),
-                                 ("cache_bytes", cache_bytes, 0)):
+                                 ("cache_bytes", cache_bytes, 0), ("round_images", round_images, 1)):
             integer(value, name, low=low, error=ProbeError)
         if max_rank is not None:
             integer(max_rank, "max_rank", low=1, error=ProbeError)
@@ -72,6 +80,11 @@ class Task2Vec:
         self.seed = seed_value(seed, error=ProbeError)
         self.max_bad_fraction, self.cache_bytes = max_bad_fraction, cache_bytes
         self.beta, self.prior_scale, self.variational_epochs = beta, prior_scale, variational_epochs
+        if noise_target is not None:
+            number(noise_target, "noise_target", low=0, low_open=True, error=ProbeError)
+            if method == "variational":
+                raise ProbeError("noise_target (adaptive stopping) needs a per-sample Fisher method, not 'variational'")
+        self.noise_target, self.round_images = noise_target, round_images
         self.progress = progress
 
     # ------------------------------------------------------------------ helpers
@@ -86,6 +99,8 @@ class Task2Vec:
             s["max_rank"] = self.max_rank
         if self.method == "variational":
             s.update(beta=self.beta, prior_scale=self.prior_scale, epochs=self.variational_epochs)
+        if self.noise_target is not None:
+            s.update(noise_target=self.noise_target, round_images=self.round_images)
         return s
 
     def _autocast(self):
@@ -98,6 +113,8 @@ class Task2Vec:
         task = as_task(data, label_column=label_column)
         n_draw = max(self.max_samples, self.min_images_per_class * len(task.classes))
         indices = balanced_indices(task.labels, n_draw, self.seed)
+        if self.noise_target is not None:  # any prefix class-balanced: the Fisher pass may stop after any round
+            indices = indices[interleave_classes(task.labels[indices])]
         halves = half_split(task.labels[indices])
         group_of = dict(zip(indices.tolist(), halves.tolist()))
         probe = self.probe
@@ -176,10 +193,21 @@ class Task2Vec:
             acc = FisherAccumulator(layers, self.method, samples_per_image=self.samples_per_image,
                                     max_rank=self.max_rank, n_groups=2, autocast=probe.device.type == "cuda",
                                     generator=torch.Generator().manual_seed(self.seed))
+            used, next_check, stop = 0, self.round_images, "all"
             for images, labels, index in batches():
                 groups = torch.tensor([group_of[int(i)] for i in index])
                 acc.update(probe.model, head, probe.normalize(images), labels, groups)
                 bar.update(len(images))
+                used += len(images)
+                if self.noise_target is not None and used >= next_check and used < len(y):
+                    next_check += self.round_images
+                    noise_now = symmetric(acc.fisher(0).numpy(), acc.fisher(1).numpy()) if acc.counts.min() > 0 else None
+                    if noise_now is not None and noise_now < self.noise_target:
+                        stop = "noise_target"
+                        break
+            meta_extra["fisher_images"] = used
+            if self.noise_target is not None:
+                meta_extra["fisher_stop"] = stop if stop == "noise_target" else "cap"
             vector = acc.fisher()
             half_vectors = (np.stack([acc.fisher(0).numpy(), acc.fisher(1).numpy()])
                             if acc.counts.min() > 0 else None)
