@@ -27,6 +27,7 @@ from .distance import ALPHA, KINDS, pairwise
 from .embedding import Embedding, check_compatible
 from .errors import Task2VecError, UsageError
 from .io import add_force_flag, atomic_open, check_writable
+from .memory import keep_freed_memory
 from .trivial import recorded_probe, trivial_embedding
 from .validate import integer_flag, number_flag, seed_flag
 
@@ -307,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"task2vec: warning: {msg}\n"
     try:
         args = build_parser().parse_args(argv)
+        keep_freed_memory()  # tensors of large images: reuse freed memory, no page-fault storm (task2vec.memory)
         return args.func(args)
     except Task2VecError as exc:
         print(f"task2vec: error: {exc}", file=sys.stderr)

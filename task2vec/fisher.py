@@ -103,6 +103,17 @@ def pad_conv_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, pads, mode=mode)
 
 
+def native_padding(module: nn.Conv2d) -> tuple[int, int] | None:
+    """The padding torch's own convolution kernels can apply (symmetric zeros), else None (pad by hand)."""
+    if type(module).__name__ == "Conv2dSame" or isinstance(module.padding, str) or module.padding_mode != "zeros":
+        return None
+    return tuple(module.padding)
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels and module.groups > 1
+
+
 def _gram_sqnorm(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     """||G_o U^T||^2 per (batch, group, out): G (B,g,O,P), U (B,g,D,P) -> (B,g,O).
 
@@ -122,23 +133,23 @@ def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor, padded: boo
     ``padded=True`` says ``x`` already went through :func:`pad_conv_input` (it is shared
     by all label directions of a batch, so the engine pads it once).
     """
-    x = x.float() if padded else pad_conv_input(module, x.float())
+    native = None if padded or not is_depthwise(module) else native_padding(module)
+    x = x.float() if padded or native else pad_conv_input(module, x.float())
     G = G.float().contiguous()
     B, Cin = x.shape[:2]
     Cout, Ho, Wo = G.shape[1:]
     g = module.groups
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    if x.shape[2] < dh * (kh - 1) + sh * (Ho - 1) + 1 or x.shape[3] < dw * (kw - 1) + sw * (Wo - 1) + 1:
+    ph, pw = native or (0, 0)
+    if x.shape[2] + 2 * ph < dh * (kh - 1) + sh * (Ho - 1) + 1 or x.shape[3] + 2 * pw < dw * (kw - 1) + sw * (Wo - 1) + 1:
         raise ProbeError(f"convolution {module} does not match its output size: unsupported padding")
-    if g == Cin and g > 1:  # depthwise (channel multiplier O): loop over kernel offsets
-        O = Cout // g
-        Gv = G.view(B, g, O, Ho, Wo)
-        out = torch.zeros(B, g, O, device=G.device)
-        for u in range(kh):
-            for v in range(kw):
-                xs = x[:, :, u * dh: u * dh + sh * (Ho - 1) + 1: sh, v * dw: v * dw + sw * (Wo - 1) + 1: sw]
-                out += (Gv * xs.unsqueeze(2)).sum((-1, -2)).square()
-        return out.reshape(B, Cout)
+    if is_depthwise(module):
+        # Each (image, channel) as its own group: torch's weight-gradient kernel gives every per-sample
+        # gradient (B*Cout, 1, kh, kw) in one call, padding included (3-4x faster than a loop over offsets).
+        gw = torch.nn.grad.conv2d_weight(x.reshape(1, B * Cin, *x.shape[2:]), (B * Cout, 1, kh, kw),
+                                         G.reshape(1, B * Cout, Ho, Wo), module.stride, native or 0,
+                                         module.dilation, B * g)
+        return gw.reshape(B, Cout, kh * kw).square().sum(-1)
     O, P = Cout // g, Ho * Wo
     D = Cin // g * kh * kw
     Gv = G.reshape(B, g, O, P)
@@ -258,13 +269,16 @@ class FisherAccumulator:
             if self.sums is None:
                 self.sums = [torch.zeros(self.n_groups, filter_count(m), dtype=torch.float64, device=device)
                              for m in self.modules]
-            inputs = [pad_conv_input(m, x.float()) if isinstance(m, nn.Conv2d) else x
-                      for m, x in zip(self.modules, taps.inputs)]  # shared by every direction
+            # Padded once, shared by every direction (depthwise kernels pad by themselves when they can).
+            padded = [isinstance(m, nn.Conv2d) and not (is_depthwise(m) and native_padding(m))
+                      for m in self.modules]
+            inputs = [pad_conv_input(m, x.float()) if pad else x
+                      for m, x, pad in zip(self.modules, taps.inputs, padded)]
             for k, v in enumerate(dirs.vectors):
                 grads = torch.autograd.grad(logits, taps.outputs, grad_outputs=v.to(logits.dtype),
                                             retain_graph=k < len(dirs.vectors) - 1)
                 for i, (module, inp, G) in enumerate(zip(self.modules, inputs, grads)):
-                    self.sums[i].index_add_(0, groups, layer_sqnorm(module, inp, G, padded=True).double())
+                    self.sums[i].index_add_(0, groups, layer_sqnorm(module, inp, G, padded=padded[i]).double())
         finally:
             taps.remove()
         self.counts += torch.bincount(groups.cpu(), minlength=self.n_groups).double()
