@@ -140,12 +140,17 @@ class Task2Vec:
 
         # Pass 1: penultimate features (the body is frozen: computed once).
         feats, labels_seen, read, bad = [], [], [], []
+        stage = dict.fromkeys(("decode", "features", "head", "fisher"), 0.0)  # seconds, in meta["seconds_by_stage"]
         with torch.no_grad():
+            t = time.perf_counter()
             for images, labels, index, bad_idx in loader:
+                stage["decode"] += time.perf_counter() - t
                 bad.extend(bad_idx)
                 bar.update(len(bad_idx))
                 if images is None:
+                    t = time.perf_counter()
                     continue
+                t = time.perf_counter()
                 with self._autocast():
                     feats.append(probe.model(probe.normalize(images)).float().cpu())
                 labels_seen.append(labels)
@@ -153,6 +158,8 @@ class Task2Vec:
                 if cache is not None:
                     cache.append((images, labels, index))
                 bar.update(len(images))
+                stage["features"] += time.perf_counter() - t
+                t = time.perf_counter()
         report_bad(task, bad, len(indices), self.max_bad_fraction)
         if not feats:
             raise DatasetError("no readable images in the dataset")
@@ -164,7 +171,9 @@ class Task2Vec:
 
         # The task head, fitted on cached features.
         head_l2 = self.head_prior / len(y)
+        t = time.perf_counter()
         head = fit_linear_head(X, y, n_classes, l2=head_l2).to(probe.device)
+        stage["head"] = time.perf_counter() - t
         self.head_ = head
         self.features_, self.labels_ = X.numpy(), y.numpy()
         self.indices_ = torch.cat(read).numpy()
@@ -174,6 +183,7 @@ class Task2Vec:
                       "mean_confidence": float(p.max(1).values.mean())}
 
         # Pass 2: the Fisher.
+        t_fisher = time.perf_counter()
         meta_extra: dict[str, Any] = {}
         layers = probe.layers()
         if self.method == "variational":
@@ -216,6 +226,7 @@ class Task2Vec:
             meta_extra["prior_inverse_variance"] = prior_inverse_variance([m for _, m in layers])
             layer_table = acc.layer_table()
         bar.close()
+        stage["fisher"] = time.perf_counter() - t_fisher
 
         fingerprint = task.fingerprint()
         meta = {
@@ -235,6 +246,7 @@ class Task2Vec:
             "noise_half_split": noise,
             "device": str(probe.device),
             "seconds": round(time.perf_counter() - start, 3),
+            "seconds_by_stage": {k: round(v, 3) for k, v in stage.items()},  # decode: waiting on the DataLoader
             **meta_extra,
         }
         X64 = X.double()

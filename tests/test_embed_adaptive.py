@@ -5,6 +5,7 @@ import pytest
 
 from task2vec import Probe, Task2Vec
 from task2vec.data import interleave_classes
+from task2vec.embedding import Embedding
 from task2vec.errors import ProbeError
 
 
@@ -33,7 +34,7 @@ def test_stops_at_the_first_round_below_the_target(probe32, shared):
     assert 0 < emb.meta["noise_half_split"] < 10.0
 
 
-def test_unreachable_target_runs_to_the_cap_and_equals_the_fixed_run(probe32, shared):
+def test_unreachable_target_runs_to_the_cap_and_equals_the_fixed_run(probe32, shared, tmp_path):
     fixed = Task2Vec(probe32, max_samples=50, batch_size=10, progress=False).embed(shared / "data" / "flowers5")
     t2v = Task2Vec(probe32, max_samples=50, batch_size=10, round_images=10, noise_target=1e-12, progress=False)
     emb = t2v.embed(shared / "data" / "flowers5")
@@ -41,6 +42,10 @@ def test_unreachable_target_runs_to_the_cap_and_equals_the_fixed_run(probe32, sh
     assert "fisher_stop" not in fixed.meta and fixed.meta["fisher_images"] == 50
     np.testing.assert_allclose(emb.vector, fixed.vector, rtol=1e-5, atol=1e-12)  # same images, other order
     assert emb.meta["noise_half_split"] == pytest.approx(fixed.meta["noise_half_split"], rel=1e-4)
+    stages = emb.meta["seconds_by_stage"]
+    assert set(stages) == {"decode", "features", "head", "fisher"} and all(v >= 0 for v in stages.values())
+    assert sum(stages.values()) <= emb.meta["seconds"]
+    assert Embedding.load(emb.save(tmp_path / "e.t2v.npz")).meta["fisher_stop"] == "cap"  # the file keeps it
 
 
 @pytest.mark.parametrize("kwargs, match", [({"noise_target": 0.0}, "noise_target"),
