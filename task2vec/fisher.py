@@ -33,6 +33,10 @@ from .defaults import LABEL_METHODS
 from .errors import ProbeError
 
 _CHUNK_ELEMENTS = 2**25  # bound on the size of one unfolded input chunk (128 MiB in fp32)
+# On the CPU a batch is processed in slices of at most this many input pixels (8 images at 224 px, 32 at
+# 112 px): the graph, the taps and every layer's output gradient live at once, so memory grows with
+# batch x pixels (5.9 GB peak at 224 px, batch 32), and smaller slices are no slower per image on the CPU.
+_CPU_SLICE_PIXELS = 8 * 224 * 224
 
 
 # ----------------------------------------------------------------------------- directions
@@ -225,12 +229,14 @@ class FisherAccumulator:
     """Accumulates the per-filter Fisher of ``layers`` over batches, split into ``n_groups``.
 
     ``update(model, head, x, labels, groups)`` runs one forward pass of ``head(model(x))``
-    and one backward pass per direction; ``fisher()`` returns per-filter averages.
+    and one backward pass per direction; ``fisher()`` returns per-filter averages. On the CPU
+    a large batch is taken in slices of at most ``cpu_slice_pixels`` input pixels (None: whole).
     """
 
     def __init__(self, layers: Sequence[tuple[str, nn.Module]], method: str = "exact", *,
                  samples_per_image: int = 1, max_rank: int | None = None, n_groups: int = 1,
-                 autocast: bool = False, generator: torch.Generator | None = None):
+                 autocast: bool = False, generator: torch.Generator | None = None,
+                 cpu_slice_pixels: int | None = _CPU_SLICE_PIXELS):
         if method not in LABEL_METHODS:
             raise ProbeError(f"unknown Fisher label method {method!r} (one of {', '.join(LABEL_METHODS)})")
         if not layers:
@@ -246,11 +252,19 @@ class FisherAccumulator:
         self.counts = torch.zeros(n_groups, dtype=torch.float64)
         self.captured_sum = 0.0
         self.copy_taps = False
+        self.cpu_slice_pixels = cpu_slice_pixels
 
     def update(self, model: nn.Module, head: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                groups: torch.Tensor | None = None) -> None:
         device = x.device
         groups = torch.zeros(len(x), dtype=torch.long) if groups is None else groups
+        step = len(x)
+        if device.type == "cpu" and self.cpu_slice_pixels and x.dim() == 4:
+            step = max(1, self.cpu_slice_pixels // (x.shape[-1] * x.shape[-2]))
+        if step < len(x):
+            for i in range(0, len(x), step):
+                self.update(model, head, x[i:i + step], labels[i:i + step], groups[i:i + step])
+            return
         groups = groups.to(device)
         taps = _Taps(self.modules, self.copy_taps)
         try:
