@@ -134,11 +134,17 @@ def _gram_sqnorm(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
 def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor, padded: bool = False) -> torch.Tensor:
     """Per-sample, per-filter sum of squared weight gradients of a Conv2d: (B, C_out).
 
-    ``padded=True`` says ``x`` already went through :func:`pad_conv_input` (it is shared
-    by all label directions of a batch, so the engine pads it once).
+    ``padded=True`` says ``x`` already went through :func:`pad_conv_input` (the engine pads once,
+    for all label directions, the layers whose padding torch's kernels cannot apply themselves).
+
+    Two ways, the cheaper per layer: torch's weight-gradient kernel with every (image, group) as
+    its own group, which gives all per-sample gradients (B, C_out, D) in one call (depthwise
+    layers, and dense ones with large feature maps: 3-6x faster than unfolding there); or the
+    unfolded input times the output gradient, directly or through the P x P Gram matrix (small
+    maps, many channels: where the per-sample gradients are larger than the maps).
     """
-    native = None if padded or not is_depthwise(module) else native_padding(module)
-    x = x.float() if padded or native else pad_conv_input(module, x.float())
+    native = None if padded else native_padding(module)
+    x = x.float() if padded or native is not None else pad_conv_input(module, x.float())
     G = G.float().contiguous()
     B, Cin = x.shape[:2]
     Cout, Ho, Wo = G.shape[1:]
@@ -147,24 +153,22 @@ def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor, padded: boo
     ph, pw = native or (0, 0)
     if x.shape[2] + 2 * ph < dh * (kh - 1) + sh * (Ho - 1) + 1 or x.shape[3] + 2 * pw < dw * (kw - 1) + sw * (Wo - 1) + 1:
         raise ProbeError(f"convolution {module} does not match its output size: unsupported padding")
-    if is_depthwise(module):
-        # Each (image, channel) as its own group: torch's weight-gradient kernel gives every per-sample
-        # gradient (B*Cout, 1, kh, kw) in one call, padding included (3-4x faster than a loop over offsets).
-        gw = torch.nn.grad.conv2d_weight(x.reshape(1, B * Cin, *x.shape[2:]), (B * Cout, 1, kh, kw),
-                                         G.reshape(1, B * Cout, Ho, Wo), module.stride, native or 0,
-                                         module.dilation, B * g)
-        return gw.reshape(B, Cout, kh * kw).square().sum(-1)
     O, P = Cout // g, Ho * Wo
     D = Cin // g * kh * kw
+    if is_depthwise(module) or (kh * kw > 1 and 2 * P * (D + O) >= O * D):
+        gw = torch.nn.grad.conv2d_weight(x.reshape(1, B * Cin, *x.shape[2:]), (B * Cout, Cin // g, kh, kw),
+                                         G.reshape(1, B * Cout, Ho, Wo), module.stride, (ph, pw),
+                                         module.dilation, B * g)
+        return gw.reshape(B, Cout, D).square().sum(-1)
     Gv = G.reshape(B, g, O, P)
-    if kh == kw == 1 and sh == sw == 1:
+    if kh == kw == 1 and sh == sw == 1 and not (ph or pw):
         U = x.reshape(B, g, D, P)
         return _gram_sqnorm(Gv, U).reshape(B, Cout)
     step = max(1, _CHUNK_ELEMENTS // max(1, Cin * kh * kw * P))
     parts = []
     for i in range(0, B, step):
-        U = F.unfold(x[i:i + step], (kh, kw), dilation=(dh, dw), stride=(sh, sw)).reshape(-1, g, D, P)
-        parts.append(_gram_sqnorm(Gv[i:i + step], U))
+        U = F.unfold(x[i:i + step], (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
+        parts.append(_gram_sqnorm(Gv[i:i + step], U.reshape(-1, g, D, P)))
     return torch.cat(parts).reshape(B, Cout)
 
 
@@ -283,9 +287,8 @@ class FisherAccumulator:
             if self.sums is None:
                 self.sums = [torch.zeros(self.n_groups, filter_count(m), dtype=torch.float64, device=device)
                              for m in self.modules]
-            # Padded once, shared by every direction (depthwise kernels pad by themselves when they can).
-            padded = [isinstance(m, nn.Conv2d) and not (is_depthwise(m) and native_padding(m))
-                      for m in self.modules]
+            # Padded by hand once, shared by every direction, where torch's kernels cannot pad themselves.
+            padded = [isinstance(m, nn.Conv2d) and native_padding(m) is None for m in self.modules]
             inputs = [pad_conv_input(m, x.float()) if pad else x
                       for m, x, pad in zip(self.modules, taps.inputs, padded)]
             for k, v in enumerate(dirs.vectors):

@@ -127,4 +127,4 @@ def test_cpu_slices_give_the_whole_batch_result(setup):
     sliced.update(net, head, x, labels, groups)
     assert torch.equal(sliced.counts, whole.counts)
     for g in (None, 0, 1):
-        torch.testing.assert_close(sliced.fisher(g), whole.fisher(g), rtol=1e-9, atol=0)
+        torch.testing.assert_close(sliced.fisher(g), whole.fisher(g), rtol=1e-6, atol=0)  # float32 kernels
