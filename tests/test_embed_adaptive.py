@@ -55,3 +55,17 @@ def test_unreachable_target_runs_to_the_cap_and_equals_the_fixed_run(probe32, sh
 def test_bad_adaptive_settings_are_refused(probe32, kwargs, match):
     with pytest.raises(ProbeError, match=match):
         Task2Vec(probe32, **kwargs)
+
+
+def test_cli_flags(shared, tmp_path, capsys):
+    from task2vec.cli import main
+
+    common = [str(shared / "data" / "flowers5"), "--probe", "resnet18", "--random-init", "--image-size", "32",
+              "--max-samples", "50", "--batch-size", "10", "--quiet"]
+    assert main(["embed", *common, "-o", str(tmp_path / "bad.npz"), "--noise-target", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "noise_target" in err and len(err.strip().splitlines()) == 1
+    out = tmp_path / "a.t2v.npz"
+    assert main(["embed", *common, "-o", str(out), "--noise-target", "10", "--round-images", "20"]) == 0
+    meta = Embedding.load(out).meta
+    assert meta["fisher_images"] == 20 and meta["fisher_stop"] == "noise_target"
