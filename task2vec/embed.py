@@ -203,7 +203,7 @@ class Task2Vec:
             acc = FisherAccumulator(layers, self.method, samples_per_image=self.samples_per_image,
                                     max_rank=self.max_rank, n_groups=2, autocast=probe.device.type == "cuda",
                                     generator=torch.Generator().manual_seed(self.seed))
-            used, next_check, stop = 0, self.round_images, "all"
+            used, next_check, stopped = 0, self.round_images, False
             for images, labels, index in batches():
                 groups = torch.tensor([group_of[int(i)] for i in index])
                 acc.update(probe.model, head, probe.normalize(images), labels, groups)
@@ -211,13 +211,13 @@ class Task2Vec:
                 used += len(images)
                 if self.noise_target is not None and used >= next_check and used < len(y):
                     next_check += self.round_images
-                    noise_now = symmetric(acc.fisher(0).numpy(), acc.fisher(1).numpy()) if acc.counts.min() > 0 else None
-                    if noise_now is not None and noise_now < self.noise_target:
-                        stop = "noise_target"
+                    stopped = bool(acc.counts.min() > 0
+                                   and symmetric(acc.fisher(0).numpy(), acc.fisher(1).numpy()) < self.noise_target)
+                    if stopped:
                         break
             meta_extra["fisher_images"] = used
             if self.noise_target is not None:
-                meta_extra["fisher_stop"] = stop if stop == "noise_target" else "cap"
+                meta_extra["fisher_stop"] = "noise_target" if stopped else "cap"
             vector = acc.fisher()
             half_vectors = (np.stack([acc.fisher(0).numpy(), acc.fisher(1).numpy()])
                             if acc.counts.min() > 0 else None)
