@@ -30,7 +30,9 @@ SUMMARY=()
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to stdout and $OUT/NAME.txt
     local name=$1 limit=$2
     shift 2
-    echo "=== $name (limit ${limit}s): $*"
+    local cmd="$*"
+    cmd=${cmd//$'\n'/ }
+    echo "=== $name (limit ${limit}s): ${cmd:0:300}"
     local t0=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
     local rc=${PIPESTATUS[0]}
