@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--rerank", default="100,200,400", help="comma list of rerank values to sweep")
     ap.add_argument("--flat-n", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                    help="faiss index device (cuda: faiss GPU, when installed)")
     a = ap.parse_args()
     import faiss
 
@@ -207,11 +209,11 @@ def main() -> None:
     zoo = SyntheticZoo(a.n, a.dim, L, extra=max(1000, a.queries), seed=a.seed, dead=dead)
     Q = zoo.rows(np.arange(a.n, a.n + a.queries)).astype(np.float64)
     print(f"zoo: {a.n:,} x {a.dim} generated rows ({basis_desc}); {a.queries} queries, k={a.k}, alpha={a.alpha}; "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, device {a.device}")
 
     timed = TimedRows(zoo)
     t = time.perf_counter()
-    index = AsymmetricIndex(t0, a.alpha, kind="ivfpq", device="cpu", seed=a.seed).fit(timed)
+    index = AsymmetricIndex(t0, a.alpha, kind="ivfpq", device=a.device, seed=a.seed).fit(timed)
     fit_s = time.perf_counter() - t
     faiss_bytes = len(faiss.serialize_index(index.index_))
     other = index.complexity_.nbytes + index.pca_components_.nbytes + index.pca_mean_.nbytes
@@ -250,7 +252,7 @@ def main() -> None:
     if a.flat_n:
         rows = zoo.rows(np.arange(min(a.flat_n, a.n)))
         t = time.perf_counter()
-        flat = AsymmetricIndex(t0, a.alpha, kind="flat", device="cpu").fit(rows)
+        flat = AsymmetricIndex(t0, a.alpha, kind="flat", device=a.device).fit(rows)
         fit_s = time.perf_counter() - t
         s, i = flat.search(Q, a.k)
         bs, bi = brute_force(rows, Q, t0, a.alpha, a.k)
@@ -260,7 +262,7 @@ def main() -> None:
               f"median {med:.0f} ms, p95 {p95:.0f} ms per query; identical to brute force: {same}")
         if len(rows) <= 1000:
             return
-        flat = AsymmetricIndex(t0, a.alpha, kind="flat", rerank=1000, device="cpu").fit(rows)
+        flat = AsymmetricIndex(t0, a.alpha, kind="flat", rerank=1000, device=a.device).fit(rows)
         s, i = flat.search(Q, a.k)
         med, p95, *_ = latency(flat, Q, a.k, warm=1)
         print(f"flat, rerank 1000 (surrogate candidates): median {med:.0f} ms, p95 {p95:.0f} ms; "

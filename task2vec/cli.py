@@ -23,6 +23,7 @@ from .cli_finetune import add_finetune_parsers
 from .cli_space import add_space_parsers
 from .cli_zoo import add_zoo_parsers
 from .errors import Task2VecError, UsageError
+from .memory import keep_freed_memory
 from .version import __version__
 
 
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"task2vec: warning: {msg}\n"
     try:
         args = build_parser().parse_args(argv)
+        keep_freed_memory()  # tensors of large images: reuse freed memory, no page-fault storm (task2vec.memory)
         return args.func(args)
     except Task2VecError as exc:
         print(f"task2vec: error: {exc}", file=sys.stderr)

@@ -57,6 +57,12 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo
     g.add_argument("--samples-per-image", type=integer_flag(), metavar="S",
                    **setting("samples_per_image", "montecarlo method: labels drawn per image"))
     g.add_argument("--batch-size", type=integer_flag(), metavar="B", **setting("batch_size", "images per forward pass"))
+    g.add_argument("--noise-target", type=number_flag(), metavar="D",
+                   **setting("noise_target", "adaptive stopping: the Fisher pass stops after the first round of "
+                                             "--round-images images whose half-split noise (d_sym) is below D; "
+                                             "unset: every drawn image"))
+    g.add_argument("--round-images", type=integer_flag(), metavar="N",
+                   **setting("round_images", "adaptive stopping: images per round, one class at a time in turn"))
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     g.add_argument("--seed", type=seed_flag(), metavar="S",
                    **setting("seed", "random seed of the image sample and the montecarlo labels"
@@ -85,7 +91,7 @@ def embedder_from_args(args: argparse.Namespace, probe: Probe) -> Task2Vec:
     return Task2Vec(probe, method=args.method, max_samples=args.max_samples,
                     min_images_per_class=args.min_images_per_class, max_rank=args.max_rank,
                     samples_per_image=args.samples_per_image, batch_size=args.batch_size, seed=args.seed,
-                    head_prior=args.head_prior,
+                    head_prior=args.head_prior, noise_target=args.noise_target, round_images=args.round_images,
                     workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .augment_config import AUTO_AUGMENT, PRESETS, preset
 from .cache import zoo_cache_dir, zoo_records
 from .cli_zoo import ZOO_EMBEDDING_FLAGS, embed_for_zoo
-from .defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK, WEIGHTS_ENV
+from .defaults import BALANCE, EMBEDDING_DEFAULTS, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK, WEIGHTS_ENV
 from .errors import FinetuneError, ImageError, WeightsError
 from .io import add_force_flag, atomic_open, check_writable
 from .validate import integer_flag, number_flag, seed_flag
@@ -62,6 +62,8 @@ def _record_target(args: argparse.Namespace, choice: ModelChoice) -> tuple[Path 
     if not cached.is_file():
         settings = argparse.Namespace(weights=None, device=args.device, workers=args.workers, max_bad_fraction=0.05,
                                       quiet=args.quiet, label_column=args.label_column,
+                                      noise_target=EMBEDDING_DEFAULTS["noise_target"],
+                                      round_images=EMBEDDING_DEFAULTS["round_images"],
                                       **{k: None for k in ZOO_EMBEDDING_FLAGS})
         try:
             emb, _ = embed_for_zoo(zoo, settings, args.dataset, name=Path(args.dataset).name)

@@ -38,7 +38,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the flags given, else the zoo's settings, else the defaults."""
     return zoo.embedder(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet,
-                        **given_settings(args))
+                        noise_target=args.noise_target, round_images=args.round_images, **given_settings(args))
 
 
 def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | None = None) -> tuple[Embedding, Probe | None]:

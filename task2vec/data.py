@@ -396,6 +396,20 @@ def balanced_indices(labels: np.ndarray, max_samples: int, seed: int) -> np.ndar
     return np.concatenate(picked)
 
 
+def interleave_classes(labels: np.ndarray) -> np.ndarray:
+    """The permutation taking one image of each class in turn (keeping the order within a class).
+
+    Every prefix of the result is then as class-balanced as the data allow: what an adaptive
+    Fisher pass, stopping after any round, needs.
+    """
+    labels = np.asarray(labels)
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx] = np.arange(len(idx))
+    return np.lexsort((labels, rank))
+
+
 def half_split(labels: np.ndarray) -> np.ndarray:
     """0/1 assignment alternating within each class: two class-balanced halves."""
     halves = np.zeros(len(labels), dtype=np.int64)

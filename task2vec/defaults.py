@@ -26,6 +26,9 @@ EMBEDDING_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "method": "exact", "max_samples": 10_000, "min_images_per_class": 10,
     "max_rank": 16, "samples_per_image": 1, "batch_size": 32,
     "head_prior": 1.0, "seed": 0, "workers": 0, "max_bad_fraction": 0.05,
+    # Adaptive stopping (off by default: not yet measured on the model-selection benchmark): the Fisher pass
+    # stops at the first round of round_images images after which the half-split noise is below noise_target.
+    "noise_target": None, "round_images": 256,
 })
 # The Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
 EMBEDDING_SETTINGS = ("method", "max_samples", "min_images_per_class", "max_rank", "samples_per_image", "batch_size",

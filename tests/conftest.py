@@ -81,3 +81,17 @@ def oversized_images(tmp_path_factory) -> dict[str, Path]:
     for name, (mode, size) in sizes.items():
         Image.new(mode, size).save(root / f"{name}.png")
     return {name: root / f"{name}.png" for name in sizes}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip on a machine without CUDA (benchmarks/gpu_check.sh runs them on a GPU)."""
+    if not any("cuda" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

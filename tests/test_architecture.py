@@ -12,7 +12,7 @@ PACKAGE = ROOT / "task2vec"
 
 # ARCHITECTURE.md's table: stage -> its modules
 STAGES = {
-    "shared": ("errors", "validate", "io", "paths", "defaults", "version", "distributed"),
+    "shared": ("errors", "validate", "io", "paths", "defaults", "version", "distributed", "memory"),
     "backbones": ("probe", "models", "data", "quality"),
     "embedding": ("fisher", "head", "variational", "embed", "embedding", "dsym"),
     "space": ("distance", "trivial", "taskmap"),

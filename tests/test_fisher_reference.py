@@ -114,3 +114,17 @@ def test_montecarlo_converges_to_exact(setup):
         mc.update(net, head, x, labels)
         errors.append(float((mc.fisher() - ref).norm() / ref.norm()))
     assert errors[2] < errors[0] and errors[2] < 0.1, errors
+
+
+def test_cpu_slices_give_the_whole_batch_result(setup):
+    net, head, x, labels = setup
+    for p in net.parameters():
+        p.requires_grad_(False)
+    groups = torch.tensor([0, 1, 0, 1, 1, 0, 1])
+    whole = FisherAccumulator(layers(net), "exact", n_groups=2, cpu_slice_pixels=None)
+    whole.update(net, head, x, labels, groups)
+    sliced = FisherAccumulator(layers(net), "exact", n_groups=2, cpu_slice_pixels=2 * 31 * 31)  # 2 images a slice
+    sliced.update(net, head, x, labels, groups)
+    assert torch.equal(sliced.counts, whole.counts)
+    for g in (None, 0, 1):
+        torch.testing.assert_close(sliced.fisher(g), whole.fisher(g), rtol=1e-6, atol=0)  # float32 kernels

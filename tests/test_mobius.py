@@ -231,7 +231,7 @@ def test_repr_shows_parameters():
     assert r == "RandomMobius(p=0.3, strength=0.2, padding_mode='zeros', interpolation='nearest')"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_batch_stays_on_gpu_and_matches_cpu():
     x = images(8, 3, 32, 32)
     aug = RandomMobius(p=0.5, strength=0.3)
