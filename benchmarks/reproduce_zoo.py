@@ -24,11 +24,13 @@ from task2vec.zoospec import build_zoo
 from task2vec.zoo import Zoo
 
 
-def compare(committed: Zoo, fresh: Zoo) -> list[dict[str, object]]:
+def compare(committed: Zoo, fresh: Zoo, only: list[str] | None = None) -> list[dict[str, object]]:
     """One row per entry of the committed zoo: bit-identical or not, and the largest relative difference."""
     a, b = committed.model_embeddings(), fresh.model_embeddings()
     rows = []
     for i, entry_id in enumerate(committed.ids):
+        if entry_id not in fresh.ids and only is not None and entry_id not in only:
+            continue
         if entry_id not in fresh.ids:
             rows.append({"entry": entry_id, "identical": False, "max_rel_diff": float("nan")})
             continue
@@ -41,6 +43,7 @@ def compare(committed: Zoo, fresh: Zoo) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec", help="the zoo's spec (its 'zoo:' folder holds the committed zoo)")
+    ap.add_argument("--only", nargs="+", metavar="ID", help="re-embed only these entries (default: every one)")
     ap.add_argument("--csv", metavar="OUT.csv", help="also write the rows as CSV")
     args = ap.parse_args(argv)
     spec_path = Path(args.spec).resolve()
@@ -51,9 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         # the same spec, writing elsewhere (the experts' checkpoints are not needed to embed their sources)
         fresh_dir = Path(tmp) / "zoo"
         spec["zoo"] = str(fresh_dir)
+        if args.only:
+            unknown = sorted(set(args.only) - {e["id"] for e in spec["entries"]})
+            if unknown:
+                ap.error(f"the spec has no entry {unknown[0]!r}")
+            spec["entries"] = [e for e in spec["entries"] if e["id"] in args.only]
+            spec.pop("always_check", None)  # it may name entries left out
         copy.write_text(yaml.safe_dump(spec, sort_keys=False))
         fresh = build_zoo(copy, log=lambda _: None, progress=False, train=False)
-        rows = compare(committed, fresh)
+        rows = compare(committed, fresh, args.only)
         shutil.rmtree(fresh_dir, ignore_errors=True)
     for r in rows:
         print(f"{r['entry']:<28} identical={r['identical']!s:<5} max relative difference {r['max_rel_diff']:.3g}")
