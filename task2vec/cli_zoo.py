@@ -169,20 +169,26 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
-    from .model2vec import Model2Vec, leave_one_task_out
+def _zoo_records(args: argparse.Namespace) -> tuple[Any, Path, Any]:
+    """The zoo of ``args.dir``, its records file (``--records``, else the zoo's in the per-user cache) and the records."""
     from .records import read_records
     from .zoo import Zoo
 
     zoo = Zoo.load(args.dir)
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty")
-    records = args.records if args.records is not None else zoo_records(zoo)
+    records = Path(args.records) if args.records is not None else zoo_records(zoo)
     if args.records is None and not records.is_file():
         raise RecordsError(f"zoo {str(zoo.path)!r} has no transfer records yet ({str(records)!r}): fine-tune its "
                            "entries with 'task2vec finetune DATA --model ZOO:ID', or pass --records CSV")
     like = Embedding(zoo.source[0], {"probe": zoo.probe, "method": {"name": zoo.method}})
-    rec = read_records(records, model_ids=zoo.ids, like=like)
+    return zoo, records, read_records(records, model_ids=zoo.ids, like=like)
+
+
+def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
+    from .model2vec import Model2Vec, leave_one_task_out
+
+    zoo, records, rec = _zoo_records(args)
     fit_kw = {"l2": args.l2, "parameterisation": args.parameterisation}
     held_out = leave_one_task_out(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0, zoo.alpha,
                                   layer_sizes=rec.layer_sizes, **fit_kw)
@@ -204,18 +210,8 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
 def cmd_zoo_fit_quality(args: argparse.Namespace) -> int:
     from .distance import asymmetric_scores
     from .qualityprior import QualityPrior, leave_one_task_out
-    from .records import read_records
-    from .zoo import Zoo
 
-    zoo = Zoo.load(args.dir)
-    if not len(zoo):
-        raise ZooError(f"zoo {str(zoo.path)!r} is empty")
-    records = args.records if args.records is not None else zoo_records(zoo)
-    if args.records is None and not records.is_file():
-        raise RecordsError(f"zoo {str(zoo.path)!r} has no transfer records yet ({str(records)!r}): fine-tune its "
-                           "entries with 'task2vec finetune DATA --model ZOO:ID', or pass --records CSV")
-    like = Embedding(zoo.source[0], {"probe": zoo.probe, "method": {"name": zoo.method}})
-    rec = read_records(records, model_ids=zoo.ids, like=like)
+    zoo, records, rec = _zoo_records(args)
     d = asymmetric_scores(zoo.model_embeddings(), rec.task_vectors, zoo.t0, zoo.alpha)
     grids = {"quality_weights": args.quality_weights, "size_weights": args.size_weights}
     held = leave_one_task_out(d, zoo.quality_z(), zoo.size_z(), rec.arrays(),

@@ -150,3 +150,30 @@ def test_an_efficientnet_zoo_entry_is_checked_fine_tuned_predicted_and_explained
     assert main(["cam", str(run / "best.pt"), str(photos[0]), "-o", str(tmp_path / "cam.png")]) == 0
     figure = np.asarray(Image.open(tmp_path / "cam.png").convert("RGB")).astype(float)
     assert np.abs(figure[:, :300] - figure[:, 300:]).mean() > 10  # the overlay is not the photo
+
+
+def test_the_committed_cross_architecture_zoo(shared):
+    """zoo/arch as committed (manifest and arrays; its expert weights are git-ignored and not needed here):
+    four generalists of three families with derived metadata, and experts of two architectures per source."""
+    from task2vec.probe import architecture_facts
+    from task2vec.quality import imagenet_top1_source
+    from task2vec.zoo import Zoo
+
+    zoo = Zoo.load(Path(__file__).resolve().parents[1] / "zoo" / "arch")
+    assert len(zoo) == 22 and zoo.probe["input_size"] == 112
+    generalists = {e.model: e for e in zoo.entries if e.metadata.get("imagenet_top1") is not None}
+    assert sorted(generalists) == ["mobilenet_v2", "tf_efficientnet_lite0", "tf_efficientnet_lite1",
+                                   "tf_efficientnet_lite2"]
+    for model, e in generalists.items():
+        published = "quantized_mobilenet_v2" if model == "mobilenet_v2" else model  # the dequantized recovery
+        assert (e.metadata["imagenet_top1"], e.metadata["imagenet_top1_source"]) == imagenet_top1_source(published)
+        assert (e.metadata["params_m"], e.metadata["input_size"]) == architecture_facts(model)
+    experts = [e for e in zoo.entries if e.model == "tf_efficientnet_lite0" and e.metadata.get("imagenet_top1") is None]
+    assert len(experts) == 6 and all(e.metadata["input_size"] == 112 for e in experts)
+    for e in experts:  # the MobileNetV2 expert of the same source half: the same source task, embedded once
+        twin = zoo.ids.index(e.id.removesuffix("-lite0"))
+        assert zoo.entries[twin].model == "mobilenet_v2"
+        assert zoo.entries[twin].source["fingerprint"] == e.source["fingerprint"]
+        np.testing.assert_array_equal(zoo.source[twin], zoo.source[zoo.ids.index(e.id)])
+    prior = zoo.prior()
+    assert prior[zoo.ids.index("efficientnet-lite2-generalist")] == prior.min() < 0  # the best top-1 is favoured
