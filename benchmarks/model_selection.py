@@ -20,6 +20,13 @@ only, and is judged by the ground truth of its pick (by both ground truths where
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --set holdout  # the 24 fresh targets
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --set targets families  # + issue 18's shifts
     TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --quick    # 4 targets, CI-sized
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --zoo zoo/arch --own-size  # across architectures
+
+With ``--own-size`` every model's features are taken at its entry's input size with its own
+preprocessing (experts at the 112 px they were trained at, the ImageNet generalists at 224 to 260 px),
+and the static baselines matter (Singh, Hess and Vanschoren, ICLR 2026): ranking by ImageNet top-1,
+by parameter count, always the largest model, always the best architecture's generalist; paired
+intervals are given against the best of them too.
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
 are cached under ``--cache`` (default ``model_selection/`` in the per-user cache, ``task2vec.cache``) keyed by target
@@ -282,7 +289,7 @@ class Bench:
             start = time.perf_counter()
             run = self.cache / "finetune_runs" / t.key() / (m.id + suffix)
             shutil.rmtree(run, ignore_errors=True)  # an interrupted run: start it again (training is seeded)
-            trainer = Trainer(f"{self.zoo.path}:{m.id}", epochs=epochs, image_size=self.zoo.probe["input_size"],
+            trainer = Trainer(f"{self.zoo.path}:{m.id}", epochs=epochs, image_size=m.size,
                               val_fraction=0.2, augment="light", patience=0, progress=False, seed=seed,
                               device=str(self.device))
             trainer.fit(data.train, run)
