@@ -65,6 +65,7 @@ from task2vec.evidence import probe_entry, rerank  # noqa: E402
 from task2vec.finetune import FinetunedModel, Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
 from task2vec.model2vec import Model2Vec, scaled  # noqa: E402
+from task2vec.qualityprior import QualityPrior  # noqa: E402
 from task2vec.recommendation import CHECK, MAX_RANK, recommend  # noqa: E402
 from task2vec.augment import eval_transform  # noqa: E402
 from task2vec.probe import Probe, build_network, load_state_dict_file, normalize_batch  # noqa: E402
@@ -95,6 +96,7 @@ GRID = tuple({"max_rank": r, "alpha": a, "biases": b, "check": c, "broad": w}
 # make it.
 REGRET_TIE = 0.1
 SETS = {"targets": TARGETS, "holdout": HOLDOUT, "families": SHIFTED, "families-holdout": SHIFTED_HOLDOUT}
+LEARNED_PRIOR = "task2vec asym + learned prior (LOTO)"
 SHIPPED = "recommend (defaults)"  # task2vec.recommend itself, as the CLI runs it: the zoo's biases, alpha, check
 
 
@@ -593,7 +595,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         "domain embedding": -d_dom,
     }
     seconds = {"generalist": [0.0] * n_t, "domain embedding": [], "task2vec sym": [],
-               "task2vec asym (alpha LOTO)": [], "model2vec": []}
+               "task2vec asym (alpha LOTO)": [], "model2vec": [], LEARNED_PRIOR: []}
     layer_sizes = [int(layer["filters"]) for layer in embs[0].meta["layers"]] if embs[0].meta.get("layers") else None
     alpha_m2v = zoo.alpha  # fixed before looking at any target
     grid = GRID if model2vec else tuple(c for c in GRID if not c["biases"])
@@ -626,6 +628,16 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     scores[SHIPPED], seconds[SHIPPED] = shipped
     for name, row in static_scores(zoo, acc).items():
         scores[name], seconds[name] = row, [0.0] * n_t
+    # the learned prior (task2vec.qualityprior, `zoo fit-quality`): quality and size weights fitted on the
+    # other targets' ground truth, added to d_asym at the zoo's alpha, no check
+    d_zoo = -asym(zoo.alpha)
+    ti, mi = (a.ravel() for a in np.meshgrid(np.arange(n_t), np.arange(n_m), indexing="ij"))
+    learned = np.empty((n_t, n_m))
+    for i in range(n_t):
+        prior = QualityPrior().fit(d_zoo, zoo.quality_z(), zoo.size_z(), (ti, mi, 1 - acc.ravel()),
+                                   tasks=[j for j in range(n_t) if j != i] or [i])
+        learned[i] = -(d_zoo[i] - prior.quality_weight_ * zoo.quality_z() - prior.size_weight_ * zoo.size_z())
+    scores[LEARNED_PRIOR] = learned
     configs, memo = {}, {}
     for cfg in grid:
         biased = crossfit[cfg["alpha"]][2] if cfg["biases"] else None
@@ -637,6 +649,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         emb_s = bench.timings.get(f"embed/{bench.embedding_key(t)}", np.nan)
         seconds["task2vec sym"].append(emb_s)
         seconds["task2vec asym (alpha LOTO)"].append(emb_s)
+        seconds[LEARNED_PRIOR].append(emb_s)
         if model2vec:
             seconds["model2vec"].append(emb_s)
         seconds["domain embedding"].append(bench.timings.get(f"forward/{t.key()}/{models[g].key}", np.nan))
@@ -836,6 +849,7 @@ SEED_NOISE = "fine-tune, another seed"
 LINEAR_PROBE = "linear probe (ground truth)"  # the first ground truth used as a score against the fine-tunes
 PAIRED_REFERENCES = ("task2vec sym", "LogME", "generalist", SHIPPED)  # paired.csv: every method's gain over each
 ORDER = ("oracle", "chance", "generalist", *STATIC, "task2vec sym", SHIPPED, "task2vec asym (alpha LOTO)",
+         LEARNED_PRIOR,
          "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")
 
