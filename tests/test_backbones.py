@@ -177,3 +177,17 @@ def test_the_committed_cross_architecture_zoo(shared):
         np.testing.assert_array_equal(zoo.source[twin], zoo.source[zoo.ids.index(e.id)])
     prior = zoo.prior()
     assert prior[zoo.ids.index("efficientnet-lite2-generalist")] == prior.min() < 0  # the best top-1 is favoured
+
+
+def test_imagenet_weights_in_a_spec_need_a_checkpoint(tmp_path):
+    from task2vec.errors import ZooError
+    from task2vec.zoospec import read_spec, trained_by_spec
+
+    spec = tmp_path / "spec.yaml"
+    head = "zoo: z\nprobe: mobilenet_v2\nfinetune: {image_size: 112}\nentries:\n  - id: a\n    model: tf_efficientnet_lite0\n"
+    spec.write_text(head + "    pretrained: true\n    imagenet_weights: true\n    source_dataset: d\n")
+    with pytest.raises(ZooError, match="'imagenet_weights' .* needs a checkpoint"):
+        read_spec(spec)
+    spec.write_text(head + "    checkpoint: w.safetensors\n    imagenet_weights: true\n    source_dataset: d\n")
+    s = read_spec(spec)
+    assert not trained_by_spec(s, s["entries"][0])  # published weights: never trained by the spec, own input size
