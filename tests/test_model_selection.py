@@ -88,7 +88,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
-    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)"}
+    assert res["best_static"].startswith("static: ")  # the static ranking of least regret, a reference too
+    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)",
+                                                res["best_static"]}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import GRID, config_name
