@@ -26,6 +26,13 @@ With ``--ray`` the missing fine-tunes (one per target, model and seed) and targe
 first computed as Ray tasks (a GPU each where the cluster has them, else a CPU; the cache folder
 must be on a filesystem every node sees), the driver alone writing each result into the cache as
 it arrives; a failed task is reported and the others go on; the run then continues from the cache.
+    TASK2VEC_SHARED=../shared python benchmarks/model_selection.py --zoo zoo/arch --own-size  # across architectures
+
+With ``--own-size`` every model's features are taken at its entry's input size with its own
+preprocessing (experts at the 112 px they were trained at, the ImageNet generalists at 224 to 260 px),
+and the static baselines matter (Singh, Hess and Vanschoren, ICLR 2026): ranking by ImageNet top-1,
+by parameter count, always the largest model, always the best architecture's generalist; paired
+intervals are given against the best of them too.
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
 are cached under ``--cache`` (default ``model_selection/`` in the per-user cache, ``task2vec.cache``) keyed by target
@@ -44,7 +51,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +73,11 @@ from task2vec.evidence import probe_entry, rerank  # noqa: E402
 from task2vec.finetune import FinetunedModel, Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
 from task2vec.model2vec import Model2Vec, scaled  # noqa: E402
+from task2vec.qualityprior import QualityPrior  # noqa: E402
 from task2vec.recommendation import CHECK, MAX_RANK, recommend  # noqa: E402
+from task2vec.augment import eval_transform  # noqa: E402
 from task2vec.resolve import resolve_model  # noqa: E402
-from task2vec.probe import Probe, build_network, load_state_dict_file  # noqa: E402
+from task2vec.probe import Probe, build_network, load_state_dict_file, normalize_batch  # noqa: E402
 from task2vec.taskmap import draw, layout  # noqa: E402
 from task2vec.transferability import SCORES  # noqa: E402
 from task2vec.trivial import trivial_embedding  # noqa: E402
@@ -96,6 +105,7 @@ GRID = tuple({"max_rank": r, "alpha": a, "biases": b, "check": c, "broad": w}
 # make it.
 REGRET_TIE = 0.1
 SETS = {"targets": TARGETS, "holdout": HOLDOUT, "families": SHIFTED, "families-holdout": SHIFTED_HOLDOUT}
+LEARNED_PRIOR = "task2vec asym + learned prior (LOTO)"
 SHIPPED = "recommend (defaults)"  # task2vec.recommend itself, as the CLI runs it: the zoo's biases, alpha, check
 
 
@@ -132,9 +142,15 @@ class Model:
     weights: str
     head: str | None   # a file holding the source classifier (LEEP / NCE need it)
     key: str
+    arch: str = "mobilenet_v2"
+    size: int | None = None  # the input size its features are taken at (None: the zoo probe's)
 
 
-def zoo_models(zoo: Zoo) -> list[Model]:
+HEAD_KEYS = ("classifier.1", "classifier")  # the ImageNet classifier of torchvision's MobileNetV2, of timm's EfficientNets
+
+
+def zoo_models(zoo: Zoo, own_size: bool = False) -> list[Model]:
+    """The zoo's models; with ``own_size`` each at its entry's input size (its own preprocessing in any case)."""
     models = []
     for e in zoo.entries:
         where = zoo.weights(e)
@@ -142,9 +158,12 @@ def zoo_models(zoo: Zoo) -> list[Model]:
             sys.exit(f"error: zoo entry {e.id!r} has no local weights ({where.status}); run task2vec zoo build on its spec")
         weights = where.path
         run = zoo.path / "runs" / e.id / "best.pt"
-        head = str(run) if run.is_file() else (weights if "classifier.1.weight" in load_state_dict_file(weights)
-                                                else None)
-        models.append(Model(e.id, weights, head, f"{e.id}-{_file_hash(weights)}"))
+        state = load_state_dict_file(weights)
+        head = str(run) if run.is_file() else (weights if any(f"{k}.weight" in state for k in HEAD_KEYS) else None)
+        size = int(e.metadata.get("input_size") or zoo.probe["input_size"]) if own_size else zoo.probe["input_size"]
+        # features at the probe's size keep the keys of earlier caches
+        key = f"{e.id}-{_file_hash(weights)}" + ("" if size == zoo.probe["input_size"] else f"-{size}px")
+        models.append(Model(e.id, weights, head, key, e.model, size))
     return models
 
 
@@ -153,13 +172,16 @@ class Network(torch.nn.Module):
 
     def __init__(self, model: Model):
         super().__init__()
-        self.body = build_network("mobilenet_v2", model.weights, body_only=True).body
+        net = build_network(model.arch, model.weights, body_only=True)
+        self.body = net.body
+        self.config = replace(net.config, input_size=model.size or net.config.input_size)
         self.head = None
         if model.head and model.head.endswith(".pt"):
             self.head = FinetunedModel.load(model.head, device="cpu").model.classifier
-        elif model.head:  # a torchvision MobileNetV2 state dict: its classifier is classifier.1
+        elif model.head:  # an ImageNet state dict: its classifier
             state = load_state_dict_file(model.head)
-            weight, bias = state["classifier.1.weight"], state["classifier.1.bias"]
+            prefix = next(k for k in HEAD_KEYS if f"{k}.weight" in state)
+            weight, bias = state[f"{prefix}.weight"], state[f"{prefix}.bias"]
             self.head = torch.nn.Linear(weight.shape[1], weight.shape[0])
             self.head.load_state_dict({"weight": weight, "bias": bias})
         self.eval()
@@ -172,9 +194,10 @@ class Network(torch.nn.Module):
 
 # ---------------------------------------------------------------------------- cached stages
 class Bench:
-    def __init__(self, zoo: Zoo, cache: Path, data_root: Path, split_seed: int, device: torch.device):
+    def __init__(self, zoo: Zoo, cache: Path, data_root: Path, split_seed: int, device: torch.device,
+                 own_size: bool = False):
         self.zoo, self.cache, self.data_root, self.split_seed, self.device = zoo, cache, data_root, split_seed, device
-        self.models = zoo_models(zoo)
+        self.models = zoo_models(zoo, own_size)
         self.generalist = self._generalist()
         self.probe = Probe.create(zoo.probe["name"], weights=self.models[self.generalist].weights,
                                   image_size=zoo.probe["input_size"], device=str(device))
@@ -218,24 +241,30 @@ class Bench:
 
         return TargetData(t, task("train"), task("test"))
 
-    def pixels(self, task: ImageTask) -> torch.Tensor:
-        """uint8 NCHW at the probe's resolution (every zoo model shares it)."""
-        return torch.stack([self.probe.transform(load_rgb(p)) for p in task.paths])
+    def pixels(self, task: ImageTask, config=None) -> torch.Tensor:
+        """uint8 NCHW with a model's preprocessing (``config``; default the probe's)."""
+        if config is None:
+            return torch.stack([self.probe.transform(load_rgb(p)) for p in task.paths])
+        transform = eval_transform(config)
+        return torch.stack([transform(load_rgb(p)) for p in task.paths])
 
     # -------- features: (train, test) x (features, source logits), per target and model
     def features(self, t: Target, data: TargetData, images: dict[str, torch.Tensor] | None) -> dict[str, dict]:
-        out = {}
+        out, pixels = {}, {}  # pixels: by preprocessing, shared by the models that have the same
         for m in self.models:
             path = self.cache / "features" / t.key() / f"{m.key}.npz"
             if not path.is_file():
-                if images is None:
-                    images = {"train": self.pixels(data.train), "test": self.pixels(data.test)}
                 net, arrays = self.net(m), {}
+                if net.config == self.probe.config and images is not None:
+                    pixels[net.config] = images
+                if net.config not in pixels:
+                    pixels[net.config] = {"train": self.pixels(data.train, net.config),
+                                          "test": self.pixels(data.test, net.config)}
                 for part in ("train", "test"):
                     start = time.perf_counter()
                     feats, logits = [], []
-                    for batch in images[part].split(64):
-                        f, z = net(self.probe.normalize(batch))
+                    for batch in pixels[net.config][part].split(64):
+                        f, z = net(normalize_batch(batch, net.config, self.device))
                         feats.append(f.float().cpu())
                         logits.append(z.float().cpu() if z is not None else torch.zeros(len(f), 0))
                     arrays[f"{part}_features"] = torch.cat(feats).numpy().astype(np.float16)
@@ -270,7 +299,7 @@ class Bench:
                 continue
             run = self.cache / "finetune_runs" / t.key() / (m.id + suffix)
             acc, seconds = finetune_accuracy(str(self.zoo.path), m.id, data.train, data.test, epochs, seed,
-                                             self.zoo.probe["input_size"], run, str(self.device))
+                                             m.size or self.zoo.probe["input_size"], run, str(self.device))
             self.note_finetune(t, m, epochs, seed, acc, seconds)
         return np.array([_read_json(path, {})[m.key] for m in self.models])
 
@@ -308,7 +337,7 @@ class Bench:
                         if m.key not in saved:
                             run = self.cache / "finetune_runs" / t.key() / (m.id + (f"-s{seed}" if seed else ""))
                             ref = ft_task.remote(str(self.zoo.path), m.id, data.train, data.test, epochs, seed,
-                                                 self.zoo.probe["input_size"], run, "auto")
+                                                 m.size or self.zoo.probe["input_size"], run, "auto")
                             tasks[ref] = ("finetune", (t, m, seed))
             print(f"ray: {len(tasks)} tasks ({ray.cluster_resources()})", flush=True)
             for (kind, key), result, error in as_completed(ray, tasks, desc="model selection (tasks)"):
@@ -529,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-always-check", type=int, default=0, metavar="N",
                     help="store in the zoo the N entries that transfer best on average to these targets (the grid's "
                          "'broad' shortlist, fitted on every target), for recommend's check (default: 0, leave it)")
+    ap.add_argument("--own-size", action="store_true",
+                    help="take every model's features at its entry's input size (the cross-architecture setting: "
+                         "experts at the size they were trained at, generalists at their own), not the probe's")
     ap.add_argument("--write-biases", action="store_true",
                     help="fit MODEL2VEC on every target's records and store the biases in the zoo")
     args = ap.parse_args(argv)
@@ -555,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     ft_names = QUICK[:1] if args.quick else names if args.finetune_all else FINETUNE_CHECK
     ft_epochs = 1 if args.quick else args.finetune_epochs
     device = resolve_device(args.device)
-    bench = Bench(zoo, Path(args.cache), SHARED / "data", int(spec.get("split_seed", 0)), device)
+    bench = Bench(zoo, Path(args.cache), SHARED / "data", int(spec.get("split_seed", 0)), device, args.own_size)
     models, g = bench.models, bench.generalist
     print(f"{len(targets)} targets x {len(models)} models ({', '.join(m.id for m in models)}), device {device}")
     if args.ray is not None:
@@ -592,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     results["settings"] = {"zoo": str(zoo.path), "image_size": zoo.probe["input_size"], "targets": len(targets),
                            "models": [m.id for m in models], "embedding": zoo.manifest.get("embedding_settings", {}),
                            "finetune_epochs": ft_epochs, "finetune_seeds": args.finetune_seeds, "device": str(device),
-                           "alphas": list(ALPHAS),
+                           "alphas": list(ALPHAS), "own_size": args.own_size,
+                           "input_sizes": {m.id: m.size for m in models},
                            "wall_s_this_run": compute_s, "torch_threads": torch.get_num_threads()}
     out = Path(args.out + ("" if sets == ["targets"] else "_" + "_".join(sets).replace("-", "_")))
     report(results, out, targets, models, embs, bench)
@@ -643,7 +676,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         "domain embedding": -d_dom,
     }
     seconds = {"generalist": [0.0] * n_t, "domain embedding": [], "task2vec sym": [],
-               "task2vec asym (alpha LOTO)": [], "model2vec": []}
+               "task2vec asym (alpha LOTO)": [], "model2vec": [], LEARNED_PRIOR: []}
     layer_sizes = [int(layer["filters"]) for layer in embs[0].meta["layers"]] if embs[0].meta.get("layers") else None
     alpha_m2v = zoo.alpha  # fixed before looking at any target
     grid = GRID if model2vec else tuple(c for c in GRID if not c["biases"])
@@ -674,6 +707,18 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         scores[LABELS[name]] = np.array(rows)
         seconds[LABELS[name]] = secs
     scores[SHIPPED], seconds[SHIPPED] = shipped
+    for name, row in static_scores(zoo, acc).items():
+        scores[name], seconds[name] = row, [0.0] * n_t
+    # the learned prior (task2vec.qualityprior, `zoo fit-quality`): quality and size weights fitted on the
+    # other targets' ground truth, added to d_asym at the zoo's alpha, no check
+    d_zoo = -asym(zoo.alpha)
+    ti, mi = (a.ravel() for a in np.meshgrid(np.arange(n_t), np.arange(n_m), indexing="ij"))
+    learned = np.empty((n_t, n_m))
+    for i in range(n_t):
+        prior = QualityPrior().fit(d_zoo, zoo.quality_z(), zoo.size_z(), (ti, mi, 1 - acc.ravel()),
+                                   tasks=[j for j in range(n_t) if j != i] or [i])
+        learned[i] = -(d_zoo[i] - prior.quality_weight_ * zoo.quality_z() - prior.size_weight_ * zoo.size_z())
+    scores[LEARNED_PRIOR] = learned
     configs, memo = {}, {}
     for cfg in grid:
         biased = crossfit[cfg["alpha"]][2] if cfg["biases"] else None
@@ -685,6 +730,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
         emb_s = bench.timings.get(f"embed/{bench.embedding_key(t)}", np.nan)
         seconds["task2vec sym"].append(emb_s)
         seconds["task2vec asym (alpha LOTO)"].append(emb_s)
+        seconds[LEARNED_PRIOR].append(emb_s)
         if model2vec:
             seconds["model2vec"].append(emb_s)
         seconds["domain embedding"].append(bench.timings.get(f"forward/{t.key()}/{models[g].key}", np.nan))
@@ -706,9 +752,12 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
                         for i, a in zip(ft_rows, truth)]
         summary_ft[name] = {**summarise(per_ft[name]),
                             "seconds_per_target": summary.get(name, {}).get("seconds_per_target", float("nan"))}
-    paired = {"linear probe": {ref: paired_differences(per_method, ref) for ref in PAIRED_REFERENCES}}
+    # the static ranking of least regret on these very targets (chosen after scoring: in its favour)
+    best_static = min(STATIC, key=lambda n: (summary[n]["regret"], -summary[n]["weighted_tau"]))
+    refs = (*PAIRED_REFERENCES, best_static)
+    paired = {"linear probe": {ref: paired_differences(per_method, ref) for ref in refs}}
     if per_ft:
-        paired["fine-tune"] = {ref: paired_differences(per_ft, ref) for ref in PAIRED_REFERENCES}
+        paired["fine-tune"] = {ref: paired_differences(per_ft, ref) for ref in refs}
     # the noise floor: one seed's fine-tune accuracies as the score, judged against another seed's
     seed_rows = [judge(a[j], a[k]) for a in ft_acc.values() for j in range(len(a)) for k in range(len(a)) if j != k]
     if seed_rows:
@@ -729,6 +778,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
                          "best_linear": models[int(np.argmax(acc[i]))].id, "best_finetune": models[int(np.argmax(a))].id,
                          "finetune_acc": a.tolist(), "finetune_acc_seeds": seeds.tolist(), "linear_acc": acc[i].tolist()}
     return {"summary": summary, "summary_finetune": summary_ft, "finetune_targets": len(ft_rows), "paired": paired,
+            "best_static": best_static,
             "acc": acc.tolist(), "complexity": complexity_tgt.tolist(),
             "source_complexity": complexity_src.tolist(), "alpha_chosen": chosen,
             "alpha_sweep": {str(a): summarise(rows) for a, rows in sweep.items()},
@@ -739,6 +789,30 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
                                "check": CHECK, "broad": len(zoo.always_check)},
             "finetune_check": check, "picks": {name: [r["pick"] for r in rows] for name, rows in per_method.items()},
             "per_target": {name: rows for name, rows in per_method.items()}, "d_sym": d_sym.tolist()}
+
+
+STATIC = ("static: ImageNet top-1", "static: parameters", "static: always the largest",
+          "static: best architecture's generalist (LOTO)")
+
+
+def static_scores(zoo: Zoo, acc: np.ndarray) -> dict[str, np.ndarray]:
+    """The baselines that look at no target (Singh, Hess and Vanschoren, ICLR 2026): every entry ranked by the
+    ImageNet top-1 of its architecture (an expert inherits its architecture's generalist's), by parameter count,
+    always the largest model, and always the generalist of the architecture whose generalist transferred best
+    on average to the *other* targets. Ties go to the generalists (the entries with a published top-1)."""
+    n_t, n_m = acc.shape
+    top1 = {e.model: e.metadata["imagenet_top1"] for e in zoo.entries if e.metadata.get("imagenet_top1") is not None}
+    generalist = np.array([e.metadata.get("imagenet_top1") is not None for e in zoo.entries], dtype=float)
+    by_top1 = np.array([top1.get(e.model, -1.0) for e in zoo.entries]) + 1e-6 * generalist
+    by_params = np.array([e.metadata.get("params_m") or 0.0 for e in zoo.entries], dtype=float) + 1e-6 * generalist
+    largest = (by_params == by_params.max()).astype(float)
+    loto = np.zeros((n_t, n_m))
+    gens = np.flatnonzero(generalist)
+    for i in range(n_t):
+        others = [j for j in range(n_t) if j != i] or [i]
+        loto[i, gens[int(np.argmax(acc[others][:, gens].mean(0)))]] = 1.0
+    return {STATIC[0]: np.tile(by_top1, (n_t, 1)), STATIC[1]: np.tile(by_params, (n_t, 1)),
+            STATIC[2]: np.tile(largest, (n_t, 1)), STATIC[3]: loto}
 
 
 def config_name(cfg: dict) -> str:
@@ -855,7 +929,8 @@ def _spearman(a, b) -> float:
 SEED_NOISE = "fine-tune, another seed"
 LINEAR_PROBE = "linear probe (ground truth)"  # the first ground truth used as a score against the fine-tunes
 PAIRED_REFERENCES = ("task2vec sym", "LogME", "generalist", SHIPPED)  # paired.csv: every method's gain over each
-ORDER = ("oracle", "chance", "generalist", "task2vec sym", SHIPPED, "task2vec asym (alpha LOTO)",
+ORDER = ("oracle", "chance", "generalist", *STATIC, "task2vec sym", SHIPPED, "task2vec asym (alpha LOTO)",
+         LEARNED_PRIOR,
          "model2vec",
          "domain embedding", "LogME", "LEEP", "NCE")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .defaults import (EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, MODEL2VEC_L2,
-                       MODEL2VEC_PARAMETERISATIONS, PROBE, QUALITY_WEIGHT, RECOMMEND_CHECK as CHECK, RECOMMEND_K,
-                       RECOMMEND_MAX_RANK as MAX_RANK, WEIGHTS_ENV)
+                       MODEL2VEC_PARAMETERISATIONS, PROBE, QUALITY_PRIOR_GRID, QUALITY_WEIGHT,
+                       RECOMMEND_CHECK as CHECK, RECOMMEND_K, RECOMMEND_MAX_RANK as MAX_RANK, SIZE_PRIOR_GRID,
+                       WEIGHTS_ENV)
 from .cache import zoo_records
 from .cli_embed import add_embedding_args
 from .distance import ALPHA
@@ -169,20 +170,26 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
-    from .model2vec import Model2Vec, leave_one_task_out
+def _zoo_records(args: argparse.Namespace) -> tuple[Any, Path, Any]:
+    """The zoo of ``args.dir``, its records file (``--records``, else the zoo's in the per-user cache) and the records."""
     from .records import read_records
     from .zoo import Zoo
 
     zoo = Zoo.load(args.dir)
     if not len(zoo):
         raise ZooError(f"zoo {str(zoo.path)!r} is empty")
-    records = args.records if args.records is not None else zoo_records(zoo)
+    records = Path(args.records) if args.records is not None else zoo_records(zoo)
     if args.records is None and not records.is_file():
         raise RecordsError(f"zoo {str(zoo.path)!r} has no transfer records yet ({str(records)!r}): fine-tune its "
                            "entries with 'task2vec finetune DATA --model ZOO:ID', or pass --records CSV")
     like = Embedding(zoo.source[0], {"probe": zoo.probe, "method": {"name": zoo.method}})
-    rec = read_records(records, model_ids=zoo.ids, like=like)
+    return zoo, records, read_records(records, model_ids=zoo.ids, like=like)
+
+
+def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
+    from .model2vec import Model2Vec, leave_one_task_out
+
+    zoo, records, rec = _zoo_records(args)
     fit_kw = {"l2": args.l2, "parameterisation": args.parameterisation}
     held_out = leave_one_task_out(zoo.source, rec.task_vectors, rec.arrays(), zoo.t0, zoo.alpha,
                                   layer_sizes=rec.layer_sizes, **fit_kw)
@@ -198,6 +205,30 @@ def cmd_zoo_fit_model2vec(args: argparse.Namespace) -> int:
             "held_out": {k: {kk: float(vv) for kk, vv in v.items()} for k, v in held_out["summary"].items()}}
     zoo.set_log_scales(m2v.log_scales_, m2v.group_, info)
     print(f"fitted MODEL2VEC biases on all {len(rec)} records -> {zoo.path}")
+    return 0
+
+
+def cmd_zoo_fit_quality(args: argparse.Namespace) -> int:
+    from .distance import asymmetric_scores
+    from .qualityprior import QualityPrior, leave_one_task_out
+
+    zoo, records, rec = _zoo_records(args)
+    d = asymmetric_scores(zoo.model_embeddings(), rec.task_vectors, zoo.t0, zoo.alpha)
+    grids = {"quality_weights": args.quality_weights, "size_weights": args.size_weights}
+    held = leave_one_task_out(d, zoo.quality_z(), zoo.size_z(), rec.arrays(),
+                              current=(zoo.quality_weight, zoo.size_weight), **grids)
+    print(f"leave-one-task-out over {held['n_tasks']} tasks (held-out task never in the fit):")
+    print(f"{'prior':<10} {'rel. error increase':>20} {'regret':>8} {'top-1':>6} {'w. tau':>7}")
+    for method, m in held["summary"].items():
+        print(f"{method:<10} {m['relative_error_increase']:>20.3f} {m['regret']:>8.4f} {m['top1']:>6.2f} "
+              f"{m['weighted_tau']:>7.3f}")
+    prior = QualityPrior(**grids).fit(d, zoo.quality_z(), zoo.size_z(), rec.arrays())
+    info = {"records": str(records), "n_records": len(rec), "n_tasks": prior.n_tasks_, "rule": "lowest mean regret "
+            "of the pick among each task's recorded models; ties to the weaker prior", **grids,
+            "regret": prior.regret_, "held_out": held["summary"]}
+    zoo.set_prior(prior.quality_weight_, prior.size_weight_, info)
+    print(f"fitted quality weight {prior.quality_weight_:g} and size weight {prior.size_weight_:g} on all "
+          f"{len(rec)} records -> {zoo.path}")
     return 0
 
 
@@ -358,6 +389,17 @@ def add_zoo_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parameterisation", choices=MODEL2VEC_PARAMETERISATIONS, default=MODEL2VEC_PARAMETERISATIONS[0],
                    help="one bias scale per model and layer, or per model and filter")
     p.set_defaults(func=cmd_zoo_fit_model2vec)
+
+    p = zsub.add_parser("fit-quality", help="learn the ranking's ImageNet-quality and size weights from transfer records",
+                        description="Choose quality_weight and size_weight on a grid by the regret of the pick over the "
+                                    "records' tasks, print the choice's leave-one-task-out figures, and store it in the zoo.")
+    p.add_argument("dir")
+    p.add_argument("--records", metavar="CSV", help="the records (default: the zoo's in the per-user cache)")
+    p.add_argument("--quality-weights", type=number_flag(), nargs="+", default=list(QUALITY_PRIOR_GRID), metavar="W",
+                   help=f"the quality weights tried (default: {' '.join(map(str, QUALITY_PRIOR_GRID))})")
+    p.add_argument("--size-weights", type=number_flag(), nargs="+", default=list(SIZE_PRIOR_GRID), metavar="W",
+                   help=f"the size weights tried (default: {' '.join(map(str, SIZE_PRIOR_GRID))})")
+    p.set_defaults(func=cmd_zoo_fit_quality)
 
     p = sub.add_parser("recommend", help="rank a zoo's models for a dataset",
                        description="Rank the zoo's candidate backbones for a dataset (or an embedding file) by the "

@@ -34,6 +34,10 @@ EMBEDDING_DEFAULTS: Mapping[str, Any] = MappingProxyType({
 EMBEDDING_SETTINGS = ("method", "max_samples", "min_images_per_class", "max_rank", "samples_per_image", "batch_size",
                       "seed", "head_prior")
 QUALITY_WEIGHT = 0.05  # distance units per standard deviation of ImageNet top-1 across the zoo
+SIZE_WEIGHT = 0.0  # distance units per standard deviation of log parameter count across the zoo (0: no size prior)
+# The weights `zoo fit-quality` tries for the two prior terms (a grid: a handful of records cannot fit more)
+QUALITY_PRIOR_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+SIZE_PRIOR_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 RECOMMEND_K = 5  # recommendations shown
 # task2vec.recommend's defaults: the configuration benchmarks/model_selection.py picks by its stated rule
 # (GRID, REGRET_TIE there; row "recommend (defaults)"; figures in benchmarks/README.md). With the zoo's

@@ -13,6 +13,7 @@ one-line :class:`WeightsError` says how to give local weights.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import pickle
@@ -141,17 +142,78 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def find_local_weights(name: str, directory: str | os.PathLike | None = None) -> Path | None:
-    """Look in ``directory`` (default: ``$TASK2VEC_WEIGHTS``) for ``<name>*.safetensors|.pth|.pt``."""
+    """Look in ``directory`` (default: ``$TASK2VEC_WEIGHTS``) for ``<name>*.safetensors|.pth|.pt``.
+
+    A tagged or hub name (``tf_efficientnet_lite0.in1k``, ``hf-hub:timm/tf_efficientnet_lite0.in1k``)
+    is looked up as written (its last path part), then by its bare architecture name.
+    """
     directory = directory or os.environ.get(WEIGHTS_ENV)
     if not directory or not Path(directory).is_dir():
         return None
+    ident = parse_model_id(name)
+    names = [ident.hub_id.rpartition("/")[2] if ident.hub_id else name]
+    if ident.architecture and ident.tag:
+        names.append(ident.architecture.partition(".")[0])
+    for candidate in dict.fromkeys(names):
+        found = _local_file(candidate, Path(directory))
+        if found is not None:
+            return found
+    return None
+
+
+def _local_file(name: str, directory: Path) -> Path | None:
+    """``<name>*`` in ``directory``, by extension preference, an exact stem first."""
     for ext in (".safetensors", ".pth", ".pt"):
-        hits = sorted(Path(directory).glob(f"{name}*{ext}"))
+        hits = sorted(directory.glob(f"{glob.escape(name)}*{ext}"))
         # "resnet34*" must not take "resnet34d": prefer an exact stem, then a '_' or '-' separated suffix
         hits = [p for p in hits if p.stem == name or p.stem[len(name)] in "_-."]
         if hits:
             return hits[0]
     return None
+
+
+HF_HUB_PREFIX = "hf-hub:"
+TIMM_HUB_ORG = "timm"  # timm's own organisation on the hub: its model names are timm architecture names
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """A model name split into its parts: ``hf-hub:org/name`` or timm's ``architecture.tag``.
+
+    ``architecture`` is the timm or torchvision name when it is known without the hub (a plain
+    name, ``name.tag``, or ``hf-hub:timm/name.tag``), else None; ``hub_id`` is ``org/name`` for
+    hub ids. Parsing needs no network.
+    """
+
+    name: str
+    architecture: str | None
+    tag: str | None = None
+    hub_id: str | None = None
+
+
+def parse_model_id(name: str) -> ModelId:
+    """Split ``name`` (``mobilenet_v2``, ``tf_efficientnet_lite0.in1k``, ``hf-hub:org/name``); a
+    malformed hub id is a one-line :class:`ProbeError`."""
+    if not isinstance(name, str) or not name.strip():
+        raise ProbeError(f"a model name must be a non-empty string, got {name!r}")
+    if name.startswith(HF_HUB_PREFIX):
+        hub_id = name[len(HF_HUB_PREFIX):]
+        org, _, repo = hub_id.partition("/")
+        if not org or not repo or "/" in repo or any(c.isspace() for c in hub_id):
+            raise ProbeError(f"bad Hugging Face hub id {name!r}: expected hf-hub:ORG/NAME")
+        base, _, tag = repo.partition(".")
+        known = org == TIMM_HUB_ORG and _timm_name(base)
+        return ModelId(name, repo if known else None, (tag or None) if known else None, hub_id)
+    if name in TORCHVISION_PROBES:
+        return ModelId(name, name)
+    base, _, tag = name.partition(".")
+    return ModelId(name, name, tag or None) if tag and _timm_name(base) else ModelId(name, name)
+
+
+def _timm_name(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
 
 
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -185,6 +247,10 @@ def _timm_download(name: str) -> _Download:
     def fetch() -> nn.Module:
         return timm.create_model(name, pretrained=True)
 
+    if name.startswith(HF_HUB_PREFIX):
+        from huggingface_hub import constants
+
+        return _Download(fetch, f"{constants.ENDPOINT}/{name[len(HF_HUB_PREFIX):]}", hub=True)
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError:  # an unknown pretrained tag: create_model says so without a request
@@ -218,10 +284,14 @@ def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], Dat
         return builder(), strip, spec.config, download
     import timm
 
-    if not timm.is_model(name):
+    ident = parse_model_id(name)
+    if ident.hub_id is not None:
+        model = _hub_model(ident)
+    elif not timm.is_model(name):
         known = ", ".join(sorted(TORCHVISION_PROBES))
         raise ProbeError(f"unknown probe {name!r}: not a torchvision probe ({known}) nor a timm model name")
-    model = timm.create_model(name, pretrained=False)
+    else:
+        model = timm.create_model(name, pretrained=False)
     cfg = timm.data.resolve_data_config({}, model=model)
 
     def strip_timm(m: nn.Module) -> int:
@@ -237,6 +307,30 @@ def _architecture(name: str) -> tuple[nn.Module, Callable[[nn.Module], int], Dat
         crop_pct=float(cfg.get("crop_pct", 0.875)),
     )
     return model, strip_timm, config, _timm_download(name)
+
+
+def _hub_model(ident: ModelId) -> nn.Module:
+    """The random-init timm model of a hub id: from timm's registry for ``hf-hub:timm/<name>``, else
+    from the hub's ``config.json`` (its cache first; offline, a one-line WeightsError)."""
+    import timm
+
+    if ident.architecture is not None:
+        return timm.create_model(ident.architecture, pretrained=False)
+    from huggingface_hub import constants
+
+    offline = offline_reason(constants.ENDPOINT)
+    try:
+        with _hub_offline():  # the hub's cache may hold its config: no request
+            return timm.create_model(ident.name, pretrained=False)
+    except Exception as exc:
+        if offline is not None:
+            raise WeightsError(f"cannot build {ident.name!r}: its architecture is in the hub's config.json and there is "
+                               f"no download ({offline}; not in the Hugging Face cache either)") from exc
+    try:
+        return timm.create_model(ident.name, pretrained=False)
+    except Exception as exc:
+        raise WeightsError(f"cannot build {ident.name!r} from the Hugging Face hub ({type(exc).__name__}: "
+                           f"{_first_line(exc)})") from exc
 
 
 def host_reachable(host: str, port: int = 443, timeout: float = REACH_TIMEOUT) -> bool:
@@ -347,9 +441,8 @@ def known_architecture(name: str) -> bool:
     """True for a torchvision registry name or a timm model name."""
     if name in TORCHVISION_PROBES:
         return True
-    import timm
-
-    return bool(timm.is_model(name))
+    ident = parse_model_id(name)
+    return ident.hub_id is not None or _timm_name(name)
 
 
 def _body_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,6 +27,9 @@ TORCHVISION_TOP1 = {
     "densenet121": 74.434, "densenet169": 75.600, "densenet201": 76.896, "mobilenet_v2": 71.878,
     "mobilenet_v3_large": 74.042, "mnasnet1_0": 73.456, "googlenet": 69.778, "inception_v3": 77.294,
     "efficientnet_b0": 77.692,
+    # QNNPACK int8 MobileNetV2 (MobileNet_V2_QuantizedWeights.IMAGENET1K_QNNPACK_V1): ../shared's MobileNetV2 is
+    # its dequantized recovery, whose eval outputs equal the quantized model's, so this figure is the one that applies
+    "quantized_mobilenet_v2": 71.658,
 }
 
 
@@ -55,17 +58,42 @@ def read_results(path: str) -> dict[str, list[tuple[int, float, float]]]:
 
 def imagenet_top1(model: str, input_size: int | None = None, results_csv: str | os.PathLike | None = None) -> float | None:
     """Published ImageNet-1k top-1 of ``model`` (timm or torchvision name), or None when unknown."""
+    found = imagenet_top1_source(model, input_size, results_csv)
+    return None if found is None else found[0]
+
+
+def imagenet_top1_source(model: str, input_size: int | None = None,
+                         results_csv: str | os.PathLike | None = None) -> tuple[float, str] | None:
+    """(Published ImageNet-1k top-1, where it comes from) for ``model``, or None when unknown.
+
+    A timm name without a tag (``tf_efficientnet_lite0``) is looked up under timm's default
+    pretrained tag (``tf_efficientnet_lite0.in1k``), as timm itself resolves it.
+    """
     path = results_csv or default_results_csv()
     table = read_results(str(path)) if path else {}
 
-    def best(rows: list[tuple[int, float, float]]) -> float:
+    def best(name: str) -> tuple[float, str]:
+        rows = table[name]
         same = [r for r in rows if input_size is None or r[0] == input_size]
-        return max(same or rows, key=lambda r: r[1])[1]
+        size, top1, _ = max(same or rows, key=lambda r: r[1])
+        return top1, f"timm-results-imagenet.csv: {name} at {size} px"
 
     if model in table:
-        return best(table[model])
+        return best(model)
     if model in TORCHVISION_TOP1:  # torchvision's own evaluation of its own weights
-        return TORCHVISION_TOP1[model]
-    if f"{model}.tv_in1k" in table:
-        return best(table[f"{model}.tv_in1k"])
+        return TORCHVISION_TOP1[model], f"torchvision's published figure for {model}"
+    for name in (f"{model}.tv_in1k", f"{model}.{_default_tag(model)}"):
+        if name in table:
+            return best(name)
     return None
+
+
+def _default_tag(model: str) -> str | None:
+    """timm's default pretrained tag of an untagged timm name (None for others)."""
+    try:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(model) if "." not in model and timm.is_model(model) else None
+    except RuntimeError:
+        return None
+    return getattr(cfg, "tag", None)

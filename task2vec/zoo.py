@@ -19,11 +19,12 @@ removed by the next change).
 
 Ranking (lower is better), for a target task t and model embedding m_i = F_i + b_i:
 
-    score_i = d_asym(m_i -> t) - quality_weight * z_i
-            = d_sym(m_i, t) - alpha * d_sym(m_i + t0, t0) - quality_weight * z_i
+    score_i = d_asym(m_i -> t) - quality_weight * z_i - size_weight * s_i
+            = d_sym(m_i, t) - alpha * d_sym(m_i + t0, t0) - quality_weight * z_i - size_weight * s_i
 
-where z_i is the entry's ImageNet top-1 standardised over the zoo's entries that have one
-(0 for those without).
+where z_i is the entry's ImageNet top-1 and s_i its log parameter count, each standardised over
+the zoo's entries that have one (0 for those without); ``size_weight`` is 0 unless fitted
+(:mod:`task2vec.qualityprior`, ``task2vec zoo fit-quality``, which records how in ``quality_prior``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .defaults import EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, QUALITY_WEIGHT
+from .defaults import EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, QUALITY_WEIGHT, SIZE_WEIGHT
 from .distance import ALPHA, asymmetric_scores
 from .embed import Task2Vec
 from .embedding import FORMAT as EMBEDDING_FORMAT, Embedding, method_family
@@ -56,7 +57,7 @@ FORMAT = "task2vec.zoo/1"
 MANIFEST = "zoo.json"
 CHECKSUM = "manifest_sha256"  # the manifest field that holds the checksum of the rest
 MANIFEST_FIELDS = {"format", CHECKSUM, "probe", "method", "embedding_settings", "alpha", "quality_weight", "dim",
-                   "model2vec", "always_check", "entries", "arrays"}
+                   "model2vec", "always_check", "entries", "arrays", "size_weight", "quality_prior"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _ARRAYS_FILE = re.compile(r"^arrays-[0-9a-f]{16}\.npz$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -194,9 +195,12 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     if manifest.get("method") not in FISHER_METHODS:
         problems.append(f"field 'method' must be one of {', '.join(FISHER_METHODS)}, got {manifest.get('method')!r}")
     for key, check in (("embedding_settings", dict), ("model2vec", dict), ("alpha", _weight),
-                       ("quality_weight", _weight), ("dim", _count)):
+                       ("quality_weight", _weight), ("dim", _count), ("quality_prior", dict)):
         required = check is _weight
         problem = _field_problem(manifest.get(key, _MISSING if required else None), f"field {key!r}", check)
+        problems += [problem] if problem else []
+    if manifest.get("size_weight") is not None:  # optional: zoos before the size prior have none
+        problem = _field_problem(manifest["size_weight"], "field 'size_weight'", _weight)
         problems += [problem] if problem else []
     entries = manifest.get("entries")
     if not isinstance(entries, list):
@@ -506,6 +510,10 @@ class Zoo:
         return float(self.manifest["quality_weight"])
 
     @property
+    def size_weight(self) -> float:
+        return float(self.manifest.get("size_weight") or SIZE_WEIGHT)
+
+    @property
     def method(self) -> str:
         return str(self.manifest["method"])
 
@@ -727,13 +735,26 @@ class Zoo:
     # ------------------------------------------------------------------ ranking
     def quality_z(self) -> np.ndarray:
         """Standardised ImageNet top-1 per entry (0 where unknown or when fewer than two are known)."""
-        top1 = np.array([e.metadata.get("imagenet_top1") if isinstance(e.metadata.get("imagenet_top1"), (int, float))
-                         else np.nan for e in self.entries], dtype=np.float64)
-        known = ~np.isnan(top1)
-        z = np.zeros(len(top1))
-        if known.sum() >= 2 and top1[known].std() > 0:
-            z[known] = (top1[known] - top1[known].mean()) / top1[known].std()
-        return z
+        return _standardised([e.metadata.get("imagenet_top1") for e in self.entries])
+
+    def size_z(self) -> np.ndarray:
+        """Standardised log parameter count per entry (0 where unknown or when fewer than two are known)."""
+        return _standardised([np.log(e.metadata["params_m"]) if isinstance(e.metadata.get("params_m"), (int, float))
+                              and e.metadata["params_m"] > 0 else None for e in self.entries])
+
+    def prior(self, quality_weight: float | None = None, size_weight: float | None = None) -> np.ndarray:
+        """The ranking's per-entry prior term (added to d_asym; lower is better)."""
+        qw = self.quality_weight if quality_weight is None else quality_weight
+        sw = self.size_weight if size_weight is None else size_weight
+        return -qw * self.quality_z() - sw * self.size_z()
+
+    def set_prior(self, quality_weight: float, size_weight: float, info: dict[str, Any]) -> None:
+        """Store fitted prior weights with how they were fitted (``info``: records, grid, held-out figures)."""
+        for name, value in (("quality_weight", quality_weight), ("size_weight", size_weight)):
+            number(value, name, low=0, error=ZooError)
+        self.manifest.update(quality_weight=float(quality_weight), size_weight=float(size_weight), quality_prior=info)
+        self._commit(self.entries, self.source, self.bias, self.t0, dim=self.manifest.get("dim"),
+                     scales=self.scales, arrays=False)
 
     def rank(self, embedding: Embedding, k: int | None = None, *, alpha: float | None = None,
              quality_weight: float | None = None) -> list[Candidate]:
@@ -746,7 +767,7 @@ class Zoo:
         qw = number(self.quality_weight if quality_weight is None else quality_weight, "quality_weight", low=0,
                     error=ZooError)
         q = embedding.vector
-        quality = -qw * self.quality_z()
+        quality = self.prior(qw)
         # The index ranks every entry exactly (zoos up to its exhaustive size); the quality term is a
         # per-entry constant added afterwards.
         dist, idx = AsymmetricIndex(self.t0, alpha).fit(self.model_embeddings()).search(q, k=len(self))
@@ -764,6 +785,18 @@ class Zoo:
                 str(e.source.get("name", "?")), e.metadata.get("params_m"), e.metadata.get("input_size"),
                 e.metadata.get("imagenet_top1"), self.weights(e)))
         return out
+
+
+def _standardised(values: Sequence[Any]) -> np.ndarray:
+    """(x - mean) / std over the known numbers of ``values``; 0 for the others, and for all when
+    fewer than two are known or they do not vary."""
+    x = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values],
+                 dtype=np.float64)
+    known = ~np.isnan(x)
+    z = np.zeros(len(x))
+    if known.sum() >= 2 and x[known].std() > 0:
+        z[known] = (x[known] - x[known].mean()) / x[known].std()
+    return z
 
 
 def is_embedding_file(path: str | os.PathLike) -> bool:

@@ -19,8 +19,13 @@ entries:
     classes: ["0", "1", "2"]                    # optional: only these classes of the source dataset
     half: source                                # optional: only the images data.image_half puts in that half
     name: MNIST digits                          # optional source-task name
-    metadata: {imagenet_top1: 71.878, license: BSD-3-Clause}
+    metadata: {license: BSD-3-Clause}
     finetune: {epochs: 4}                       # optional: overrides of the top-level finetune settings
+  - id: lite0-generalist
+    model: tf_efficientnet_lite0
+    checkpoint: ${TASK2VEC_WEIGHTS}/tf_efficientnet_lite0_imagenet.safetensors
+    imagenet_weights: true                      # published ImageNet weights: top-1 looked up (true: the model's
+                                                # own figure; a name: that name's, e.g. quantized_mobilenet_v2)
 finetune:                        # optional: how missing expert checkpoints are trained
   from: ${TASK2VEC_SHARED}/weights/mobilenet_v2_imagenet.safetensors   # the weights fine-tuning starts from
   epochs: 3
@@ -34,7 +39,10 @@ the spec's folder, except ``checkpoint``, kept as written and relative to the zo
 :func:`task2vec.paths.weights_path_problem`).
 ``params_m`` and ``input_size`` are derived, never typed: the parameter count from the
 architecture, the input size from the ``finetune`` section's ``image_size`` for the experts
-the spec trains, else from the architecture's own data config.
+the spec trains, else from the architecture's own data config. ``imagenet_top1`` (with
+``imagenet_top1_source``) is looked up for ``pretrained`` entries and for checkpoints marked
+``imagenet_weights`` (:func:`task2vec.quality.imagenet_top1_source`); such a checkpoint is never
+trained by the spec.
 Entries already in the zoo are skipped, so an interrupted build resumes where it stopped.
 With ``ray`` (``task2vec zoo build SPEC --ray [ADDRESS]``; the ``distributed`` extra) every expert's
 training and every source embedding is a Ray task (one GPU each where the cluster has GPUs, else
@@ -65,14 +73,14 @@ from .distance import ALPHA
 from .embedding import Embedding
 from .errors import CheckpointError, FinetuneError, ProbeError, RunBusyError, ZooError
 from .paths import resolve_path, weights_path_problem
-from .probe import Probe, architecture_facts
-from .quality import imagenet_top1
+from .probe import Probe, architecture_facts, parse_model_id
+from .quality import imagenet_top1_source
 from .trivial import trivial_embedding
 from .validate import integer, number, seed as check_seed
 from .zoo import EMBEDDING_SETTINGS, QUALITY_WEIGHT, Zoo, ZooEntry
 
 ENTRY_KEYS = {"id", "model", "pretrained", "checkpoint", "source_dataset", "source_embedding", "label_column",
-              "name", "metadata", "finetune", "classes", "half"}
+              "name", "metadata", "finetune", "classes", "half", "imagenet_weights"}
 TOP_KEYS = {"zoo", "probe", "weights", "image_size", "embedding", "alpha", "quality_weight", "always_check", "entries",
             "finetune", "split_seed"}
 EMBED_KEYS = {*EMBEDDING_SETTINGS, "workers", "device", "max_bad_fraction"}
@@ -144,6 +152,10 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
             raise ZooError(f"{where}: checkpoint {e['checkpoint']!r} {problem}")
         if e.get("half") is not None and e["half"] not in ("source", "target"):
             raise ZooError(f"{where}: 'half' must be source or target, got {e['half']!r}")
+        if e.get("imagenet_weights") is not None and (not isinstance(e["imagenet_weights"], (bool, str))
+                                                      or not e.get("checkpoint")):
+            raise ZooError(f"{where}: 'imagenet_weights' (true, or the published model name whose ImageNet top-1 "
+                           f"the checkpoint carries) needs a checkpoint, got {e['imagenet_weights']!r}")
         if e.get("classes") is not None and not isinstance(e["classes"], list):
             raise ZooError(f"{where}: 'classes' must be a list of class names")
         if not isinstance(e.get("finetune") or {}, dict):
@@ -175,14 +187,16 @@ def refuse_derived(metadata: dict[str, Any], where: str) -> None:
 
 
 def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | None = None, *,
-                   pretrained: bool) -> dict[str, Any]:
+                   pretrained: bool, published: str | None = None) -> dict[str, Any]:
     """Metadata for an entry: what was given, ``params_m`` and ``input_size`` derived, and
     ImageNet top-1 from the published tables when known.
 
     ``params_m`` counts ``model`` as the library builds it, ImageNet classifier included (as
     published tables count it); ``input_size`` is the resolution the weights were trained at,
     default the architecture's own. The published top-1 describes the published weights only:
-    a checkpoint (a fine-tuned expert) gets one only when it is given.
+    a checkpoint (a fine-tuned expert) gets one only when it is given. ``published`` names the
+    published model whose figure the weights carry (default ``model``), e.g. ``quantized_mobilenet_v2``
+    for a dequantized recovery of it; ``imagenet_top1_source`` says where the figure comes from.
     """
     meta = dict(given or {})
     refuse_derived(meta, f"a {model!r} entry")
@@ -196,9 +210,9 @@ def entry_metadata(model: str, given: dict[str, Any] | None, input_size: int | N
     except ProbeError:
         raise ZooError(f"unknown model {model!r}: neither a torchvision nor a timm architecture name") from None
     if pretrained and "imagenet_top1" not in meta:
-        top1 = imagenet_top1(model, input_size)
-        if top1 is not None:
-            meta["imagenet_top1"] = top1
+        found = imagenet_top1_source(published or parse_model_id(model).architecture or model, input_size)
+        if found is not None:
+            meta["imagenet_top1"], meta["imagenet_top1_source"] = found
     meta.update(params_m=params_m, input_size=input_size or default_size)
     return meta
 
@@ -212,7 +226,7 @@ def trained_by_spec(spec: dict[str, Any], e: dict[str, Any]) -> bool:
     """Whether the spec's ``finetune`` section makes the entry's checkpoint: a local checkpoint of
     an entry with a source dataset, other than the weights fine-tuning starts from (the generalist)."""
     target = e.get("checkpoint_path")
-    if spec.get("finetune") is None or not e.get("source_dataset") or not target or "://" in target:
+    if e.get("imagenet_weights") or spec.get("finetune") is None or not e.get("source_dataset") or not target or "://" in target:
         return False
     start = finetune_settings(spec, e).get("from")
     return start is None or Path(start).resolve() != Path(target).resolve()
@@ -260,6 +274,7 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
             _build_on_ray(ray_module, zoo, spec, given, probe, runtime, train, log, progress)
         return _finish_build(zoo, spec)
     embedder = zoo.embedder(probe, progress=progress, **runtime)
+    embedded: dict[tuple, Embedding] = {}  # entries of one source task (experts of two architectures) share it
     for e in spec["entries"]:
         if train:
             _train_missing_expert(zoo.path, spec, e, log, progress)
@@ -269,9 +284,18 @@ def build_zoo(spec_path: str | os.PathLike, log: Callable[[str], None] = print, 
         if e["id"] in given:
             emb = given[e["id"]]
         else:
-            emb = embedder.embed(entry_task(spec, e), name=e.get("name") or e["id"])
+            key = _source_key(e)
+            if key not in embedded:
+                embedded[key] = embedder.embed(entry_task(spec, e), name=e.get("name") or e["id"])
+            emb = embedded[key]
         _add_entry(zoo, spec, e, emb, probe, log)
     return _finish_build(zoo, spec)
+
+
+def _source_key(e: dict[str, Any]) -> tuple:
+    """What makes an entry's source task: entries of one source (experts of two architectures) share its embedding."""
+    return (e["source_dataset"], e.get("label_column"), tuple(e.get("classes") or ()), e.get("half"),
+            e.get("name") or e["id"])
 
 
 def _add_entry(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], emb: Embedding, probe: Probe,
@@ -279,14 +303,18 @@ def _add_entry(zoo: Zoo, spec: dict[str, Any], e: dict[str, Any], emb: Embedding
     """Add a spec entry with its source embedding to the zoo (the zoo's t0 from the first one)."""
     t0 = None if zoo.t0 is not None else trivial_embedding(emb, probe)
     size = finetune_settings(spec, e).get("image_size") if trained_by_spec(spec, e) else None
+    published = e.get("imagenet_weights")
     entry = ZooEntry(e["id"], e["model"], bool(e.get("pretrained", False)), e.get("checkpoint"),
                      {"name": e["name"]} if e.get("name") else {},
-                     entry_metadata(e["model"], e.get("metadata"), size, pretrained=bool(e.get("pretrained", False))))
+                     entry_metadata(e["model"], e.get("metadata"), size,
+                                    pretrained=bool(e.get("pretrained", False) or published),
+                                    published=published if isinstance(published, str) else None))
     zoo.add(entry, emb, t0)
     log(f"{e['id']}: added ({emb.meta.get('n_images')} images, {emb.meta.get('n_classes')} classes)")
 
 
 def _finish_build(zoo: Zoo, spec: dict[str, Any]) -> Zoo:
+    """The spec's settings that apply to the whole zoo, once every entry is in."""
     if spec.get("always_check") is not None and spec["always_check"] != zoo.always_check:
         zoo.configure(always_check=spec["always_check"], always_check_fitted="the zoo's spec")
     return zoo

@@ -17,8 +17,8 @@ STAGES = {
     "embedding": ("fisher", "head", "variational", "embed", "embedding", "dsym"),
     "space": ("distance", "trivial", "taskmap"),
     "finetune": ("finetune", "runfolder", "augment", "augment_config", "mobius", "multitask", "metrics", "cam"),
-    "zoo": ("zoo", "zoospec", "resolve", "index", "model2vec", "records", "evidence", "transferability", "recommendation",
-            "cache"),
+    "zoo": ("zoo", "zoospec", "resolve", "index", "model2vec", "qualityprior", "records", "evidence", "transferability",
+            "recommendation", "cache"),
     "cli": ("cli", "cli_embed", "cli_space", "cli_zoo", "cli_finetune", "__main__", "__init__"),
 }
 # stage -> the stages it may import from (besides itself)

@@ -72,7 +72,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = {r["method"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert set(rows) == {"oracle", "chance", "generalist", "task2vec sym", "recommend (defaults)",
-                         "task2vec asym (alpha LOTO)", "model2vec", "domain embedding", "LogME", "LEEP", "NCE"}
+                         "task2vec asym (alpha LOTO)", "model2vec", "domain embedding", "LogME", "LEEP", "NCE",
+                         "static: ImageNet top-1", "static: parameters", "static: always the largest",
+                         "static: best architecture's generalist (LOTO)", "task2vec asym + learned prior (LOTO)"}
     assert float(rows["oracle"]["regret_points"]) == 0 and float(rows["oracle"]["top1"]) == 1
     for r in rows.values():
         assert 0 <= float(r["top3"]) <= 1 and float(r["regret_points"]) >= 0
@@ -86,7 +88,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert float(ft["oracle"]["regret_points"]) == 0 and float(ft["oracle"]["top1"]) == 1
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {r["ground_truth"] for r in paired} == {"linear probe", "fine-tune"}
-    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)"}
+    assert res["best_static"].startswith("static: ")  # the static ranking of least regret, a reference too
+    assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)",
+                                                res["best_static"]}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import GRID, config_name
@@ -214,3 +218,23 @@ def test_quick_benchmark_on_ray_fills_the_cache_from_tasks(tiny_zoo, shared, tmp
     for name in names:
         a, b = (Embedding.load(tmp_path / d / "embeddings" / name) for d in ("ray", "plain"))
         np.testing.assert_allclose(a.vector, b.vector, rtol=1e-6)
+
+
+def test_static_baselines_look_at_no_target_but_the_others():
+    """Experts inherit their architecture's top-1; ties go to the generalist; the best architecture's
+    generalist is chosen on the other targets only."""
+    from types import SimpleNamespace as E
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from model_selection import STATIC, static_scores
+
+    zoo = E(entries=[E(model="a", metadata={"imagenet_top1": 70.0, "params_m": 3.5}),
+                     E(model="b", metadata={"imagenet_top1": 77.0, "params_m": 6.1}),
+                     E(model="a", metadata={"params_m": 3.5}), E(model="b", metadata={"params_m": 6.1})])
+    acc = np.array([[0.9, 0.5, 0.6, 0.4], [0.8, 0.6, 0.9, 0.5], [0.5, 0.9, 0.6, 0.4]])
+    s = static_scores(zoo, acc)
+    assert set(s) == set(STATIC) and all(v.shape == acc.shape for v in s.values())
+    assert list(np.argsort(-s[STATIC[0]][0], kind="stable")) == [1, 3, 0, 2]  # b before a, generalist first
+    assert int(np.argmax(s[STATIC[1]][0])) == 1 and s[STATIC[2]][0].tolist() == [0, 1, 0, 0]
+    # on the other targets: target 0, a 0.65 < b 0.75 -> b; target 1, a 0.7 = b 0.7 -> a (first); target 2, a 0.85
+    assert [int(np.argmax(r)) for r in s[STATIC[3]]] == [1, 0, 0]

@@ -294,8 +294,13 @@ def test_params_m_and_input_size_are_derived_not_typed(tmp_path):
 
     assert entry_metadata("mobilenet_v2", {"license": "x"}, 112, pretrained=False) == \
         {"license": "x", "params_m": 3.5, "input_size": 112}
-    assert entry_metadata("resnet18", None, pretrained=True) == {"imagenet_top1": 69.758, "params_m": 11.69,
-                                                                 "input_size": 224}
+    assert entry_metadata("resnet18", None, pretrained=True) == {
+        "imagenet_top1": 69.758, "imagenet_top1_source": "torchvision's published figure for resnet18", "params_m": 11.69,
+        "input_size": 224}
+    lite = entry_metadata("tf_efficientnet_lite1", None, pretrained=True)  # timm's default tag's row of the table
+    assert lite["imagenet_top1"] == 76.674 and lite["imagenet_top1_source"].endswith("tf_efficientnet_lite1.in1k at 240 px")
+    assert entry_metadata("mobilenet_v2", None, pretrained=True, published="quantized_mobilenet_v2")["imagenet_top1"] \
+        == 71.658
     assert entry_metadata("tf_efficientnet_lite2", None, pretrained=False) == {"params_m": 6.09, "input_size": 260}
     with pytest.raises(ZooError, match="unknown model 'not-a-net'"):
         entry_metadata("not-a-net", None, pretrained=False)
