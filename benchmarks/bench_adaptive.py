@@ -15,9 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from task2vec.distance import symmetric
-from task2vec.recommendation import recommend
-from task2vec.zoo import Zoo
+from task2vec.space.distance import symmetric
+from task2vec.zoo.recommendation import recommend
+from task2vec.zoo.zoo import Zoo
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 

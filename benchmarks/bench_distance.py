@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from task2vec.distance import symmetric, symmetric_matrix
+from task2vec.space.distance import symmetric, symmetric_matrix
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ def embed_rows(args: argparse.Namespace, device: str, counts: list[int], tmp: Pa
 def ray_rows(args: argparse.Namespace, tmp: Path) -> list[dict]:
     import ray
 
-    from task2vec.zoospec import build_zoo
+    from task2vec.zoo.spec import build_zoo
 
     data = SHARED / "data"
     sources = [("ants-bees", data / "hymenoptera" / "train"), ("flowers", data / "flowers5"),

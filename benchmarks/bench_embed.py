@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from task2vec import Probe, Task2Vec
-from task2vec.fisher import FisherAccumulator, label_directions
+from task2vec.embedding.fisher import FisherAccumulator, label_directions
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 

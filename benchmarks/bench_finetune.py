@@ -25,8 +25,8 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
-from task2vec.finetune import Trainer
-from task2vec.probe import resolve_device
+from task2vec.finetune.trainer import Trainer
+from task2vec.backbones.probe import resolve_device
 
 
 def make_folder(root: Path, n: int, size: int, classes: int = 10) -> None:

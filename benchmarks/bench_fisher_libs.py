@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from task2vec import Probe
-from task2vec.fisher import FisherAccumulator, filter_count
+from task2vec.embedding.fisher import FisherAccumulator, filter_count
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 LAYER_TYPES = (nn.Conv2d, nn.Linear)

@@ -31,8 +31,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from task2vec.distance import ALPHA
-from task2vec.index import AsymmetricIndex, brute_force
+from task2vec.space.distance import ALPHA
+from task2vec.zoo.index import AsymmetricIndex, brute_force
 
 
 class SyntheticZoo:
@@ -119,9 +119,9 @@ def make_basis(dim: int, basis_dir: str | None, t0_file: str | None, seed: int):
 
 
 def _trivial(first_file: str, t0_file: str | None) -> np.ndarray:
-    """t0: ``--t0 FILE``, else the trivial task of the first real embedding (task2vec.trivial)."""
+    """t0: ``--t0 FILE``, else the trivial task of the first real embedding (task2vec.space.trivial)."""
     from task2vec import Embedding
-    from task2vec.trivial import trivial_embedding
+    from task2vec.space.trivial import trivial_embedding
 
     return Embedding.load(t0_file).vector if t0_file else trivial_embedding(Embedding.load(first_file)).vector
 
@@ -148,7 +148,7 @@ def spearman_surrogate(index, zoo, Q: np.ndarray, t0, alpha: float, m: int, seed
     """Spearman between the flat surrogate and the exact d_asym over m random zoo rows, per query."""
     from scipy.stats import spearmanr
 
-    from task2vec.distance import asymmetric_scores
+    from task2vec.space.distance import asymmetric_scores
 
     idx = np.sort(np.random.default_rng(seed).choice(len(zoo), size=min(m, len(zoo)), replace=False))
     rows = zoo[idx]
@@ -164,7 +164,7 @@ def real_leave_one_out(basis_dir: str, t0_file: str | None, alpha: float) -> str
     from scipy.stats import spearmanr
 
     from task2vec import Embedding
-    from task2vec.distance import asymmetric
+    from task2vec.space.distance import asymmetric
 
     files = sorted(glob.glob(os.path.join(basis_dir, "*.t2v.npz")))
     E = np.stack([Embedding.load(f).vector for f in files])

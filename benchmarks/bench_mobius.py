@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from task2vec.mobius import RandomMobius, sample_mobius
+from task2vec.finetune.mobius import RandomMobius, sample_mobius
 
 
 def sync(device: torch.device) -> None:

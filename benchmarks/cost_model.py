@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from task2vec.cache import user_cache_dir
+from task2vec.zoo.cache import user_cache_dir
 from task2vec.io import atomic_open
-from task2vec.transferability import logme
-from task2vec.zoo import Zoo
+from task2vec.zoo.transferability import logme
+from task2vec.zoo.zoo import Zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def median_costs(cache: Path, n_logme: int = 40) -> dict[str, float]:
 
 def ranking_seconds(zoo: Zoo, n: int, repeats: int = 5) -> float:
     """Seconds of one ``Zoo.rank``-style scoring of ``n`` entries (d_sym to the target, minus alpha x complexity)."""
-    from task2vec.distance import complexity, symmetric
+    from task2vec.space.distance import complexity, symmetric
 
     rng = np.random.default_rng(0)
     base = zoo.source

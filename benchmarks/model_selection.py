@@ -35,7 +35,7 @@ by parameter count, always the largest model, always the best architecture's gen
 intervals are given against the best of them too.
 
 Expensive results (target image lists, features, ground truth, embeddings, fine-tunes, timings)
-are cached under ``--cache`` (default ``model_selection/`` in the per-user cache, ``task2vec.cache``) keyed by target
+are cached under ``--cache`` (default ``model_selection/`` in the per-user cache, ``task2vec.zoo.cache``) keyed by target
 definition and model weights, so a second run recomputes nothing. Results go to ``--out``:
 ``summary.csv``, ``per_target.csv``, ``alpha_sweep.csv``, ``results.json``, ``fig3.png``, ``taskmap.png``.
 """
@@ -62,26 +62,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_selection_targets import (FINETUNE_CHECK, HOLDOUT, QUICK, SHIFTED, SHIFTED_HOLDOUT, TARGETS,  # noqa: E402
                                      Target, TargetData, build_target)
 
-from task2vec import distance  # noqa: E402
-from task2vec.cache import user_cache_dir  # noqa: E402
+from task2vec.space import distance  # noqa: E402
+from task2vec.zoo.cache import user_cache_dir  # noqa: E402
 from task2vec.data import ImageTask, load_rgb  # noqa: E402
 from task2vec.distributed import as_completed, ray_resources, ray_session, require_ray  # noqa: E402
 from task2vec.errors import UsageError  # noqa: E402
-from task2vec.embed import Task2Vec  # noqa: E402
-from task2vec.embedding import Embedding  # noqa: E402
-from task2vec.evidence import probe_entry, rerank  # noqa: E402
-from task2vec.finetune import FinetunedModel, Trainer  # noqa: E402
+from task2vec.embedding.embed import Task2Vec  # noqa: E402
+from task2vec.embedding.embedding import Embedding  # noqa: E402
+from task2vec.zoo.evidence import probe_entry, rerank  # noqa: E402
+from task2vec.finetune.trainer import FinetunedModel, Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
-from task2vec.model2vec import Model2Vec, scaled  # noqa: E402
-from task2vec.qualityprior import QualityPrior  # noqa: E402
-from task2vec.recommendation import CHECK, MAX_RANK, recommend  # noqa: E402
-from task2vec.augment import eval_transform  # noqa: E402
-from task2vec.resolve import resolve_model  # noqa: E402
-from task2vec.probe import Probe, build_network, load_state_dict_file, normalize_batch  # noqa: E402
-from task2vec.taskmap import draw, layout  # noqa: E402
-from task2vec.transferability import SCORES  # noqa: E402
-from task2vec.trivial import trivial_embedding  # noqa: E402
-from task2vec.zoo import Zoo  # noqa: E402
+from task2vec.zoo.model2vec import Model2Vec, scaled  # noqa: E402
+from task2vec.zoo.qualityprior import QualityPrior  # noqa: E402
+from task2vec.zoo.recommendation import CHECK, MAX_RANK, recommend  # noqa: E402
+from task2vec.finetune.augment import eval_transform  # noqa: E402
+from task2vec.zoo.resolve import resolve_model  # noqa: E402
+from task2vec.backbones.probe import Probe, build_network, load_state_dict_file, normalize_batch  # noqa: E402
+from task2vec.space.taskmap import draw, layout  # noqa: E402
+from task2vec.zoo.transferability import SCORES  # noqa: E402
+from task2vec.space.trivial import trivial_embedding  # noqa: E402
+from task2vec.zoo.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", ROOT.parent / "shared"))
@@ -395,7 +395,7 @@ class Bench:
 
     def source_domains(self, spec: dict) -> np.ndarray:
         """Domain embedding of every zoo model's source task: mean probe features over source images."""
-        from task2vec.zoospec import entry_task
+        from task2vec.zoo.spec import entry_task
 
         path = self.cache / "source_domains" / f"{self.zoo.manifest.get('arrays', 'zoo')}.npz"
         if path.is_file():
@@ -570,8 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as exc:
             sys.exit(f"error: {exc}")
 
-    from task2vec.probe import resolve_device
-    from task2vec.zoospec import read_spec
+    from task2vec.backbones.probe import resolve_device
+    from task2vec.zoo.spec import read_spec
 
     zoo = Zoo.load(args.zoo)
     spec = read_spec(args.spec or Path(args.zoo) / "spec.yaml")
@@ -653,7 +653,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     n_t, n_m = acc.shape
     d_sym = distance.symmetric_matrix(F, X).T                     # (targets, models)
     complexity_src = distance.complexity(F, t0)                   # (models,)
-    # each target against the trivial task of its own size (task2vec.trivial)
+    # each target against the trivial task of its own size (task2vec.space.trivial)
     complexity_tgt = np.array([distance.complexity(e, trivial_embedding(e, bench.probe)) for e in embs])
     dom_t = np.stack([e.domain_mean for e in embs])
     d_dom = 1 - (dom_t / np.linalg.norm(dom_t, axis=1, keepdims=True)) @ (
@@ -709,7 +709,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     scores[SHIPPED], seconds[SHIPPED] = shipped
     for name, row in static_scores(zoo, acc).items():
         scores[name], seconds[name] = row, [0.0] * n_t
-    # the learned prior (task2vec.qualityprior, `zoo fit-quality`): quality and size weights fitted on the
+    # the learned prior (task2vec.zoo.qualityprior, `zoo fit-quality`): quality and size weights fitted on the
     # other targets' ground truth, added to d_asym at the zoo's alpha, no check
     d_zoo = -asym(zoo.alpha)
     ti, mi = (a.ravel() for a in np.meshgrid(np.arange(n_t), np.arange(n_m), indexing="ij"))
@@ -841,7 +841,7 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, embs: list[Emb
     The zoo's score d_sym(m_i, t) - alpha * d_sym(m_i + t0, t0) with m_i the source embedding, or
     its MODEL2VEC-biased version ``biased`` (targets x models x D, cross-fitted); then the first
     ``check`` picks, the generalist (the probe's entry) and the first ``broad`` of :func:`broad_entries`
-    re-ranked by LogME, as :class:`task2vec.evidence.EvidenceCheck` does. The cost per target is the
+    re-ranked by LogME, as :class:`task2vec.zoo.evidence.EvidenceCheck` does. The cost per target is the
     embedding, one forward pass per checked entry other than the generalist (the probe's features come
     with the embedding) and the LogME scores (measured once per target and entry: ``memo``).
     """

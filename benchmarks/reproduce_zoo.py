@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from task2vec.zoospec import build_zoo
-from task2vec.zoo import Zoo
+from task2vec.zoo.spec import build_zoo
+from task2vec.zoo.zoo import Zoo
 
 
 def compare(committed: Zoo, fresh: Zoo, only: list[str] | None = None) -> list[dict[str, object]]:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from task2vec.augment import preset
-from task2vec.finetune import fit
-from task2vec.metrics import mean_std
+from task2vec.finetune.augment import preset
+from task2vec.finetune.trainer import fit
+from task2vec.finetune.metrics import mean_std
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.safetensors"

@@ -25,10 +25,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from task2vec import Embedding, Probe, Task2Vec
-from task2vec import taskmap
+from task2vec.space import taskmap
 from task2vec.data import ImageTask, balanced_indices, load_rgb, load_task
-from task2vec.distance import complexity, pairwise
-from task2vec.trivial import trivial_embedding
+from task2vec.space.distance import complexity, pairwise
+from task2vec.space.trivial import trivial_embedding
 
 SHARED = Path(os.environ.get("TASK2VEC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "data"

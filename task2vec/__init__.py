@@ -13,15 +13,15 @@ from .version import __version__
 
 # public name -> the submodule that defines it
 _LAZY = {
-    "Task2Vec": "embed",
-    "Probe": "probe",
-    "Embedding": "embedding",
-    "check_compatible": "embedding",
+    "Task2Vec": "embedding.embed",
+    "Probe": "backbones.probe",
+    "Embedding": "embedding.embedding",
+    "check_compatible": "embedding.embedding",
     "METHODS": "defaults",
-    "symmetric": "dsym",
-    "Zoo": "zoo",
-    "recommend": "recommendation",
-    "Recommendation": "recommendation",
+    "symmetric": "embedding.dsym",
+    "Zoo": "zoo.zoo",
+    "recommend": "zoo.recommendation",
+    "Recommendation": "zoo.recommendation",
     **dict.fromkeys(
         ("Task2VecError", "DatasetError", "ImageError", "WeightsError", "ProbeError", "EmbeddingFileError",
          "IncompatibleEmbeddingsError", "OutputPathError", "ZooError", "RecordsError", "SearchIndexError",

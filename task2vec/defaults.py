@@ -1,7 +1,7 @@
 """Names and default values shared by the library and its command line, importing nothing heavy.
 
 The CLI's parsers show these (``task2vec --help``) without loading torch; the modules that use
-them (:mod:`task2vec.probe`, :mod:`task2vec.embed`, :mod:`task2vec.zoo`, :mod:`task2vec.finetune`,
+them (:mod:`task2vec.backbones.probe`, :mod:`task2vec.embedding.embed`, :mod:`task2vec.zoo.zoo`, :mod:`task2vec.finetune.trainer`,
 ...) import them from here, so every value has one source.
 """
 
@@ -16,10 +16,10 @@ OFFLINE_ENV = "TASK2VEC_OFFLINE"  # set (1, true, yes, on): no download is attem
 # Images refused before decoding (task2vec.data.load_rgb), so no pipeline's resize can exhaust memory:
 MAX_IMAGE_PIXELS = 89_478_485  # width x height; PIL's own default bomb limit, without changing PIL's global
 MAX_IMAGE_ASPECT = 32  # long side / short side: a shorter-side resize to S then holds at most 32 * S**2 pixels
-PROBE = "mobilenet_v2"  # the default probe network (task2vec.probe.Probe.create)
-LABEL_METHODS = ("exact", "montecarlo", "empirical")  # Fisher expectations over labels (task2vec.fisher)
+PROBE = "mobilenet_v2"  # the default probe network (task2vec.backbones.probe.Probe.create)
+LABEL_METHODS = ("exact", "montecarlo", "empirical")  # Fisher expectations over labels (task2vec.embedding.fisher)
 METHODS = LABEL_METHODS + ("variational",)  # every Task2Vec method
-BETA = 1e-2  # weight of the variational KL term; task2vec.trivial converts Fisher embeddings to posteriors with it
+BETA = 1e-2  # weight of the variational KL term; task2vec.space.trivial converts Fisher embeddings to posteriors with it
 
 # Task2Vec's constructor defaults for the settings the CLI exposes.
 EMBEDDING_DEFAULTS: Mapping[str, Any] = MappingProxyType({
@@ -49,7 +49,7 @@ MODEL2VEC_PARAMETERISATIONS = ("layer", "filter")  # one log-scale per model and
 
 FREEZE_HELP = "none | body | until:<module> (train only what comes after that block of the body)"
 BALANCE = ("none", "sampler", "loss-weights")
-# Fine-tuning's defaults (task2vec.finetune.Trainer and fit) for the settings the CLI exposes.
+# Fine-tuning's defaults (task2vec.finetune.trainer.Trainer and fit) for the settings the CLI exposes.
 FINETUNE_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "model": "mobilenet_v2", "dropout": 0.0, "epochs": 15, "batch_size": 32, "lr": 1e-3, "body_lr": 0.1,
     "weight_decay": 0.05, "warmup_epochs": 1.0, "label_smoothing": 0.1, "grad_clip": 1.0, "patience": 5,

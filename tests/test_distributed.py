@@ -110,7 +110,7 @@ def test_torchrun_finetune_rank0_writes_and_resume_continues(shared, tmp_path, o
         import json, sys
         import numpy as np
         from task2vec.distributed import init_from_env, rank
-        from task2vec.finetune import DistributedWeightedSampler, Trainer
+        from task2vec.finetune.trainer import DistributedWeightedSampler, Trainer
 
         def stop(epoch, row):
             sys.exit(0)  # as if killed between epochs, on every rank
@@ -153,7 +153,7 @@ def test_torchrun_finetune_rank0_writes_and_resume_continues(shared, tmp_path, o
 def test_torchrun_finetune_reaches_the_single_process_accuracy(shared, tmp_path, one_torch_thread):
     """Ants vs bees (244 train / 153 val images) at 96 px, 3 epochs, global batch 16: 2 gloo processes of 8
     images each reach the validation accuracy of one process of 16 within 1 point (measured: 0.8954 vs 0.8889)."""
-    from task2vec.finetune import Trainer
+    from task2vec.finetune.trainer import Trainer
 
     data = shared / "data" / "hymenoptera"
     settings = ["--epochs", "3", "--batch-size", "16", "--image-size", "96", "--no-records", "--device", "cpu"]

@@ -25,15 +25,15 @@ from PIL import Image
 
 from task2vec import (Embedding, EmbeddingFileError, FinetuneError, Probe, ProbeError, SettingError, Task2Vec,
                       WeightsError, Zoo, ZooError)
-from task2vec.augment_config import AugmentConfig
-from task2vec.cli import main
-from task2vec.distance import pairwise
-from task2vec.finetune import Trainer
-from task2vec.probe import load_state_dict_file
-from task2vec.taskmap import layout
-from task2vec.trivial import trivial_embedding
-from task2vec.zoo import MANIFEST, ZooEntry
-from task2vec.zoospec import entry_metadata
+from task2vec.finetune.augment_config import AugmentConfig
+from task2vec.cli.main import main
+from task2vec.space.distance import pairwise
+from task2vec.finetune.trainer import Trainer
+from task2vec.backbones.probe import load_state_dict_file
+from task2vec.space.taskmap import layout
+from task2vec.space.trivial import trivial_embedding
+from task2vec.zoo.zoo import MANIFEST, ZooEntry
+from task2vec.zoo.spec import entry_metadata
 
 from conftest import WEIGHTS
 
@@ -528,8 +528,10 @@ OUTPUTS = [  # (id, argv writing {dest}<suffix>, the suffix of the file that exi
 
 @pytest.mark.parametrize("argv, suffix", [pytest.param(a, s, id=i) for i, a, s in OUTPUTS])
 def test_an_existing_output_is_refused_at_once_unless_forced(world, tmp_path, capsys, monkeypatch, argv, suffix):
-    from task2vec import data, recommendation, taskmap
-    from task2vec.finetune import FinetunedModel
+    from task2vec import data
+    from task2vec.zoo import recommendation
+    from task2vec.space import taskmap
+    from task2vec.finetune.trainer import FinetunedModel
 
     paths = {"root": world.root, "data": world.data, "good": world.good, "zoo": world.zoo, "run": world.run,
              "image": world.image, "dest": tmp_path / "out"}

@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 
 from task2vec import Probe, Task2Vec, Zoo
-from task2vec.cli import main
-from task2vec.trivial import trivial_embedding
-from task2vec.zoo import ZooEntry
+from task2vec.cli.main import main
+from task2vec.space.trivial import trivial_embedding
+from task2vec.zoo.zoo import ZooEntry
 
 from conftest import WEIGHTS
 
@@ -189,7 +189,7 @@ def photos(tmp_path_factory, shared) -> Path:
 def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_result(photos, tmp_path):
     """From any kill point (before the run folder, before the first checkpoint, mid-epoch, in the final
     report) `finetune --resume` finishes the run bit-identical to an uninterrupted one."""
-    from task2vec.finetune import FinetunedModel, load_checkpoint
+    from task2vec.finetune.trainer import FinetunedModel, load_checkpoint
 
     argv = ["finetune", photos, "--model", "mobilenet_v2", "--weights", WEIGHTS, "--image-size", "32", "--epochs", "4",
             "--batch-size", "8", "--no-records", "--quiet", "--device", "cpu"]
