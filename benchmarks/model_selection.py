@@ -70,7 +70,8 @@ from task2vec.errors import UsageError  # noqa: E402
 from task2vec.embedding.embed import Task2Vec  # noqa: E402
 from task2vec.embedding.embedding import Embedding  # noqa: E402
 from task2vec.zoo.evidence import probe_entry, rerank  # noqa: E402
-from task2vec.finetune.trainer import FinetunedModel, Trainer  # noqa: E402
+from task2vec.finetune.inference import FinetunedModel  # noqa: E402
+from task2vec.finetune.trainer import Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
 from task2vec.zoo.model2vec import Model2Vec, scaled  # noqa: E402
 from task2vec.zoo.qualityprior import QualityPrior  # noqa: E402

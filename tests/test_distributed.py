@@ -110,7 +110,8 @@ def test_torchrun_finetune_rank0_writes_and_resume_continues(shared, tmp_path, o
         import json, sys
         import numpy as np
         from task2vec.distributed import init_from_env, rank
-        from task2vec.finetune.trainer import DistributedWeightedSampler, Trainer
+        from task2vec.finetune.loaders import DistributedWeightedSampler
+        from task2vec.finetune.trainer import Trainer
 
         def stop(epoch, row):
             sys.exit(0)  # as if killed between epochs, on every rank

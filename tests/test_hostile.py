@@ -531,7 +531,7 @@ def test_an_existing_output_is_refused_at_once_unless_forced(world, tmp_path, ca
     from task2vec import data
     from task2vec.zoo import recommendation
     from task2vec.space import taskmap
-    from task2vec.finetune.trainer import FinetunedModel
+    from task2vec.finetune.inference import FinetunedModel
 
     paths = {"root": world.root, "data": world.data, "good": world.good, "zoo": world.zoo, "run": world.run,
              "image": world.image, "dest": tmp_path / "out"}

@@ -189,7 +189,8 @@ def photos(tmp_path_factory, shared) -> Path:
 def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_result(photos, tmp_path):
     """From any kill point (before the run folder, before the first checkpoint, mid-epoch, in the final
     report) `finetune --resume` finishes the run bit-identical to an uninterrupted one."""
-    from task2vec.finetune.trainer import FinetunedModel, load_checkpoint
+    from task2vec.finetune.inference import FinetunedModel
+    from task2vec.finetune.checkpoint import load_checkpoint
 
     argv = ["finetune", photos, "--model", "mobilenet_v2", "--weights", WEIGHTS, "--image-size", "32", "--epochs", "4",
             "--batch-size", "8", "--no-records", "--quiet", "--device", "cpu"]

@@ -141,7 +141,7 @@ def _images(paths: list[str]) -> list:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..finetune.trainer import FinetunedModel
+    from ..finetune.inference import FinetunedModel
 
     if args.json:
         check_writable(args.json, overwrite=args.force)
@@ -160,7 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_cam(args: argparse.Namespace) -> int:
     from ..finetune import cam as cam_mod
-    from ..finetune.trainer import FinetunedModel
+    from ..finetune.inference import FinetunedModel
 
     check_writable(args.output, overwrite=args.force)
     model = FinetunedModel.load(args.checkpoint, device=args.device)

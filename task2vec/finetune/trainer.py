@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import inspect
-import io
 import json
 import math
 import os
@@ -41,65 +40,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics as metrics_mod
-from .augment import AugmentConfig, BatchMix, Mixed, eval_transform, preset, train_transform
-from ..defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP, PREDICT_TOPK
-from ..data import SPLIT_NAMES, IndexedSubset, ImageTask, SkipBadCollate, as_task, balanced_indices, report_bad
+from .augment import AugmentConfig, BatchMix, Mixed, preset
+from ..defaults import BALANCE, FINETUNE_DEFAULTS as _D, FREEZE_HELP
+from ..data import ImageTask, as_task, balanced_indices
 from ..distributed import active, all_reduce_sum, barrier, decide, is_main, rank, world_size
-from ..errors import CheckpointError, FinetuneError
+from ..errors import FinetuneError
 from . import runfolder
 from ..io import atomic_open
 from .mobius import RandomMobius
-from ..backbones.models import (ModelChoice, architecture_choice, create_body, data_config_dict, data_config_from_dict,
-                     new_classifier, with_weights)
+from ..backbones.models import (ModelChoice, architecture_choice, create_body, data_config_dict, new_classifier, with_weights)
 from .multitask import AuxHeads, AuxLabels, Groups, MultiTaskModel, load_aux_labels, load_groups, superclass_loss
-from ..backbones.probe import DataConfig, build_network, normalize_batch, resolve_device
+from ..backbones.probe import DataConfig, resolve_device
 from ..validate import integer, number, seed as check_seed
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .inference import autocast_for, predict_logits
+from .loaders import RunLoaders, split_task
 
-CHECKPOINT_FORMAT = "task2vec.finetune/1"
 OVERFIT_STEPS_PER_EPOCH = 10
-CACHE_BYTES = 2 << 30  # decoded training images are kept in memory up to about this size
 # where the training resolution comes from (config.json's "input_size_from"): explicit, the entry's, the architecture's
 INPUT_SIZE_FROM = {"image_size": "image_size given", "entry": "the input size of entry {choice.model_id}",
                    "architecture": "the default of {choice.arch}"}
 
 
 # ---------------------------------------------------------------------------- splits
-def split_task(task: ImageTask, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Indices of the train / val / test images.
-
-    A tree with ``train/`` and ``val/`` (and ``test/``) folders keeps its split; ``train/``
-    alone is split into train/val, stratified and seeded; anything else (no folders, or
-    ``val/`` + ``test/`` without ``train/``) is split as a whole into train/val.
-    """
-    n = len(task)
-    folder = np.array([""] * n, dtype=object)
-    if isinstance(task, ImageTask):
-        for i, rel in enumerate(task.relative_paths()):
-            head = rel.split("/", 1)[0].lower()
-            folder[i] = {"valid": "val", "validation": "val"}.get(head, head) if head in SPLIT_NAMES else ""
-    has = {s: np.flatnonzero(folder == s) for s in ("train", "val", "test")}
-    if len(has["train"]) and len(has["val"]):
-        return {"train": has["train"], "val": has["val"], "test": has["test"]}
-    pool = has["train"] if len(has["train"]) else np.arange(n)
-    test = has["test"] if len(has["train"]) else np.array([], dtype=np.int64)
-    train, val = stratified_split(np.asarray(task.labels)[pool], val_fraction, seed)
-    return {"train": pool[train], "val": pool[val], "test": test}
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions for train and val: per class, round(fraction * n) images (at least 1 when n >= 2) go to val.
-
-    Kept over sklearn's train_test_split(stratify=), which sizes val over the whole set and refuses one-image classes.
-    """
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(val_fraction * len(idx)))
-        k = min(max(k, 1), len(idx) - 1) if len(idx) >= 2 else 0
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 # ---------------------------------------------------------------------------- freezing
@@ -328,7 +291,7 @@ class Trainer:
                 _write_split(run_dir / "split.csv", task, splits)
 
             aug = self.augment_config()
-            loaders = _Loaders(task, splits, data_cfg, aug, self.batch_size // world_size(), self.workers, self.balance,
+            loaders = RunLoaders(task, splits, data_cfg, aug, self.batch_size // world_size(), self.workers, self.balance,
                                device, self.max_bad_fraction, self.seed)
             if not state["stopped"]:
                 self._train(model, loaders, optimizer, scheduler, device, state, run_dir, choice, classes, config,
@@ -336,7 +299,7 @@ class Trainer:
             barrier()  # rank 0 has written best.pt
             return self._finish(model, loaders, device, state, run_dir, classes, splits, t_start)
 
-    def _train(self, model: MultiTaskModel, loaders: "_Loaders", optimizer, scheduler, device: torch.device,
+    def _train(self, model: MultiTaskModel, loaders: "RunLoaders", optimizer, scheduler, device: torch.device,
                state: dict[str, Any], run_dir: Path, choice: ModelChoice, classes: list[str], config: dict[str, Any],
                data_cfg: DataConfig, aux: AuxLabels | None, groups: Groups | None,
                on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> None:
@@ -396,7 +359,7 @@ class Trainer:
             if state["stopped"]:
                 break
 
-    def _finish(self, model: MultiTaskModel, loaders: "_Loaders", device: torch.device, state: dict[str, Any],
+    def _finish(self, model: MultiTaskModel, loaders: "RunLoaders", device: torch.device, state: dict[str, Any],
                 run_dir: Path, classes: list[str], splits: dict[str, np.ndarray], t_start: float) -> FitResult:
         """Evaluate the best checkpoint on val (and test): confusion matrices and ``report.json``."""
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model_state"])
@@ -461,7 +424,7 @@ class Trainer:
         return torch.optim.AdamW([g for g in groups if g["lr"] > 0], lr=self.lr)
 
     def _train_epoch(self, model: MultiTaskModel, step: Callable[[torch.Tensor], tuple[torch.Tensor, dict]],
-                     loaders: "_Loaders", optimizer, scheduler, device: torch.device,
+                     loaders: "RunLoaders", optimizer, scheduler, device: torch.device,
                      rng: np.random.Generator, mobius: RandomMobius | None, mixer: BatchMix,
                      class_weights: torch.Tensor | None, smoothing: float, aux: AuxLabels | None,
                      groups: Groups | None, epoch: int, epoch_seed: int) -> dict[str, Any]:
@@ -470,7 +433,7 @@ class Trainer:
         model.train()
         if not (self.random_init if self.train_bn is None else self.train_bn):
             _set_bn_eval(model)
-        autocast = _autocast(device, self.amp)
+        autocast = autocast_for(device, self.amp)
         loader = loaders.train_loader(epoch_seed, self.overfit_batch > 0, epoch)
         total, n_seen, n_correct, n_scored, t0 = 0.0, 0, 0, 0, time.perf_counter()
         parts: dict[str, float] = {}
@@ -587,110 +550,6 @@ def _result_from_report(run_dir: Path) -> FitResult:
 
 
 # ---------------------------------------------------------------------------- data loading
-class _Shrunk(torch.utils.data.Dataset):
-    """``task[i]`` decoded once and kept in memory, shrunk so its shorter side is at most ``side`` pixels.
-
-    Decoding and resizing a large photo costs more than a training step of a small model;
-    augmentation then works on the small copy (``side`` leaves room for zoomed crops).
-    """
-
-    def __init__(self, task: Any, side: int):
-        self.task, self.side, self.memo = task, side, {}
-        self.classes, self.labels = task.classes, task.labels
-
-    def __len__(self) -> int:
-        return len(self.task)
-
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        if i not in self.memo:
-            image, label = self.task[i]
-            if image is not None and min(image.size) > self.side:
-                w, h = image.size
-                scale = self.side / min(w, h)
-                image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=3, reducing_gap=3.0)
-            self.memo[i] = (image, label)
-        return self.memo[i]
-
-
-class _Loaders:
-    """The run's DataLoaders over one task, its split, the transforms and the bad-image tally."""
-
-    def __init__(self, task: Any, splits: dict[str, np.ndarray], config: DataConfig, aug: AugmentConfig,
-                 batch_size: int, workers: int, balance: str, device: torch.device, max_bad_fraction: float,
-                 seed: int = 0):
-        side = 2 * config.input_size
-        small = len(task) * 4 * side * side <= CACHE_BYTES  # estimated bytes of the shrunk RGB copies
-        self.source, self.task = task, (_Shrunk(task, side) if isinstance(task, ImageTask) and small else task)
-        self.splits, self.config, self.batch_size = splits, config, batch_size
-        self.workers, self.balance, self.device, self.max_bad_fraction = workers, balance, device, max_bad_fraction
-        self.train_tf, self.eval_tf = train_transform(config, aug), eval_transform(config)
-        self.bad: set[int] = set()
-        self.seed = seed  # the distributed samplers' (each epoch re-seeds them through set_epoch)
-
-    def _loader(self, indices: np.ndarray, transform, **kw) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            IndexedSubset(self.task, indices, transform), batch_size=self.batch_size, num_workers=self.workers,
-            collate_fn=SkipBadCollate(), pin_memory=self.device.type == "cuda",
-            persistent_workers=False, **kw)
-
-    def train_loader(self, seed: int, overfit: bool, epoch: int = 0) -> torch.utils.data.DataLoader:
-        """The epoch's training batches (``batch_size`` is this rank's share of the global batch in a group)."""
-        idx = self.splits["train"]
-        g = torch.Generator().manual_seed(seed)
-        if active():
-            if self.balance == "sampler" and not overfit:
-                labels = np.asarray(self.task.labels)[idx]
-                sampler = DistributedWeightedSampler(1.0 / np.bincount(labels)[labels], seed=self.seed)
-            else:
-                sampler = torch.utils.data.DistributedSampler(range(len(idx)), shuffle=not overfit, seed=self.seed)
-            sampler.set_epoch(epoch)
-            return self._loader(idx, self.eval_tf if overfit else self.train_tf, sampler=sampler, generator=g)
-        if overfit:
-            return self._loader(idx, self.eval_tf, shuffle=False)
-        if self.balance == "sampler":
-            labels = np.asarray(self.task.labels)[idx]
-            counts = np.bincount(labels)
-            weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-            sampler = torch.utils.data.WeightedRandomSampler(weights, len(idx), replacement=True, generator=g)
-            return self._loader(idx, self.train_tf, sampler=sampler, generator=g)
-        return self._loader(idx, self.train_tf, shuffle=True, generator=g)
-
-    def eval_loader(self, split: str) -> torch.utils.data.DataLoader:
-        # a generator of its own for the worker seed each pass draws, which would come from the caller's RNG
-        return self._loader(self.splits[split], self.eval_tf, shuffle=False, generator=torch.Generator())
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize_batch(images, self.config, self.device)
-
-    def note_bad(self, bad: list[int]) -> None:
-        self.bad.update(bad)
-
-    def check_bad(self) -> None:
-        report_bad(self.source, sorted(self.bad), len(self.splits["train"]), self.max_bad_fraction)
-        self.bad.clear()
-
-
-class DistributedWeightedSampler(torch.utils.data.Sampler[int]):
-    """``WeightedRandomSampler`` (with replacement, one epoch of ``len(weights)`` draws) dealt over the ranks:
-    every rank draws the same epoch from ``(seed, epoch)`` and takes every W-th draw from its rank on, so the
-    ranks together see one class-balanced epoch. Written here: torch has no distributed weighted sampler."""
-
-    def __init__(self, weights: np.ndarray, *, seed: int = 0):
-        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        self.seed, self.epoch = seed, 0
-        self.num_samples = math.ceil(len(self.weights) / world_size())  # per rank; the draws are padded to W of these
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw epoch ``epoch``'s sample (the same on every rank)."""
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        draws = torch.multinomial(self.weights, self.num_samples * world_size(), replacement=True, generator=g)
-        return iter(draws[rank()::world_size()].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 def _train_step(model: MultiTaskModel, device: torch.device) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict]]:
@@ -711,24 +570,6 @@ class _ForwardTrain(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.model.forward_train(x)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader: torch.utils.data.DataLoader, normalize: Callable[[torch.Tensor], torch.Tensor],
-                   device: torch.device, amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Main-head logits (float32) and labels over a loader of uint8 batches, in eval mode."""
-    model.eval()
-    autocast = _autocast(device, amp)
-    outs, labels_all = [], []
-    for images, labels, _, _ in loader:
-        if images is None:
-            continue
-        with autocast:
-            outs.append(model(normalize(images)).float().cpu())
-        labels_all.append(labels)
-    if not outs:
-        raise FinetuneError("no readable image to evaluate")
-    return torch.cat(outs).numpy(), torch.cat(labels_all).numpy()
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -771,51 +612,7 @@ def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _autocast(device: torch.device, amp: bool) -> torch.autocast:
-    """bf16 autocast on CUDA when ``amp``; a no-op elsewhere."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and amp)
-
-
 # ---------------------------------------------------------------------------- files
-def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (plain tensors and containers only)."""
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a task2vec fine-tuning checkpoint with ``weights_only=True``; anything else is a CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, or a pickle with code in it
-        raise CheckpointError(f"{str(path)!r} is not a task2vec checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a task2vec fine-tuning checkpoint (no {CHECKPOINT_FORMAT!r} format)")
-    return ckpt
-
-
-def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Write the body of a fine-tuned model as ``.safetensors`` (the architecture's own key names).
-
-    This is what a zoo entry's ``checkpoint`` holds: :func:`task2vec.backbones.models.create_body` loads it
-    into the same architecture, with a new classifier for the next task.
-    """
-    from safetensors.torch import save
-
-    ckpt = load_checkpoint(checkpoint)
-    body = {k[len("body."):]: v.contiguous() for k, v in ckpt["model_state"].items() if k.startswith("body.")}
-    if not body:
-        raise CheckpointError(f"{str(checkpoint)!r} holds no body weights")
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        f.write(save(body, metadata={"format": "task2vec.body/1", "arch": str(ckpt["arch"]),
-                                     "classes": json.dumps(ckpt["classes"])}))
-    return path
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -876,44 +673,3 @@ def _write_summary_csv(path: Path, summary: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- using a trained model
-class FinetunedModel:
-    """A trained classifier loaded from ``best.pt``/``last.pt``: ``model`` (eval mode), ``classes``,
-    ``config`` (preprocessing); ``predict`` gives the top-k classes of images."""
-
-    def __init__(self, model: nn.Module, classes: list[str], config: DataConfig, arch: str, device: torch.device):
-        self.model, self.classes, self.config, self.arch, self.device = model, classes, config, arch, device
-        self.transform = eval_transform(config)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> "FinetunedModel":
-        ckpt = load_checkpoint(path)
-        config = data_config_from_dict(ckpt.get("data_config"), f"checkpoint {str(path)!r}: data_config")
-        device_ = resolve_device(device)
-        try:
-            net = build_network(ckpt["arch"], random_init=True)
-            classes = [str(c) for c in ckpt["classes"]]
-            state = {k: v for k, v in ckpt["model_state"].items() if not k.startswith("aux_heads.")}
-            dropout = float(ckpt["config"]["params"].get("dropout", 0.0))
-            model = MultiTaskModel(net.body, new_classifier(net.feature_dim, len(classes), dropout), None)
-            model.load_state_dict(state)
-        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{str(path)!r} does not hold a usable model ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-        return cls(model.eval().to(device_), classes, config, str(ckpt["arch"]), device_)
-
-    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
-        """PIL images -> a normalised float batch on the model's device."""
-        return normalize_batch(torch.stack([self.transform(im) for im in images]), self.config, self.device)
-
-    @torch.no_grad()
-    def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
-        """Class probabilities (N x C) for PIL images."""
-        return torch.softmax(self.model(self.preprocess(images)).float(), dim=1).cpu().numpy()
-
-    def predict(self, images: Sequence[Any], topk: int = PREDICT_TOPK) -> list[list[tuple[str, float]]]:
-        """The ``topk`` most probable classes of each image, with their probabilities."""
-        if topk < 1:
-            raise FinetuneError(f"topk must be >= 1, got {topk}")
-        probs = self.predict_proba(images)
-        k = min(topk, len(self.classes))
-        return [[(self.classes[j], float(p[j])) for j in np.argsort(-p, kind="stable")[:k]] for p in probs]

@@ -53,7 +53,7 @@ with its entry id while the others go on; the build then fails naming them. The 
 the datasets) must be on a filesystem every node sees.
 With a ``finetune`` section, an entry whose ``checkpoint`` file is missing is trained first
 (:func:`task2vec.finetune.trainer.fit` on its source dataset, run kept in ``<zoo>/runs/<id>/``, body
-exported with :func:`task2vec.finetune.trainer.export_weights`); a clone that has the manifest but
+exported with :func:`task2vec.finetune.checkpoint.export_weights`); a clone that has the manifest but
 not the weights gets them back with the same command.
 """
 
@@ -408,7 +408,8 @@ def _train_missing_expert(zoo_dir: Path, spec: dict[str, Any], e: dict[str, Any]
     """Fine-tune an entry whose checkpoint is missing, when the spec says how."""
     if not trained_by_spec(spec, e) or Path(e["checkpoint_path"]).is_file():
         return
-    from ..finetune.trainer import Trainer, export_weights, fit
+    from ..finetune.trainer import Trainer, fit
+    from ..finetune.checkpoint import export_weights
     from ..finetune.runfolder import has_checkpoint
 
     target = Path(e["checkpoint_path"])

@@ -149,7 +149,7 @@ def test_build_from_spec_is_resumable(shared, tmp_path, capsys):
 def test_build_trains_missing_experts_and_finetune_starts_from_a_zoo_entry(shared, tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
 
-    from task2vec.finetune.trainer import load_checkpoint
+    from task2vec.finetune.checkpoint import load_checkpoint
 
     spec = {
         "zoo": "z", "probe": "mobilenet_v2", "weights": str(WEIGHTS), "image_size": 64,

@@ -20,8 +20,10 @@ from task2vec.zoo.cache import user_cache_dir, zoo_key, zoo_records
 from task2vec.cli.main import main
 from task2vec.data import load_task
 from task2vec.errors import CheckpointError, FinetuneError, RecordsError, RunBusyError
-from task2vec.finetune.trainer import (FinetunedModel, Trainer, balanced_class_weights, fit,
-                               freeze_body, load_checkpoint, split_task, stratified_split, warmup_cosine)
+from task2vec.finetune.inference import FinetunedModel
+from task2vec.finetune.trainer import Trainer, balanced_class_weights, fit, freeze_body, warmup_cosine
+from task2vec.finetune.checkpoint import load_checkpoint
+from task2vec.finetune.loaders import split_task, stratified_split
 from task2vec.zoo.records import append_transfer_record, read_records
 from task2vec.zoo.resolve import resolve_model
 from task2vec.backbones.probe import build_network
@@ -372,6 +374,7 @@ def test_repeats_report_mean_and_std_and_records_feed_model2vec(colours, tmp_pat
 # ---------------------------------------------------------------- the real thing: small_books, CLI
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="needs ../shared")
 def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys, monkeypatch):
+    import task2vec.finetune.loaders as loaders_mod
     import task2vec.finetune.trainer as finetune_mod
 
     data = SHARED / "data" / "small_books"
@@ -386,7 +389,7 @@ def test_cli_finetune_predict_cam_on_small_books(tmp_path, capsys, monkeypatch):
         used["class_weights"] = balanced_class_weights(labels, n_classes)
         return used["class_weights"]
 
-    monkeypatch.setattr(finetune_mod, "train_transform", spy_transform)
+    monkeypatch.setattr(loaders_mod, "train_transform", spy_transform)
     monkeypatch.setattr(finetune_mod, "balanced_class_weights", spy_weights)
     rc = main(["finetune", str(data), "-o", str(run), "--weights", str(WEIGHTS), "--image-size", "64",
                "--epochs", "2", "--augment", "strong", "--balance", "loss-weights", "--quiet", "--device", "cpu"])
