@@ -7,6 +7,7 @@ Each test launches ``python -m torch.distributed.run --nproc-per-node 2`` on a s
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -128,9 +129,9 @@ def test_torchrun_finetune_rank0_writes_and_resume_continues(shared, tmp_path, o
     first = torchrun([str(script)], tmp_path)
     assert first.stdout.count("epoch 1/2 ") == 1  # one rank prints
     # the class-balancing sampler: the ranks deal one epoch of weighted draws between them
-    draws = dict(sorted((d["rank"], d["draws"]) for d in (json.loads(line.split(" ", 1)[1])
-                                                          for line in first.stdout.splitlines()
-                                                          if line.startswith("SAMPLER "))))
+    # (the two ranks print to one pipe: their lines may run together, so the objects are found by pattern)
+    draws = dict(sorted((d["rank"], d["draws"]) for d in (json.loads(m) for m in
+                                                          re.findall(r"SAMPLER (\{[^{}]*\})", first.stdout))))
     weights = torch.tensor([1 / 9] * 9 + [1 / 3] * 3, dtype=torch.float64)
     epoch = torch.multinomial(weights, 12, replacement=True, generator=torch.Generator().manual_seed(5 * 100_003 + 2))
     assert draws[0] == epoch[0::2].tolist() and draws[1] == epoch[1::2].tolist()
