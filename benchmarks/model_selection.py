@@ -75,7 +75,7 @@ from task2vec.finetune.trainer import Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
 from task2vec.zoo.model2vec import Model2Vec, scaled  # noqa: E402
 from task2vec.zoo.qualityprior import QualityPrior  # noqa: E402
-from task2vec.zoo.recommendation import CHECK, MAX_RANK, recommend  # noqa: E402
+from task2vec.zoo.recommendation import CHECK, FISHER_IMAGES, MAX_RANK, recommend  # noqa: E402
 from task2vec.finetune.augment import eval_transform  # noqa: E402
 from task2vec.zoo.resolve import resolve_model  # noqa: E402
 from task2vec.backbones.probe import Probe, build_network, load_state_dict_file, normalize_batch  # noqa: E402
@@ -91,20 +91,29 @@ CS = np.logspace(-3, 2, 6)  # inverse regularisation strengths tried by the grou
 SOURCE_DOMAIN_IMAGES = 300
 LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE"}
 FAST_SETTINGS = {"max_rank": 1}  # the targets embedded with only the leading Fisher direction of the logits
+# Since issue 18's cost bar: the target's Fisher over only its first N drawn images, class-balanced (the head
+# still on every drawn image), Task2Vec(fisher_images=N); None: all of them.
+FISHER_CAPS = (None, 32, 16)
+# The target embeddings the grid ranks with: (max_rank, fisher_images).
+VARIANTS = tuple((r, f) for r in (1, 16) for f in FISHER_CAPS)
 # The configurations `task2vec recommend` could ship: target max_rank, alpha, MODEL2VEC biases (cross-fitted
 # over the targets' folds, so no target's biases saw it), how many first picks the check scores, and how many
 # "broad" entries it always scores besides (the entries that transfer best on average to the *other* targets,
 # leave-one-target-out: issue 18's shortlist that a look-alike source cannot crowd out).
-GRID = tuple({"max_rank": r, "alpha": a, "biases": b, "check": c, "broad": w}
-             for r in (1, 16) for a in (0.0, 0.15, 0.5) for b in (False, True) for c in (0, 1, 2, 3)
+GRID = tuple({"max_rank": r, "fisher_images": f, "alpha": a, "biases": b, "check": c, "broad": w}
+             for r, f in VARIANTS for a in (0.0, 0.15, 0.5) for b in (False, True) for c in (0, 1, 2, 3)
              for w in ((0,) if c == 0 else (0, 2)))
 # How the shipped defaults are chosen, written down before the grid was scored: on the targets of the run
 # (the 41 TARGETS; since issue 18, TARGETS with the 26 SHIFTED ones: `--set targets families`), the lowest
 # mean regret against the linear probe; configurations within REGRET_TIE points of it tie, and among those the
 # cheapest wins (max_rank 1 before 16, fewer scored entries (check + broad) first), then the lower relative
 # error, then no biases, then the smaller alpha. HOLDOUT and SHIFTED_HOLDOUT confirm the choice; they do not
-# make it.
+# make it. Since issue 18's cost bar (written down before the capped embeddings were scored): only the
+# configurations whose mean seconds per target are at most COST_BAR times LogME's over the whole zoo (measured
+# in the same run) compete, and among equally tied ones the smaller Fisher cap is cheaper (after max_rank 1);
+# when none is that cheap, all compete.
 REGRET_TIE = 0.1
+COST_BAR = 0.5
 SETS = {"targets": TARGETS, "holdout": HOLDOUT, "families": SHIFTED, "families-holdout": SHIFTED_HOLDOUT}
 LEARNED_PRIOR = "task2vec asym + learned prior (LOTO)"
 SHIPPED = "recommend (defaults)"  # task2vec.recommend itself, as the CLI runs it: the zoo's biases, alpha, check
@@ -326,7 +335,7 @@ class Bench:
             tasks = {}
             for t in targets:
                 data = self.target(t)
-                for overrides in ({}, FAST_SETTINGS):
+                for overrides in map(variant_overrides, VARIANTS):
                     key = self.embedding_key(t, **overrides)
                     if not (self.cache / "embeddings" / f"{key}.t2v.npz").is_file():
                         tasks[embed_task.remote(str(self.zoo.path), weights, overrides, data.train, t.name)] = ("embed", key)
@@ -378,14 +387,15 @@ class Bench:
         zoo, ids = self.zoo, self.zoo.ids
         settings = [zoo.manifest.get("arrays"), zoo.alpha, zoo.quality_weight, zoo.manifest.get("embedding_settings"),
                     CHECK, MAX_RANK]
-        key = _hash(settings + [zoo.always_check] if zoo.always_check else settings)  # earlier keys kept
+        settings += [zoo.always_check] if zoo.always_check else []
+        key = _hash(settings + [FISHER_IMAGES] if FISHER_IMAGES is not None else settings)  # earlier keys kept
         rows, secs = [], []
         for t, data in zip(targets, datas):
             path = self.cache / "recommend" / f"{t.key()}-{key}.json"
             saved = _read_json(path, None)
             if saved is None:
                 rec = recommend(data.train, zoo, k=len(zoo), weights=self.models[self.generalist].weights,
-                                device=str(self.device))
+                                device=str(self.device))  # every default: check, max_rank, fisher_images
                 saved = {"order": [c.id for c in rec.candidates], "seconds": rec.seconds}
                 _write_json(path, saved)
             row = np.empty(len(ids))
@@ -562,6 +572,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--own-size", action="store_true",
                     help="take every model's features at its entry's input size (the cross-architecture setting: "
                          "experts at the size they were trained at, generalists at their own), not the probe's")
+    ap.add_argument("--fisher-caps", nargs="+", default=list(FISHER_CAPS), metavar="N",
+                    type=lambda s: None if s.lower() == "none" else int(s),
+                    help="the targets' Fisher image caps the grid tries, 'none' for every image "
+                         f"(default: {' '.join(str(f).lower() for f in FISHER_CAPS)})")
     ap.add_argument("--write-biases", action="store_true",
                     help="fit MODEL2VEC on every target's records and store the biases in the zoo")
     args = ap.parse_args(argv)
@@ -595,15 +609,17 @@ def main(argv: list[str] | None = None) -> int:
         bench.prefetch_on_ray(args.ray, targets, [] if args.no_finetune else ft_names, ft_epochs, args.finetune_seeds)
 
     start_all = time.perf_counter()
-    acc, ft_acc, embs, fast_embs, feats_train, labels, sizes, datas = [], {}, [], [], [], [], [], []
+    acc, ft_acc, feats_train, labels, sizes, datas = [], {}, [], [], [], []
+    caps = list(dict.fromkeys([None, *args.fisher_caps]))  # every image always: the zoo's own settings
+    variants: dict[tuple, list[Embedding]] = {v: [] for v in VARIANTS if v[1] in caps}
     for n, t in enumerate(targets):
         t1 = time.perf_counter()
         data = bench.target(t)
         datas.append(data)
         feats = bench.features(t, data, None)
         acc.append(bench.linear_probe(t, data, feats))
-        embs.append(bench.embedding(t, data))
-        fast_embs.append(bench.embedding(t, data, **FAST_SETTINGS))
+        for v in variants:
+            variants[v].append(bench.embedding(t, data, **variant_overrides(v)))
         labels.append(data.train.labels)
         sizes.append([len(data.train), len(data.test)])
         feats_train.append({m.id: {"features": feats[m.id]["train_features"], "logits": feats[m.id]["train_logits"]}
@@ -616,10 +632,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(data.test)} test, best {models[best].id} {acc[-1][best]:.3f}, generalist {acc[-1][g]:.3f} "
               f"({time.perf_counter() - t1:.0f} s)", flush=True)
     acc = np.array(acc)
+    embs = variants[16, None]  # the zoo's own settings: every method that ranks by the embedding alone
     compute_s = time.perf_counter() - start_all
     domains = bench.source_domains(spec)
     shipped = bench.shipped(targets, datas)
-    results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc, fast_embs, shipped,
+    results = evaluate(bench, targets, acc, embs, feats_train, labels, domains, ft_acc, variants, shipped,
                        args.m2v_folds, args.m2v_iter, model2vec=not args.no_model2vec)
     results["sizes"] = sizes
     results["settings"] = {"zoo": str(zoo.path), "image_size": zoo.probe["input_size"], "targets": len(targets),
@@ -639,14 +656,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Embedding], feats: list[dict],
              labels: list[np.ndarray], domains: np.ndarray, ft_acc: dict[str, np.ndarray],
-             fast_embs: list[Embedding], shipped: tuple[np.ndarray, list[float]], m2v_folds: int = 5,
+             variants: dict[tuple, list[Embedding]], shipped: tuple[np.ndarray, list[float]], m2v_folds: int = 5,
              m2v_iter: int = 50, model2vec: bool = True) -> dict:
     """Scores of every method for every target, judged against the ground truth ``acc`` (targets x models).
 
     ``ft_acc`` maps target names to fine-tune accuracies (seeds x models): every method is judged
-    against their mean as well. ``fast_embs`` are the targets embedded with ``max_rank=1`` (only the
-    leading direction of the logits' Fisher, one backward pass per batch whatever the number of
-    classes), scored against the same source embeddings. ``shipped``: the scores and seconds of
+    against their mean as well. ``variants`` are the targets embedded as each of :data:`VARIANTS`
+    (``max_rank=1``: only the leading direction of the logits' Fisher, one backward pass per batch
+    whatever the number of classes; ``fisher_images``: the Fisher over that many images), scored
+    against the same source embeddings. ``shipped``: the scores and seconds of
     ``task2vec.recommend`` with its defaults (:meth:`Bench.shipped`).
     """
     zoo, models, g = bench.zoo, bench.models, bench.generalist
@@ -680,7 +698,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
                "task2vec asym (alpha LOTO)": [], "model2vec": [], LEARNED_PRIOR: []}
     layer_sizes = [int(layer["filters"]) for layer in embs[0].meta["layers"]] if embs[0].meta.get("layers") else None
     alpha_m2v = zoo.alpha  # fixed before looking at any target
-    grid = GRID if model2vec else tuple(c for c in GRID if not c["biases"])
+    grid = tuple(c for c in GRID if (model2vec or not c["biases"]) and (c["max_rank"], c["fisher_images"]) in variants)
     crossfit = {a: model2vec_crossfit(bench, targets, acc, X, a, layer_sizes, m2v_folds, m2v_iter)
                 for a in sorted({alpha_m2v, *(c["alpha"] for c in grid if c["biases"])})} if model2vec else {}
     fit_s = []
@@ -723,7 +741,7 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
     configs, memo = {}, {}
     for cfg in grid:
         biased = crossfit[cfg["alpha"]][2] if cfg["biases"] else None
-        cfg_scores, cfg_s = config_scores(bench, targets, cfg, embs, fast_embs, biased, feats, labels, acc, memo)
+        cfg_scores, cfg_s = config_scores(bench, targets, cfg, variants, biased, feats, labels, acc, memo)
         rows = [judge(cfg_scores[i], acc[i]) for i in range(n_t)]
         configs[config_name(cfg)] = {**cfg, **summarise(rows), "seconds_per_target": float(np.nanmean(cfg_s)),
                                      "picks": [r["pick"] for r in rows]}
@@ -785,8 +803,9 @@ def evaluate(bench: Bench, targets: list[Target], acc: np.ndarray, embs: list[Em
             "alpha_sweep": {str(a): summarise(rows) for a, rows in sweep.items()},
             "model2vec_fit_s": float(np.mean(fit_s)) if fit_s else None, "model2vec_folds": len(fit_s),
             "model2vec_alpha": alpha_m2v, "correlations": complexity, "configs": configs,
-            "chosen_config": choose_config(configs),
-            "shipped_config": {"max_rank": MAX_RANK, "alpha": zoo.alpha, "biases": bool(zoo.manifest.get("model2vec")),
+            "chosen_config": choose_config(configs, float(np.nanmean(seconds["LogME"]))),
+            "shipped_config": {"max_rank": MAX_RANK, "fisher_images": FISHER_IMAGES, "alpha": zoo.alpha,
+                               "biases": bool(zoo.manifest.get("model2vec")),
                                "check": CHECK, "broad": len(zoo.always_check)},
             "finetune_check": check, "picks": {name: [r["pick"] for r in rows] for name, rows in per_method.items()},
             "per_target": {name: rows for name, rows in per_method.items()}, "d_sym": d_sym.tolist()}
@@ -817,7 +836,9 @@ def static_scores(zoo: Zoo, acc: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def config_name(cfg: dict) -> str:
-    return (f"max_rank {cfg['max_rank']}, alpha {cfg['alpha']:g}, " + ("MODEL2VEC" if cfg["biases"] else "no biases")
+    return (f"max_rank {cfg['max_rank']}, "
+            + (f"Fisher on {cfg['fisher_images']} images, " if cfg.get("fisher_images") is not None else "")
+            + f"alpha {cfg['alpha']:g}, " + ("MODEL2VEC" if cfg["biases"] else "no biases")
             + (f", check {cfg['check']}" if cfg["check"] else ", no check")
             + (f" + {cfg['broad']} broad" if cfg.get("broad") else ""))
 
@@ -834,7 +855,7 @@ def broad_entries(acc: np.ndarray, exclude: int, leave_out: int | None = None) -
     return [int(k) for k in np.argsort(-mean, kind="stable") if k != exclude]
 
 
-def config_scores(bench: Bench, targets: list[Target], cfg: dict, embs: list[Embedding], fast_embs: list[Embedding],
+def config_scores(bench: Bench, targets: list[Target], cfg: dict, variants: dict[tuple, list[Embedding]],
                   biased: np.ndarray, feats: list[dict], labels: list[np.ndarray], acc: np.ndarray,
                   memo: dict) -> tuple[np.ndarray, list[float]]:
     """Scores (higher is better) of one :data:`GRID` configuration, as ``recommend`` would rank.
@@ -847,13 +868,14 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, embs: list[Emb
     with the embedding) and the LogME scores (measured once per target and entry: ``memo``).
     """
     zoo, models, g = bench.zoo, bench.models, bench.generalist
-    use = fast_embs if cfg["max_rank"] == 1 else embs
+    variant = (cfg["max_rank"], cfg.get("fisher_images"))
+    use = variants[variant]
     rows, secs = [], []
     for i, t in enumerate(targets):
         m = biased[i] if cfg["biases"] else zoo.source
         score = distance.asymmetric_scores(m, use[i].vector[None], zoo.t0, cfg["alpha"])[0]
         order = [int(k) for k in np.argsort(score, kind="stable")]
-        overrides = FAST_SETTINGS if cfg["max_rank"] == 1 else {}
+        overrides = variant_overrides(variant)
         s = bench.timings.get(f"embed/{bench.embedding_key(t, **overrides)}", np.nan)
         evidence = {}
         broad = broad_entries(acc, g, leave_out=i)[:cfg.get("broad", 0)]
@@ -872,11 +894,22 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, embs: list[Emb
     return np.array(rows), secs
 
 
-def choose_config(configs: dict[str, dict]) -> str:
-    """The configuration :data:`REGRET_TIE`'s rule picks (see the comment above :data:`GRID`)."""
+def variant_overrides(variant: tuple) -> dict:
+    """The Task2Vec overrides of a (max_rank, fisher_images) target embedding ({}: the zoo's own, cache keys kept)."""
+    max_rank, fisher_images = variant
+    return {**(FAST_SETTINGS if max_rank == 1 else {}),
+            **({} if fisher_images is None else {"fisher_images": fisher_images})}
+
+
+def choose_config(configs: dict[str, dict], logme_seconds: float) -> str:
+    """The configuration :data:`REGRET_TIE`'s rule picks among those within :data:`COST_BAR` of LogME's
+    ``logme_seconds`` per target (all, when none is) (see the comment above :data:`GRID`)."""
+    cheap = {n: c for n, c in configs.items() if c["seconds_per_target"] <= COST_BAR * logme_seconds}
+    configs = cheap or configs
     best = min(c["regret"] for c in configs.values())
     tied = [name for name, c in configs.items() if c["regret"] <= best + REGRET_TIE]
-    return min(tied, key=lambda n: (configs[n]["max_rank"] != 1, configs[n]["check"] + configs[n].get("broad", 0),
+    return min(tied, key=lambda n: (configs[n]["max_rank"] != 1, configs[n].get("fisher_images") or np.inf,
+                                    configs[n]["check"] + configs[n].get("broad", 0),
                                     configs[n]["relative_error_increase"], configs[n]["biases"], configs[n]["alpha"]))
 
 
@@ -964,10 +997,10 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
     configs, chosen = results["configs"], results["chosen_config"]
     with atomic_open(out / "configs.csv", "w") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["config", "max_rank", "alpha", "biases", "check", "broad", *MEASURES, "seconds_per_target",
-                    "chosen"])
+        w.writerow(["config", "max_rank", "fisher_images", "alpha", "biases", "check", "broad", *MEASURES,
+                    "seconds_per_target", "chosen"])
         for name, c in configs.items():
-            w.writerow([name, c["max_rank"], c["alpha"], c["biases"], c["check"], c["broad"]]
+            w.writerow([name, c["max_rank"], c.get("fisher_images") or "", c["alpha"], c["biases"], c["check"], c["broad"]]
                        + [f"{c[k]:.4g}" for k in MEASURES]
                        + [f"{c['seconds_per_target']:.4g}", name == chosen])
     print(f"configurations of recommend (MODEL2VEC cross-fitted), by the linear probe; the rule picks: {chosen}")

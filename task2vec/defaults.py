@@ -29,6 +29,9 @@ EMBEDDING_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     # Adaptive stopping (off by default: not yet measured on the model-selection benchmark): the Fisher pass
     # stops at the first round of round_images images after which the half-split noise is below noise_target.
     "noise_target": None, "round_images": 256,
+    # The Fisher pass over only the first N drawn images (a class-balanced prefix; the head still sees every drawn
+    # image): the cost knob of a target's embedding. None: every drawn image.
+    "fisher_images": None,
 })
 # The Task2Vec settings a zoo records for its sources; targets are embedded with the same ones.
 EMBEDDING_SETTINGS = ("method", "max_samples", "min_images_per_class", "max_rank", "samples_per_image", "batch_size",
@@ -44,6 +47,7 @@ RECOMMEND_K = 5  # recommendations shown
 # alpha (zoo/demo: 0.5, the same rule's choice) and no MODEL2VEC biases.
 RECOMMEND_CHECK = 1  # the first pick re-ranked by LogME with the probe's own entry
 RECOMMEND_MAX_RANK = EMBEDDING_DEFAULTS["max_rank"]  # the target's Fisher at the zoo's usual rank (16)
+RECOMMEND_FISHER_IMAGES = EMBEDDING_DEFAULTS["fisher_images"]  # the target's Fisher over every drawn image
 MODEL2VEC_L2 = 0.1  # pull of the MODEL2VEC log-scales toward 0
 MODEL2VEC_PARAMETERISATIONS = ("layer", "filter")  # one log-scale per model and layer (the default), or per filter
 

@@ -63,6 +63,9 @@ def add_embedding_args(p: argparse.ArgumentParser, probe_flags: bool = True, zoo
                                              "unset: every drawn image"))
     g.add_argument("--round-images", type=integer_flag(), metavar="N",
                    **setting("round_images", "adaptive stopping: images per round, one class at a time in turn"))
+    g.add_argument("--fisher-images", type=integer_flag(low=2), metavar="N",
+                   **setting("fisher_images", "the Fisher pass over only the first N drawn images, one class at a time "
+                                              "in turn (the head still sees every drawn image); unset: all of them"))
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     g.add_argument("--seed", type=seed_flag(), metavar="S",
                    **setting("seed", "random seed of the image sample and the montecarlo labels"
@@ -92,7 +95,8 @@ def embedder_from_args(args: argparse.Namespace, probe: Probe) -> Task2Vec:
                     min_images_per_class=args.min_images_per_class, max_rank=args.max_rank,
                     samples_per_image=args.samples_per_image, batch_size=args.batch_size, seed=args.seed,
                     head_prior=args.head_prior, noise_target=args.noise_target, round_images=args.round_images,
-                    workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet)
+                    fisher_images=args.fisher_images, workers=args.workers, max_bad_fraction=args.max_bad_fraction,
+                    progress=not args.quiet)
 
 
 def _default_output(dataset: str) -> Path:

@@ -64,6 +64,7 @@ def _record_target(args: argparse.Namespace, choice: ModelChoice) -> tuple[Path 
                                       quiet=args.quiet, label_column=args.label_column,
                                       noise_target=EMBEDDING_DEFAULTS["noise_target"],
                                       round_images=EMBEDDING_DEFAULTS["round_images"],
+                                      fisher_images=EMBEDDING_DEFAULTS["fisher_images"],
                                       **{k: None for k in ZOO_EMBEDDING_FLAGS})
         try:
             emb, _ = embed_for_zoo(zoo, settings, args.dataset, name=Path(args.dataset).name)

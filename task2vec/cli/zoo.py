@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..defaults import (EMBEDDING_DEFAULTS, EMBEDDING_SETTINGS, LABEL_METHODS as FISHER_METHODS, MODEL2VEC_L2,
                        MODEL2VEC_PARAMETERISATIONS, PROBE, QUALITY_PRIOR_GRID, QUALITY_WEIGHT,
-                       RECOMMEND_CHECK as CHECK, RECOMMEND_K, RECOMMEND_MAX_RANK as MAX_RANK, SIZE_PRIOR_GRID,
+                       RECOMMEND_CHECK as CHECK, RECOMMEND_FISHER_IMAGES as FISHER_IMAGES, RECOMMEND_K,
+                       RECOMMEND_MAX_RANK as MAX_RANK, SIZE_PRIOR_GRID,
                        WEIGHTS_ENV)
 from ..zoo.cache import zoo_records
 from .embed import add_embedding_args
@@ -39,7 +40,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def zoo_embedder(zoo: Zoo, args: argparse.Namespace, probe: Probe) -> Task2Vec:
     """Task2Vec with the flags given, else the zoo's settings, else the defaults."""
     return zoo.embedder(probe, workers=args.workers, max_bad_fraction=args.max_bad_fraction, progress=not args.quiet,
-                        noise_target=args.noise_target, round_images=args.round_images, **given_settings(args))
+                        noise_target=args.noise_target, round_images=args.round_images,
+                        fisher_images=args.fisher_images, **given_settings(args))
 
 
 def embed_for_zoo(zoo: Zoo, args: argparse.Namespace, dataset: str, name: str | None = None) -> tuple[Embedding, Probe | None]:
@@ -241,7 +243,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     rec = recommend(args.dataset, args.zoo, k=args.k, check=args.check, alpha=args.alpha,
                     quality_weight=args.quality_weight, weights=args.weights, device=args.device,
                     label_column=args.label_column, progress=not args.quiet, workers=args.workers,
-                    max_bad_fraction=args.max_bad_fraction, **flags)
+                    max_bad_fraction=args.max_bad_fraction, fisher_images=args.fisher_images, **flags)
     print(format_recommendation(rec))
     if args.json:
         rec.save(args.json)
@@ -417,6 +419,6 @@ def add_zoo_parsers(sub: argparse._SubParsersAction) -> None:
                         "the dataset (one forward pass each; entries whose weights are not here are skipped with a "
                         "warning) and re-rank them, with the zoo's entry that is the probe (free), by LogME; 0: no "
                         "check (default: %(default)s, the benchmark's best)")
-    embedding_flags(p, max_rank=MAX_RANK)
+    embedding_flags(p, max_rank=MAX_RANK, fisher_images=FISHER_IMAGES)
     p.set_defaults(func=cmd_recommend)
 

@@ -48,6 +48,9 @@ class Task2Vec:
         half-split noise (the d_sym between the two class-balanced halves' embeddings) is below
         it, or at the cap. The head is still fitted on every drawn image. The images used and the
         reason for stopping are in ``meta["fisher_images"]`` and ``meta["fisher_stop"]``.
+      fisher_images: the Fisher pass over only the first N drawn images, taken one class at a time
+        in turn (so class-balanced), while the head is fitted on every drawn image: the Fisher is
+        the embedding's cost, the head's features are one forward pass. None (default): all of them.
     Inside an initialised ``torch.distributed`` group (``torchrun``; :mod:`task2vec.distributed`)
     each rank reads whole batches of the sample, dealt round-robin; the features are all-gathered
     into the single process's order, rank 0 fits the head and broadcasts it, and the per-filter
@@ -69,7 +72,8 @@ class Task2Vec:
                  workers: int = _D["workers"], max_bad_fraction: float = _D["max_bad_fraction"],
                  cache_bytes: int = 2 << 30, beta: float = BETA, prior_scale: float = 1.0,
                  variational_epochs: int = 10, noise_target: float | None = _D["noise_target"],
-                 round_images: int = _D["round_images"], progress: bool = True):
+                 round_images: int = _D["round_images"], fisher_images: int | None = _D["fisher_images"],
+                 progress: bool = True):
         if method not in METHODS:
             raise ProbeError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
         for name, value, low in (("max_samples", max_samples, 2), ("min_images_per_class", min_images_per_class, 1),
@@ -94,6 +98,11 @@ class Task2Vec:
             if method == "variational":
                 raise ProbeError("noise_target (adaptive stopping) needs a per-sample Fisher method, not 'variational'")
         self.noise_target, self.round_images = noise_target, round_images
+        if fisher_images is not None:
+            integer(fisher_images, "fisher_images", low=2, error=ProbeError)
+            if method == "variational":
+                raise ProbeError("fisher_images needs a per-sample Fisher method, not 'variational'")
+        self.fisher_images = fisher_images
         self.progress = progress
 
     # ------------------------------------------------------------------ helpers
@@ -110,6 +119,8 @@ class Task2Vec:
             s.update(beta=self.beta, prior_scale=self.prior_scale, epochs=self.variational_epochs)
         if self.noise_target is not None:
             s.update(noise_target=self.noise_target, round_images=self.round_images)
+        if self.fisher_images is not None:
+            s["fisher_images"] = self.fisher_images
         return s
 
     def _autocast(self):
@@ -127,10 +138,12 @@ class Task2Vec:
         task = as_task(data, label_column=label_column)
         n_draw = max(self.max_samples, self.min_images_per_class * len(task.classes))
         indices = balanced_indices(task.labels, n_draw, self.seed)
-        if self.noise_target is not None:  # any prefix class-balanced: the Fisher pass may stop after any round
+        if self.noise_target is not None or self.fisher_images is not None:
+            # any prefix class-balanced: the Fisher pass may stop after any round, or at fisher_images
             indices = indices[interleave_classes(task.labels[indices])]
         halves = half_split(task.labels[indices])
         group_of = dict(zip(indices.tolist(), halves.tolist()))
+        position = {int(i): p for p, i in enumerate(indices)}
         batch_of = {int(i): p // self.batch_size for p, i in enumerate(indices)}  # the batch a single process forms
         probe = self.probe
         mine = indices[shard_batches(len(indices), self.batch_size)]  # this rank's whole batches (all of them alone)
@@ -184,7 +197,6 @@ class Task2Vec:
         read_all = all_gather_rows(torch.cat(read) if feats else torch.zeros(0, dtype=torch.long))
         if not len(y):
             raise DatasetError("no readable images in the dataset")
-        position = {int(i): p for p, i in enumerate(indices)}
         order = torch.as_tensor(np.argsort([position[int(i)] for i in read_all], kind="stable"))
         X, y, read_all = X[order], y[order], read_all[order]
         n_classes = len(task.classes)
@@ -231,6 +243,11 @@ class Task2Vec:
                                     max_rank=self.max_rank, n_groups=2, autocast=probe.device.type == "cuda")
             used, next_check, stopped = 0, self.round_images, False
             for images, labels, index in batches():
+                if self.fisher_images is not None:  # positions are the sample's, so every rank cuts alike
+                    keep = torch.tensor([position[int(i)] < self.fisher_images for i in index])
+                    if not keep.any():
+                        break  # batches come in the sample's order: the rest lie beyond the prefix too
+                    images, labels, index = images[keep], labels[keep], index[keep]
                 groups = torch.tensor([group_of[int(i)] for i in index])
                 batch_seed = np.random.SeedSequence([self.seed, batch_of[int(index[0])]]).generate_state(1)[0]
                 acc.generator = torch.Generator().manual_seed(int(batch_seed))

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import as_task
-from ..defaults import RECOMMEND_CHECK as CHECK, RECOMMEND_K as K, RECOMMEND_MAX_RANK as MAX_RANK
+from ..defaults import RECOMMEND_CHECK as CHECK, RECOMMEND_FISHER_IMAGES as FISHER_IMAGES, RECOMMEND_K as K
+from ..defaults import RECOMMEND_MAX_RANK as MAX_RANK
 from ..embedding.embedding import Embedding
 from ..errors import ZooError
 from .evidence import EvidenceCheck
@@ -73,14 +74,16 @@ class Recommendation:
 
 
 def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int = CHECK,
-              max_rank: int | None = MAX_RANK, alpha: float | None = None, quality_weight: float | None = None,
+              max_rank: int | None = MAX_RANK, fisher_images: int | None = FISHER_IMAGES, alpha: float | None = None,
+              quality_weight: float | None = None,
               weights: str | os.PathLike | None = None, device: str = "auto", label_column: str | None = None,
               progress: bool = False, **embedding: Any) -> Recommendation:
     """Rank ``zoo``'s models for the task ``data`` (a dataset folder, CSV, torch Dataset, or an embedding).
 
     The task is embedded with the zoo's probe (``weights``: its file, default the
     ``$TASK2VEC_WEIGHTS`` lookup) and the settings its sources were embedded with, except
-    ``max_rank`` and any Task2Vec setting in ``embedding``. ``check``: how many first picks are
+    ``max_rank``, ``fisher_images`` (the Fisher over only that many of the drawn images: the
+    embedding's cost) and any Task2Vec setting in ``embedding``. ``check``: how many first picks are
     run over the images and re-ranked, with the probe's own entry and the zoo's ``always_check``
     entries, by LogME (0: none; an embedding brings no images, so it is ranked unchecked, with a warning). ``alpha`` and
     ``quality_weight`` default to the zoo's.
@@ -100,8 +103,8 @@ def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int
             check = 0
     else:
         task = as_task(data, label_column=label_column)  # bad data fails before the probe loads
-        embedder = zoo.embedder(zoo.load_probe(weights, device=device), max_rank=max_rank, progress=progress,
-                                **embedding)
+        embedder = zoo.embedder(zoo.load_probe(weights, device=device), max_rank=max_rank,
+                                fisher_images=fisher_images, progress=progress, **embedding)
         emb = embedder.embed(task)
     ranking = zoo.rank(emb, alpha=alpha, quality_weight=quality_weight)
     checker = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from task2vec.defaults import RECOMMEND_CHECK, RECOMMEND_MAX_RANK
+from task2vec.defaults import RECOMMEND_CHECK, RECOMMEND_FISHER_IMAGES, RECOMMEND_MAX_RANK
 from task2vec.zoo.spec import build_zoo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,8 @@ def tiny_zoo(tmp_path_factory, shared):
 def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     env = {**os.environ, "TASK2VEC_SHARED": str(shared)}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "model_selection.py"), "--quick", "--zoo", str(tiny_zoo / "zoo"),
-           "--spec", str(tiny_zoo / "spec.yaml"), "--m2v-folds", "2", "--cache", str(tmp_path / "cache"),
+           "--spec", str(tiny_zoo / "spec.yaml"), "--m2v-folds", "2", "--fisher-caps", "16",
+           "--cache", str(tmp_path / "cache"),
            "--out", str(tmp_path / "out")]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -96,7 +97,9 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     from model_selection import GRID, config_name
 
     configs = res["configs"]
-    assert len(configs) == len(GRID) and res["chosen_config"] in configs
+    assert len(configs) == sum(c["fisher_images"] in (None, 16) for c in GRID) and res["chosen_config"] in configs
+    capped = configs["max_rank 1, Fisher on 16 images, alpha 0, no biases, no check"]
+    assert capped["fisher_images"] == 16 and capped["seconds_per_target"] > 0
     assert {r["config"] for r in csv.DictReader(open(out / "configs.csv"))} == set(configs)
     fast = configs["max_rank 1, alpha 0, no biases, no check"]["picks"]
     checked = configs["max_rank 1, alpha 0, no biases, check 1"]["picks"]
@@ -104,7 +107,8 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
         "generalist")
     assert all(c in (f, generalist) for f, c in zip(fast, checked))
     # the benchmark's own ranking of a configuration is what task2vec.recommend does with the same settings
-    shipped = {"max_rank": RECOMMEND_MAX_RANK, "alpha": 0.15, "biases": False, "check": RECOMMEND_CHECK, "broad": 0}
+    shipped = {"max_rank": RECOMMEND_MAX_RANK, "fisher_images": RECOMMEND_FISHER_IMAGES, "alpha": 0.15, "biases": False,
+               "check": RECOMMEND_CHECK, "broad": 0}
     assert res["shipped_config"] == shipped
     assert res["picks"]["recommend (defaults)"] == configs[config_name(shipped)]["picks"]
     assert all(float(r["ci95_low"]) <= float(r["ci95_high"]) for r in paired)
@@ -238,3 +242,20 @@ def test_static_baselines_look_at_no_target_but_the_others():
     assert int(np.argmax(s[STATIC[1]][0])) == 1 and s[STATIC[2]][0].tolist() == [0, 1, 0, 0]
     # on the other targets: target 0, a 0.65 < b 0.75 -> b; target 1, a 0.7 = b 0.7 -> a (first); target 2, a 0.85
     assert [int(np.argmax(r)) for r in s[STATIC[3]]] == [1, 0, 0]
+
+
+def test_choose_config_keeps_to_the_cost_bar():
+    """Issue 18's rule: only configurations within COST_BAR of LogME's seconds compete (all, when none is)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from model_selection import COST_BAR, choose_config
+
+    def cfg(regret, seconds, max_rank=16, fisher_images=None, check=1):
+        return {"regret": regret, "seconds_per_target": seconds, "max_rank": max_rank, "fisher_images": fisher_images,
+                "check": check, "broad": 0, "relative_error_increase": regret / 10, "biases": False, "alpha": 0.5}
+
+    configs = {"exact": cfg(2.0, 3.0), "cheap": cfg(2.5, 0.9, 1, 16), "cheaper, worse": cfg(4.0, 0.5, 1, 16, 0),
+               "cheap, tied": cfg(2.55, 0.95, 1, 32)}
+    assert COST_BAR == 0.5
+    assert choose_config(configs, logme_seconds=2.0) == "cheap"  # the smaller Fisher cap wins the tie
+    assert choose_config(configs, logme_seconds=1.0) == "cheaper, worse"  # the only one within the bar
+    assert choose_config(configs, logme_seconds=0.1) == "exact"  # none is: the old rule over all of them

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 import task2vec
 from task2vec import Embedding, Zoo, ZooError, recommend, symmetric
 from task2vec.cli.main import main
-from task2vec.defaults import RECOMMEND_MAX_RANK
+from task2vec.defaults import RECOMMEND_FISHER_IMAGES, RECOMMEND_MAX_RANK
 from task2vec.backbones.probe import build_network
 
 from conftest import WEIGHTS
@@ -43,6 +43,7 @@ def test_one_call_embeds_ranks_checks_and_marks_trust(zoo_dir, shared, tmp_path)
     assert isinstance(rec, task2vec.Recommendation) and rec.n_images == 24 and rec.noise > 0
     # the defaults apply: the first pick (random) checked together with the probe's entry, target at max_rank 1
     assert rec.settings["check"] == 1 and rec.settings["embedding"]["max_rank"] == RECOMMEND_MAX_RANK
+    assert rec.settings["embedding"].get("fisher_images") == RECOMMEND_FISHER_IMAGES
     assert sorted(rec.checked) == ["imagenet", "random"] and rec.skipped == []
     assert [c.id for c in rec.candidates][:2] == ["imagenet", "random"]  # the check put the ImageNet features first
     assert [c.rank for c in rec.candidates] == [1, 2, 3]
@@ -78,6 +79,9 @@ def test_stability_follows_the_half_split_embeddings(zoo_dir, shared, tmp_path):
     again = recommend(emb, zoo, k=1, check=0)
     assert again.best.id == rec.best.id and again.best.stable == (firsts == {again.best.id})
     assert symmetric(*emb.halves) == pytest.approx(emb.meta["noise_half_split"], rel=1e-9)
+    # the target's Fisher over 8 of its 24 images: the head still sees all 24
+    few = recommend(hym, zoo_dir, k=1, check=0, weights=WEIGHTS, max_samples=24, fisher_images=8)
+    assert few.n_images == 24 and few.settings["embedding"]["fisher_images"] == 8
 
 
 def test_a_pick_without_local_weights_is_skipped_with_one_warning(zoo_dir, shared):
