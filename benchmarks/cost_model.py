@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from task2vec.embedding.embedding import Embedding
 from task2vec.zoo.cache import user_cache_dir
 from task2vec.io import atomic_open
 from task2vec.zoo.transferability import logme
@@ -31,18 +32,26 @@ from task2vec.zoo.zoo import Zoo
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def embedding_costs(cache: Path) -> dict[tuple, float]:
+    """Median seconds of the cached target embeddings, by (max_rank, fisher_images) as each file records."""
+    embed: dict[tuple, list[float]] = {}
+    for path in (cache / "embeddings").glob("*.t2v.npz"):
+        meta = Embedding.load(path).meta
+        s = meta["method"]
+        embed.setdefault((s.get("max_rank"), s.get("fisher_images")), []).append(meta["seconds"])
+    return {k: float(np.median(v)) for k, v in sorted(embed.items(), key=lambda kv: (-kv[0][0], -(kv[0][1] or 1e9)))
+            if len(v) >= 5}
+
+
+def variant_name(variant: tuple) -> str:
+    max_rank, fisher_images = variant
+    return f"max_rank {max_rank}" + ("" if fisher_images is None else f", Fisher on {fisher_images} images")
+
+
 def median_costs(cache: Path, n_logme: int = 40) -> dict[str, float]:
-    """Median seconds per target: embedding (max_rank 16 and 1), one entry's forward pass, one LogME."""
+    """Median seconds per target: one entry's forward pass and one LogME."""
     timings = json.loads((cache / "timings.json").read_text())
     forward = [v for k, v in timings.items() if k.startswith("forward/")]
-    embed = {}
-    for k, v in timings.items():
-        if k.startswith("embed/"):
-            embed.setdefault(k.rsplit("-", 1)[1], []).append(v)  # keyed by the embedder's settings hash
-    # the two settings: the more frequent slower one is max_rank 16, the faster one max_rank 1
-    by_median = sorted((float(np.median(v)), len(v)) for v in embed.values() if len(v) >= 5)
-    if len(by_median) < 2:
-        sys.exit(f"error: {cache} holds too few embedding timings; run benchmarks/model_selection.py first")
     logme_s = []
     for path in sorted((cache / "features").glob("*/*.npz"))[:n_logme]:
         with np.load(path) as z:
@@ -51,8 +60,7 @@ def median_costs(cache: Path, n_logme: int = 40) -> dict[str, float]:
         start = time.perf_counter()
         logme(feats, labels)
         logme_s.append(time.perf_counter() - start)
-    return {"embed_rank16": by_median[-1][0], "embed_rank1": by_median[0][0],
-            "forward": float(np.median(forward)), "logme": float(np.median(logme_s))}
+    return {"forward": float(np.median(forward)), "logme": float(np.median(logme_s))}
 
 
 def ranking_seconds(zoo: Zoo, n: int, repeats: int = 5) -> float:
@@ -83,21 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cost_model.csv"))
     args = ap.parse_args(argv)
     zoo = Zoo.load(args.zoo)
-    c = median_costs(Path(args.cache))
+    c, embeds = median_costs(Path(args.cache)), embedding_costs(Path(args.cache))
+    if not embeds:
+        sys.exit(f"error: {args.cache} holds too few target embeddings; run benchmarks/model_selection.py first")
     per_entry = c["forward"] + c["logme"]
-    print(f"medians per target: embedding {c['embed_rank16']:.2f} s (max_rank 16), {c['embed_rank1']:.2f} s "
-          f"(max_rank 1); one entry's forward pass {c['forward']:.3f} s, its LogME {c['logme']:.4f} s")
+    print("medians per target: embedding " + ", ".join(f"{s:.2f} s ({variant_name(v)})" for v, s in embeds.items())
+          + f"; one entry's forward pass {c['forward']:.3f} s, its LogME {c['logme']:.4f} s")
     rows = []
     for n in args.sizes:
         rank = ranking_seconds(zoo, n)
         logme_all = n * per_entry
-        for name, embed in (("max_rank 16", c["embed_rank16"]), ("max_rank 1", c["embed_rank1"])):
+        for variant, embed in embeds.items():
+            name = variant_name(variant)
             ours = embed + rank + args.checked * per_entry + c["logme"]
             rows.append({"entries": n, "embedding": name, "ranking_s": rank, "recommend_s": ours,
                          "logme_all_s": logme_all, "ratio": ours / logme_all})
-    print(f"{'entries':>8} {'embedding':>12} {'ranking s':>10} {'recommend s':>12} {'LogME-all s':>12} {'ratio':>7}")
+    print(f"{'entries':>8} {'embedding':>34} {'ranking s':>10} {'recommend s':>12} {'LogME-all s':>12} {'ratio':>7}")
     for r in rows:
-        print(f"{r['entries']:>8} {r['embedding']:>12} {r['ranking_s']:>10.4f} {r['recommend_s']:>12.2f} "
+        print(f"{r['entries']:>8} {r['embedding']:>34} {r['ranking_s']:>10.4f} {r['recommend_s']:>12.2f} "
               f"{r['logme_all_s']:>12.2f} {r['ratio']:>7.2f}")
     with atomic_open(args.out, "w") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -43,11 +43,12 @@ QUALITY_PRIOR_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 SIZE_PRIOR_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 RECOMMEND_K = 5  # recommendations shown
 # task2vec.recommend's defaults: the configuration benchmarks/model_selection.py picks by its stated rule
-# (GRID, REGRET_TIE there; row "recommend (defaults)"; figures in benchmarks/README.md). With the zoo's
-# alpha (zoo/demo: 0.5, the same rule's choice) and no MODEL2VEC biases.
-RECOMMEND_CHECK = 1  # the first pick re-ranked by LogME with the probe's own entry
-RECOMMEND_MAX_RANK = EMBEDDING_DEFAULTS["max_rank"]  # the target's Fisher at the zoo's usual rank (16)
-RECOMMEND_FISHER_IMAGES = EMBEDDING_DEFAULTS["fisher_images"]  # the target's Fisher over every drawn image
+# (GRID, REGRET_TIE, COST_BAR there: the lowest regret among the configurations at most half of LogME's cost;
+# row "recommend (defaults)"; figures in benchmarks/README.md, issue 18). With the zoo's alpha and always-checked
+# entries (zoo/demo: 0.15 and two broad experts, the same rule's choice) and no MODEL2VEC biases.
+RECOMMEND_CHECK = 2  # the first two picks re-ranked by LogME with the probe's own entry and the always-checked ones
+RECOMMEND_MAX_RANK = 1  # the target's Fisher along the leading direction of its label distribution only
+RECOMMEND_FISHER_IMAGES = 16  # the target's Fisher over 16 of its images (class-balanced); the head sees them all
 MODEL2VEC_L2 = 0.1  # pull of the MODEL2VEC log-scales toward 0
 MODEL2VEC_PARAMETERISATIONS = ("layer", "filter")  # one log-scale per model and layer (the default), or per filter
 

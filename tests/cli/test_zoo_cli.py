@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from task2vec.cli.main import main
-from task2vec.defaults import RECOMMEND_FISHER_IMAGES, RECOMMEND_MAX_RANK
+from task2vec.defaults import RECOMMEND_CHECK, RECOMMEND_FISHER_IMAGES, RECOMMEND_MAX_RANK
 from task2vec.zoo.zoo import MANIFEST, Zoo
 
 from conftest import WEIGHTS
@@ -63,7 +63,7 @@ def test_list_and_recommend(built, shared, tmp_path, capsys):
     assert second["weights"] is None and second["weights_status"] == "downloadable"  # resnet18: no local file
     assert second["weights_available"] is False
     assert data["schema_version"] == 1 and data["probe"]["input_size"] == 112 and data["noise_half_split"] > 0
-    assert data["settings"]["check"] == 1 and data["settings"]["embedding"]["max_rank"] == RECOMMEND_MAX_RANK
+    assert data["settings"]["check"] == RECOMMEND_CHECK and data["settings"]["embedding"]["max_rank"] == RECOMMEND_MAX_RANK
     assert data["settings"]["embedding"].get("fisher_images") == RECOMMEND_FISHER_IMAGES
     assert data["checked"] == ["insects"]  # the first pick is the probe's own entry: its LogME is free
     written = json.loads((tmp_path / "rec.json").read_text(), parse_float=lambda x: x)  # floats as written
