@@ -15,7 +15,6 @@ out. Writes ``results/recommend_cost.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
@@ -30,7 +29,7 @@ from model_selection_targets import build_target  # noqa: E402
 from task2vec.backbones.models import create_body  # noqa: E402
 from task2vec.backbones.probe import Probe, normalize_batch  # noqa: E402
 from task2vec.data import IndexedSubset, SkipBadCollate  # noqa: E402
-from task2vec.io import atomic_open  # noqa: E402
+from task2vec.io import write_rows_csv  # noqa: E402
 from task2vec.zoo.cache import user_cache_dir  # noqa: E402
 from task2vec.zoo.recommendation import recommend  # noqa: E402
 from task2vec.zoo.resolve import resolve_model  # noqa: E402
@@ -92,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} targets: recommend mean {rec.mean():.2f} s, LogME over the zoo mean {lm.mean():.2f} s; "
           f"ratio of means {rec.mean() / lm.mean():.2f}, median per-target ratio {np.median(ratios):.2f} "
           f"(max {ratios.max():.2f}), threads {torch.get_num_threads()}")
-    with atomic_open(args.out, "w") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_rows_csv(args.out, rows)}")
     return 0
 
 

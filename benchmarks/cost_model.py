@@ -15,7 +15,6 @@ with noise beyond its 13 rows). Writes ``results/cost_model.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 from task2vec.embedding.embedding import Embedding
 from task2vec.zoo.cache import user_cache_dir
-from task2vec.io import atomic_open
+from task2vec.io import write_rows_csv
 from task2vec.zoo.transferability import logme
 from task2vec.zoo.zoo import Zoo
 
@@ -110,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['entries']:>8} {r['embedding']:>34} {r['ranking_s']:>10.4f} {r['recommend_s']:>12.2f} "
               f"{r['logme_all_s']:>12.2f} {r['ratio']:>7.2f}")
-    with atomic_open(args.out, "w") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_rows_csv(args.out, rows)}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import hashlib
 import os
 import re
@@ -78,6 +79,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _remove_leftovers(path.parent)
+
+
+def write_rows_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """``rows`` (dicts with the same keys) as a CSV table under the first row's keys, written atomically."""
+    with atomic_open(path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return Path(path)
 
 
 def _alive(pid: int) -> bool:

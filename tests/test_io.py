@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from task2vec.io import atomic_open
+from task2vec.io import atomic_open, write_rows_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 # A child that starts an atomic write, says so, and finishes it only when told (a line on stdin).
 WRITER = """
 import sys
-from task2vec.io import atomic_open
+from task2vec.io import atomic_open, write_rows_csv
 with atomic_open(sys.argv[1]) as f:
     f.write(b"first half, ")
     f.flush()
@@ -106,3 +106,12 @@ def test_only_atomic_writes_temp_files_go_those_of_other_hosts_and_older_version
     write(tmp_path / "seen.txt")
     kept = {name for name, (_, removed) in files.items() if not removed}
     assert {p.name for p in tmp_path.iterdir()} == {*kept, ".run.abcd1234.tmp", "seen.txt"}
+
+
+def test_write_rows_csv_writes_the_table_atomically(tmp_path):
+    import csv
+
+    rows = [{"target": "a", "seconds": 1.5}, {"target": "b", "seconds": 2.0}]
+    path = write_rows_csv(tmp_path / "t.csv", rows)
+    assert list(csv.DictReader(open(path))) == [{"target": "a", "seconds": "1.5"}, {"target": "b", "seconds": "2.0"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temp file left beside it
