@@ -75,7 +75,8 @@ def test_the_python_api_inside_a_process_group_montecarlo(ants_bees, tmp_path, o
     process's; montecarlo labels are drawn per batch, so they do not depend on the ranks."""
     script = tmp_path / "embed_in_group.py"
     script.write_text(textwrap.dedent(f"""
-        import json, sys
+        import json
+        from pathlib import Path
         import torch.distributed as dist
         from task2vec import Probe, Task2Vec
         from task2vec.distributed import is_main, rank, world_size
@@ -84,12 +85,12 @@ def test_the_python_api_inside_a_process_group_montecarlo(ants_bees, tmp_path, o
         probe = Probe.create("mobilenet_v2", weights={str(WEIGHTS)!r}, image_size=64, device="cpu")
         emb = Task2Vec(probe, "montecarlo", max_samples=24, batch_size=4, progress=False).embed({str(ants_bees)!r})
         emb.save(f"rank{{rank()}}.npz")
-        print(json.dumps({{"rank": rank(), "world": world_size(), "main": is_main()}}))
+        Path(f"rank{{rank()}}.json").write_text(json.dumps({{"rank": rank(), "world": world_size(), "main": is_main()}}))
         dist.destroy_process_group()
     """))
-    proc = torchrun([str(script)], tmp_path)
-    seen = sorted(json.loads(line)["rank"] for line in proc.stdout.splitlines() if line.startswith("{"))
-    assert seen == [0, 1]
+    torchrun([str(script)], tmp_path)  # a file per rank: the ranks' stdout lines can interleave
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen == [{"rank": r, "world": 2, "main": r == 0} for r in (0, 1)]
     r0, r1 = Embedding.load(tmp_path / "rank0.npz"), Embedding.load(tmp_path / "rank1.npz")
     np.testing.assert_array_equal(r0.vector, r1.vector)
     probe = Probe.create("mobilenet_v2", weights=WEIGHTS, image_size=64, device="cpu")

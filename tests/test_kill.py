@@ -37,6 +37,7 @@ SOURCES = {"flowers": ("flowers5", ("daisy", "rose")), "digits": ("mnist_test", 
            "oracle": ("oracle_mnist_test", ("arrow", "big"))}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+KILLS = 2  # kill points per command, one in each half of its run: each costs a killed run and its rerun
 
 
 # ----------------------------------------------------------------------------- helpers (for every kill trial)
@@ -137,7 +138,7 @@ def test_zoo_add_killed_anywhere_leaves_a_zoo_and_its_rerun_adds_the_entry(mater
         return ["zoo", "add", zoo, "--id", "oracle", "--model", "resnet18", "--source-embedding",
                 material.files["oracle"]]
 
-    reference, killed = zoo_trials(material, tmp_path, argv, n=3, seed=20)
+    reference, killed = zoo_trials(material, tmp_path, argv, n=KILLS, seed=20)
     want = Zoo.load(reference)
     assert want.ids == [*material.ids, "oracle"]
     for zoo, args, status in killed:
@@ -160,7 +161,7 @@ def test_fit_model2vec_killed_anywhere_leaves_a_zoo_and_its_rerun_fits_the_same_
     def argv(zoo: Path) -> list[object]:
         return ["zoo", "fit-model2vec", zoo, "--records", material.records]
 
-    reference, killed = zoo_trials(material, tmp_path, argv, n=3, seed=21)
+    reference, killed = zoo_trials(material, tmp_path, argv, n=KILLS, seed=21)
     want = Zoo.load(reference)
     assert want.manifest["model2vec"]["n_records"] == 12 and want.bias.any()
     for zoo, args, status in killed:
@@ -196,7 +197,7 @@ def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_result(photos, tm
             "--batch-size", "8", "--no-records", "--quiet", "--device", "cpu"]
     seconds, begin = run_timed([*argv, "-o", tmp_path / "straight"], cli_env(), watch=tmp_path / "straight")
     reference = load_checkpoint(tmp_path / "straight" / "last.pt")["model_state"]
-    for i, at in enumerate(kill_times(seconds, 3, seed=1, begin=begin - 0.3)):
+    for i, at in enumerate(kill_times(seconds, KILLS, seed=1, begin=begin - 0.3)):
         run = tmp_path / f"killed-{i}"
         kill_at([*argv, "-o", run], at, cli_env())
         assert main([str(a) for a in [*argv, "-o", run, "--resume"]]) == 0, at
@@ -223,7 +224,7 @@ def test_zoo_build_killed_anywhere_finishes_on_the_rerun(photos, tmp_path):
     env = {**cli_env(), "TASK2VEC_WEIGHTS": str(Path(WEIGHTS).parent)}
     seconds, begin = run_timed(["zoo", "build", path, "--quiet"], env, watch=tmp_path / "straight")
     reference = Zoo.load(tmp_path / "straight")
-    for i, at in enumerate(kill_times(seconds, 3, seed=2, begin=begin - 0.3)):
+    for i, at in enumerate(kill_times(seconds, KILLS, seed=2, begin=begin - 0.3)):
         path.write_text(yaml.safe_dump({**spec, "zoo": f"killed-{i}"}))
         kill_at(["zoo", "build", path, "--quiet"], at, env)
         run_timed(["zoo", "build", path, "--quiet"], env)

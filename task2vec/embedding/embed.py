@@ -144,7 +144,6 @@ class Task2Vec:
         halves = half_split(task.labels[indices])
         group_of = dict(zip(indices.tolist(), halves.tolist()))
         position = {int(i): p for p, i in enumerate(indices)}
-        batch_of = {int(i): p // self.batch_size for p, i in enumerate(indices)}  # the batch a single process forms
         probe = self.probe
         mine = indices[shard_batches(len(indices), self.batch_size)]  # this rank's whole batches (all of them alone)
         subset = IndexedSubset(task, mine, probe.transform)
@@ -249,7 +248,7 @@ class Task2Vec:
                         break  # batches come in the sample's order: the rest lie beyond the prefix too
                     images, labels, index = images[keep], labels[keep], index[keep]
                 groups = torch.tensor([group_of[int(i)] for i in index])
-                batch_seed = np.random.SeedSequence([self.seed, batch_of[int(index[0])]]).generate_state(1)[0]
+                batch_seed = np.random.SeedSequence([self.seed, position[int(index[0])] // self.batch_size]).generate_state(1)[0]
                 acc.generator = torch.Generator().manual_seed(int(batch_seed))
                 acc.update(probe.model, head, probe.normalize(images), labels, groups)
                 bar.update(len(images))

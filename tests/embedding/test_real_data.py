@@ -12,8 +12,13 @@ TASKS = {"mnist": ("mnist_test", 0), "mnist_seed1": ("mnist_test", 1), "notmnist
          "cifar": ("cifar10_test", 0), "flowers": ("flowers5", 0)}
 
 
-def embed_all(probe, shared, n=300):
-    return {k: Task2Vec(probe, max_samples=n, seed=s, progress=False).embed(shared / "data" / d)
+# The default run's settings: 300 drawn images (the head), the Fisher of 3 label directions on 150 of them, a
+# third of the full settings' cost with the same ordering of the tasks (`-m slow` runs the full settings).
+QUICK = {"max_rank": 3, "fisher_images": 150}
+
+
+def embed_all(probe, shared, n=300, **settings):
+    return {k: Task2Vec(probe, max_samples=n, seed=s, progress=False, **settings).embed(shared / "data" / d)
             for k, (d, s) in TASKS.items()}
 
 
@@ -31,7 +36,7 @@ def check_task_space(e):
 
 @pytest.fixture(scope="module")
 def embeddings(probe112, shared):
-    return embed_all(probe112, shared)
+    return embed_all(probe112, shared, **QUICK)
 
 
 def test_task_space_on_real_data(embeddings):
@@ -44,7 +49,7 @@ def test_metadata_describes_the_run(embeddings):
     assert m["probe"]["name"] == "mobilenet_v2" and len(m["probe"]["weights_hash"]) == 16
     assert sum(layer["filters"] for layer in m["layers"]) == len(embeddings["mnist"].vector)
     assert m["layers"][0]["name"] == "features.0.0" and m["layers"][-1]["name"] == "features.18.0"
-    assert m["method"]["name"] == "exact" and 0.5 < m["fisher_mass_captured"] <= 1.0
+    assert m["method"]["name"] == "exact" and 0.5 < m["fisher_mass_captured"] <= 1.0 and m["fisher_images"] == 150
     assert m["dataset"]["fingerprint"] != embeddings["notmnist"].meta["dataset"]["fingerprint"]
 
 
@@ -90,8 +95,8 @@ def test_same_images_different_labels_domain_blind_task2vec_not(probe112, shared
     by_alphabet = same_images(load_task(csv, label_column="alphabet"), 96)
     by_drawer = same_images(load_task(csv, label_column="drawer"), 96)
     assert by_alphabet.paths == by_drawer.paths and len(by_alphabet.classes) != len(by_drawer.classes)
-    a = Task2Vec(probe112, progress=False).embed(by_alphabet)
-    d = Task2Vec(probe112, progress=False).embed(by_drawer)
+    a = Task2Vec(probe112, max_rank=1, progress=False).embed(by_alphabet)  # one direction: 0.16 apart (7: 0.15)
+    d = Task2Vec(probe112, max_rank=1, progress=False).embed(by_drawer)
     assert a.meta["n_images"] == d.meta["n_images"] == 96
     assert domain(a, d) < 1e-9
     assert symmetric(a, d) > 0.02
@@ -101,7 +106,7 @@ def test_easy_task_is_closer_to_the_trivial_task(embeddings, probe112, shared):
     """MNIST 0 vs 1 (a linear probe errs on 0.3% of it) sits closer to t0 than the ten MNIST
     digits (15%): t0 is the prior, and the ten-way task pins down more of the probe's weights."""
     hard = embeddings["mnist"]
-    easy = Task2Vec(probe112, max_samples=300, progress=False).embed(
+    easy = Task2Vec(probe112, max_samples=300, progress=False, **QUICK).embed(
         subset(load_task(shared / "data" / "mnist_test"), classes=["0", "1"]))
     t0 = trivial_embedding(easy)  # from the prior the embedding records: no probe, no images
     assert t0.meta["trivial"] and np.array_equal(t0.vector, trivial_embedding(hard).vector)  # same size, same t0
