@@ -69,7 +69,7 @@ from task2vec.distributed import as_completed, ray_resources, ray_session, requi
 from task2vec.errors import UsageError  # noqa: E402
 from task2vec.embedding.embed import Task2Vec  # noqa: E402
 from task2vec.embedding.embedding import Embedding  # noqa: E402
-from task2vec.zoo.evidence import probe_entry, rerank  # noqa: E402
+from task2vec.zoo.evidence import probe_entry, rerank, shortlist  # noqa: E402
 from task2vec.finetune.inference import FinetunedModel  # noqa: E402
 from task2vec.finetune.trainer import Trainer  # noqa: E402
 from task2vec.io import atomic_open  # noqa: E402
@@ -79,7 +79,7 @@ from task2vec.zoo.recommendation import CHECK, FISHER_IMAGES, MAX_RANK, recommen
 from task2vec.finetune.augment import eval_transform  # noqa: E402
 from task2vec.zoo.resolve import resolve_model  # noqa: E402
 from task2vec.backbones.probe import Probe, build_network, load_state_dict_file, normalize_batch  # noqa: E402
-from task2vec.space.taskmap import draw, layout  # noqa: E402
+from task2vec.space.taskmap import LAYOUTS, draw, layout  # noqa: E402
 from task2vec.zoo.transferability import SCORES  # noqa: E402
 from task2vec.space.trivial import trivial_embedding  # noqa: E402
 from task2vec.zoo.zoo import Zoo  # noqa: E402
@@ -388,7 +388,9 @@ class Bench:
         settings = [zoo.manifest.get("arrays"), zoo.alpha, zoo.quality_weight, zoo.manifest.get("embedding_settings"),
                     CHECK, MAX_RANK]
         settings += [zoo.always_check] if zoo.always_check else []
-        key = _hash(settings + [FISHER_IMAGES] if FISHER_IMAGES is not None else settings)  # earlier keys kept
+        settings += [FISHER_IMAGES] if FISHER_IMAGES is not None else []  # earlier keys kept
+        settings += ["check by source"] if len(set(zoo.source_groups())) < len(zoo) else []  # since issue 21
+        key = _hash(settings)
         rows, secs = [], []
         for t, data in zip(targets, datas):
             path = self.cache / "recommend" / f"{t.key()}-{key}.json"
@@ -569,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-always-check", type=int, default=0, metavar="N",
                     help="store in the zoo the N entries that transfer best on average to these targets (the grid's "
                          "'broad' shortlist, fitted on every target), for recommend's check (default: 0, leave it)")
+    ap.add_argument("--map-layout", choices=LAYOUTS, default="umap",
+                    help="taskmap.png's layout; UMAP compiles for about 35 s on 2 cores, pca (classical MDS) "
+                         "does not (default: umap)")
     ap.add_argument("--own-size", action="store_true",
                     help="take every model's features at its entry's input size (the cross-architecture setting: "
                          "experts at the size they were trained at, generalists at their own), not the probe's")
@@ -646,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                            "input_sizes": {m.id: m.size for m in models},
                            "wall_s_this_run": compute_s, "torch_threads": torch.get_num_threads()}
     out = Path(args.out + ("" if sets == ["targets"] else "_" + "_".join(sets).replace("-", "_")))
-    report(results, out, targets, models, embs, bench)
+    report(results, out, targets, models, embs, bench, args.map_layout)
     if args.write_biases:
         write_biases(zoo, embs, acc)
     if args.write_always_check:
@@ -862,12 +867,14 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, variants: dict
 
     The zoo's score d_sym(m_i, t) - alpha * d_sym(m_i + t0, t0) with m_i the source embedding, or
     its MODEL2VEC-biased version ``biased`` (targets x models x D, cross-fitted); then the first
-    ``check`` picks, the generalist (the probe's entry) and the first ``broad`` of :func:`broad_entries`
+    ``check`` source tasks' entries (:func:`task2vec.zoo.evidence.shortlist`), the generalist (the probe's entry)
+    and the first ``broad`` of :func:`broad_entries`
     re-ranked by LogME, as :class:`task2vec.zoo.evidence.EvidenceCheck` does. The cost per target is the
     embedding, one forward pass per checked entry other than the generalist (the probe's features come
     with the embedding) and the LogME scores (measured once per target and entry: ``memo``).
     """
     zoo, models, g = bench.zoo, bench.models, bench.generalist
+    groups = dict(enumerate(zoo.source_groups()))
     variant = (cfg["max_rank"], cfg.get("fisher_images"))
     use = variants[variant]
     rows, secs = [], []
@@ -879,7 +886,8 @@ def config_scores(bench: Bench, targets: list[Target], cfg: dict, variants: dict
         s = bench.timings.get(f"embed/{bench.embedding_key(t, **overrides)}", np.nan)
         evidence = {}
         broad = broad_entries(acc, g, leave_out=i)[:cfg.get("broad", 0)]
-        for k in dict.fromkeys([g, *order[:cfg["check"]], *broad]) if cfg["check"] else ():
+        picks = shortlist(order, groups, cfg["check"])
+        for k in dict.fromkeys([g, *picks, *broad]) if cfg["check"] else ():
             if (i, k) not in memo:
                 start = time.perf_counter()
                 memo[i, k] = (SCORES["logme"](feats[i][models[k].id]["features"], labels[i]),
@@ -970,7 +978,7 @@ ORDER = ("oracle", "chance", "generalist", *STATIC, "task2vec sym", SHIPPED, "ta
 
 
 def report(results: dict, out: Path, targets: list[Target], models: list[Model], embs: list[Embedding],
-           bench: Bench) -> None:
+           bench: Bench, map_layout: str = "umap") -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(summary_table(results["summary"], ORDER, out / "summary.csv"))
     if results["summary_finetune"]:
@@ -1037,7 +1045,7 @@ def report(results: dict, out: Path, targets: list[Target], models: list[Model],
                        + [f"{acc[i, picks[n][i]]:.4f}" for n in shown] + ft_cols)
     _write_json(out / "results.json", _plain(results))
     figure3(results, targets, bench.generalist, out / "fig3.png")
-    task_map(results, targets, models, embs, bench, out / "taskmap.png")
+    task_map(targets, models, embs, bench, out / "taskmap.png", map_layout)
     extra = ", summary_finetune.csv" if results["summary_finetune"] else ""
     print(f"wrote {out}/summary.csv{extra}, configs.csv,"
           " paired.csv, per_target.csv, alpha_sweep.csv, results.json, fig3.png, taskmap.png")
@@ -1107,14 +1115,14 @@ def figure3(results: dict, targets: list[Target], generalist: int, path: Path) -
         f.write(buf.getvalue())
 
 
-def task_map(results: dict, targets: list[Target], models: list[Model], embs: list[Embedding], bench: Bench,
-             path: Path) -> None:
-    """UMAP of sources (the zoo) and targets under the symmetric Task2Vec distance."""
+def task_map(targets: list[Target], models: list[Model], embs: list[Embedding], bench: Bench, path: Path,
+             method: str) -> None:
+    """A 2-D map (``method``: a :data:`LAYOUTS` name) of sources (the zoo) and targets under the symmetric d_sym."""
     V = np.concatenate([bench.zoo.source, np.stack([e.vector for e in embs])])
     names = [f"[{m.id.removesuffix('-expert')}]" for m in models] + [t.name for t in targets]
     groups = ["zoo source"] * len(models) + [t.family for t in targets]
     D = distance.symmetric_matrix(V)
-    coords, method, _ = layout(D, "umap", seed=0)
+    coords, method, _ = layout(D, method, seed=0)
     draw(D, coords, names, path, groups=groups, method=method,
          title=f"sources [in brackets] and targets ({method} of d_sym)")
 

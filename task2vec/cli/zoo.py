@@ -287,7 +287,7 @@ def format_recommendation(rec: Recommendation) -> str:
     if len(tied) > 1 and rec.noise is not None:
         lines.append(f"note: {', '.join(c.id for c in tied)} score within the task's noise ({rec.noise:.3f}, from "
                      "two halves of its images) of the best: the embedding alone cannot order them"
-                     + ("" if checked else "; --check N runs the first N on the images"))
+                     + ("" if checked else "; --check N runs the first N sources' entries on the images"))
     unstable = [c.id for c in cands if c.stable is False]
     if unstable:
         lines.append(f"note: {', '.join(unstable)} {'leaves' if len(unstable) == 1 else 'leave'} the top {len(cands)} "
@@ -415,7 +415,8 @@ def add_zoo_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality-weight", type=number_flag(low=0),
                    help="override the zoo's quality weight (default: the zoo's setting)")
     p.add_argument("--check", type=integer_flag(), default=CHECK, metavar="N",
-                   help="run the first N picks and the zoo's always-checked entries (zoo set --always-check) over "
+                   help="run the entries of the first N source tasks (every architecture trained on each) and the "
+                        "zoo's always-checked entries (zoo set --always-check) over "
                         "the dataset (one forward pass each; entries whose weights are not here are skipped with a "
                         "warning) and re-rank them, with the zoo's entry that is the probe (free), by LogME; 0: no "
                         "check (default: %(default)s, the benchmark's best)")

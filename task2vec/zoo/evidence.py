@@ -3,7 +3,9 @@
 Task2Vec ranks a whole zoo from one probe pass, but it sees each model only through the task the
 model was trained on, not through what that training did to its features. A digit expert is the
 nearest source for a "thick vs thin strokes" task, yet it was trained to ignore stroke thickness.
-The check runs the ``top`` first candidates over the task's images (one forward pass each), scores
+The check runs the entries of the ``top`` first source tasks of the ranking over the task's images
+(one forward pass each; entries trained on one source, such as an expert of each architecture, tie on
+the distance, so they are checked together: :func:`shortlist`), scores
 them and the zoo entry that *is* the probe by LogME (the probe's features were computed while
 embedding, so its score costs no forward pass) and moves them to the front of the ranking, best
 evidence first. The rest of the ranking is untouched.
@@ -19,7 +21,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +48,20 @@ def rerank(order: Sequence[int], evidence: Mapping[int, float]) -> list[int]:
         raise Task2VecError(f"evidence for items not in the order: {sorted(unknown)[:3]}")
     checked = sorted((i for i in order if i in evidence), key=lambda i: (-evidence[i], order.index(i)))
     return checked + [i for i in order if i not in evidence]
+
+
+T = TypeVar("T")
+
+
+def shortlist(order: Sequence[T], groups: Mapping[T, Hashable], top: int) -> list[T]:
+    """The items of ``order`` in its first ``top`` distinct ``groups``, in order.
+
+    Task2Vec sees a model only through the task it was trained on, so entries of one source task (an expert of
+    each architecture) get the same distance and their order among themselves says nothing: the check takes
+    all of a source's entries or none.
+    """
+    first = set(list(dict.fromkeys(groups[i] for i in order))[:top])
+    return [i for i in order if groups[i] in first]
 
 
 def _local_weights(zoo: Zoo, entry: ZooEntry) -> Path | None:
@@ -75,9 +91,10 @@ def probe_entry(zoo: Zoo, probe_weights: str | None = None) -> str | None:
 
 
 class EvidenceCheck:
-    """Re-rank the first ``top`` candidates of a zoo ranking, plus the probe's own entry, by LogME.
+    """Re-rank the entries of the first ``top`` source tasks of a zoo ranking, plus the probe's own entry, by LogME.
 
-    Hyperparameters (constructor): ``top`` (candidates run over the task, default 1), ``always``
+    Hyperparameters (constructor): ``top`` (the ranking's first ``top`` source tasks, each with every entry
+    trained on it, are run over the task: :func:`shortlist`; default 1), ``always``
     (entry ids scored whatever their rank: a zoo's :attr:`~task2vec.zoo.zoo.Zoo.always_check`, the
     entries that transfer well in general, so that a source that merely looks like the task cannot
     crowd them out), ``batch_size``. Every candidate sees the images the embedding used, at the probe's resolution
@@ -115,7 +132,9 @@ class EvidenceCheck:
         unknown = [i for i in self.always if i not in by_id]
         if unknown:
             raise ZooError(f"always-checked entries {unknown} are not in the ranking")
-        for rec in list(ranking[:self.top]) + [by_id[i] for i in self.always]:
+        group = dict(zip(zoo.ids, zoo.source_groups()))
+        picks = shortlist([rec.id for rec in ranking], group, self.top)
+        for rec in [by_id[i] for i in [*picks, *self.always]]:
             if rec.id in self.evidence_ or rec.id in self.skipped_:
                 continue
             if not rec.weights.available:

@@ -83,8 +83,8 @@ def recommend(data: Any, zoo: Zoo | str | os.PathLike, k: int = K, *, check: int
     The task is embedded with the zoo's probe (``weights``: its file, default the
     ``$TASK2VEC_WEIGHTS`` lookup) and the settings its sources were embedded with, except
     ``max_rank``, ``fisher_images`` (the Fisher over only that many of the drawn images: the
-    embedding's cost) and any Task2Vec setting in ``embedding``. ``check``: how many first picks are
-    run over the images and re-ranked, with the probe's own entry and the zoo's ``always_check``
+    embedding's cost) and any Task2Vec setting in ``embedding``. ``check``: the entries of how many
+    first source tasks are run over the images and re-ranked, with the probe's own entry and the zoo's ``always_check``
     entries, by LogME (0: none; an embedding brings no images, so it is ranked unchecked, with a warning). ``alpha`` and
     ``quality_weight`` default to the zoo's.
     """

@@ -517,6 +517,11 @@ class Zoo:
     def method(self) -> str:
         return str(self.manifest["method"])
 
+    def source_groups(self) -> list[str]:
+        """Each entry's source task as a key, in entry order: its source fingerprint (the id where none is
+        recorded). Entries with one key were trained on the same images, e.g. an expert of each architecture."""
+        return [str(e.source.get("fingerprint") or f"id:{e.id}") for e in self.entries]
+
     @property
     def always_check(self) -> list[str]:
         """Entries the evidence check scores whatever the ranking (``configure(always_check=...)``)."""

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from task2vec import Probe, Task2Vec, Task2VecError, ZooError
 from task2vec.cli.main import main
 from task2vec.data import load_task
-from task2vec.zoo.evidence import EvidenceCheck, probe_entry, rerank
+from task2vec.zoo.evidence import EvidenceCheck, probe_entry, rerank, shortlist
 from task2vec.backbones.probe import build_network
 from task2vec.zoo.transferability import logme
 from task2vec.zoo.zoo import Zoo
@@ -25,6 +25,14 @@ def test_rerank_moves_the_checked_items_first_by_evidence():
     assert rerank([3, 1, 0, 2], {}) == [3, 1, 0, 2]
     with pytest.raises(Task2VecError, match="not in the order"):
         rerank([0, 1], {5: 1.0})
+
+
+def test_shortlist_takes_every_entry_of_the_first_sources():
+    groups = {0: "mnist", 1: "mnist", 2: "cifar", 3: "flowers", 4: "cifar"}
+    assert shortlist([2, 0, 3, 1, 4], groups, 1) == [2, 4]  # cifar's two entries, wherever the second ranks
+    assert shortlist([2, 0, 3, 1, 4], groups, 2) == [2, 0, 1, 4]
+    assert shortlist([2, 0, 3, 1, 4], groups, 9) == [2, 0, 3, 1, 4]
+    assert shortlist(["b", "a"], {"a": "a", "b": "b"}, 1) == ["b"]  # every entry its own source: the first picks
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +114,29 @@ def test_always_checked_entries_are_scored_whatever_their_rank(zoo_dir, shared, 
     assert main(["zoo", "set", str(z), "--always-check", "random"]) == 0
     assert main(["zoo", "set", str(z), "--always-check", ""]) == 0
     assert Zoo.load(z).always_check == [] and "always checked: none" in capsys.readouterr().out
+
+
+def test_entries_of_one_source_are_checked_together(zoo_dir, shared, tmp_path):
+    """A second network trained on the first pick's source (another architecture's expert) ties with it on the
+    distance; the check scores both, not whichever the tie put first (issue 21's twins)."""
+    import shutil
+
+    from task2vec import recommend
+
+    z = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, z, symlinks=True)
+    twin = tmp_path / "twin.safetensors"
+    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=5)
+               .body.state_dict().items()}, str(twin))
+    (z / "twin.safetensors").symlink_to(twin)
+    assert main(["zoo", "add", str(z), "--id", "twin", "--model", "mobilenet_v2", "--checkpoint", "twin.safetensors",
+                 "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
+    zoo = Zoo.load(z)
+    groups = dict(zip(zoo.ids, zoo.source_groups()))
+    assert groups["twin"] == groups["random"] != groups["imagenet"]
+    rec = recommend(shared / "data" / "hymenoptera", z, k=3, check=1, max_samples=24, weights=WEIGHTS)
+    assert set(rec.checked) == {"random", "twin", "imagenet"}  # the first source's two entries and the probe's
+    assert all(c.evidence is not None for c in rec.candidates)
 
 
 def test_check_refuses_bad_use(zoo_dir, shared, probe112):

@@ -64,6 +64,7 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     env = {**os.environ, "TASK2VEC_SHARED": str(shared)}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "model_selection.py"), "--quick", "--zoo", str(tiny_zoo / "zoo"),
            "--spec", str(tiny_zoo / "spec.yaml"), "--m2v-folds", "2", "--fisher-caps", "16",
+           "--map-layout", "pca",  # UMAP's compile, 35 s a process, is tested once, in tests/cli
            "--cache", str(tmp_path / "cache"),
            "--out", str(tmp_path / "out")]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
