@@ -157,6 +157,7 @@ def test_zoo_add_killed_anywhere_leaves_a_zoo_and_its_rerun_adds_the_entry(mater
     assert any(status == -signal.SIGKILL for _, _, status in killed)
 
 
+@pytest.mark.slow  # the zoo add and finetune trials cover the atomic writes in the default run
 def test_fit_model2vec_killed_anywhere_leaves_a_zoo_and_its_rerun_fits_the_same_biases(material, tmp_path, capsys):
     def argv(zoo: Path) -> list[object]:
         return ["zoo", "fit-model2vec", zoo, "--records", material.records]
@@ -208,6 +209,7 @@ def test_finetune_killed_anywhere_resumes_to_the_uninterrupted_result(photos, tm
         assert not leftovers(run), at
 
 
+@pytest.mark.slow  # the zoo add and finetune trials cover the atomic writes in the default run
 def test_zoo_build_killed_anywhere_finishes_on_the_rerun(photos, tmp_path):
     """A build killed while embedding, training its expert or writing the zoo finishes on the plain rerun."""
     import yaml

@@ -63,7 +63,8 @@ def test_distance_and_map_commands(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("file,name,group\n" + "".join(
         f"task{i}.t2v.npz,T{i},{'ab'[i % 2]}\n" for i in range(6)))
     out = tmp_path / "map.png"
-    assert main(["map", *files, "-o", str(out), "--labels", str(tmp_path / "labels.csv"), "--color-by", "group"]) == 0
+    assert main(["map", *files, "-o", str(out), "--labels", str(tmp_path / "labels.csv"), "--color-by", "group",
+                 "--layout", "pca"]) == 0  # UMAP compiles for 25 s: test_umap_layout, marked slow
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "map.csv").read_text().splitlines()[1].startswith("T0,")
     page = (tmp_path / "map.html").read_text()
@@ -139,3 +140,19 @@ def test_timm_probe_embeds(tmp_path, name):
     e = Task2Vec(probe, batch_size=4, progress=False).embed(make_folder(tmp_path / "ds"))
     assert len(e.vector) == sum(layer["filters"] for layer in e.meta["layers"]) and (e.vector >= 0).all()
     assert e.meta["probe"]["name"] == name
+
+
+@pytest.mark.slow  # UMAP's numba functions compile for about 25 s on 2 cores, once a process
+def test_umap_layout(tmp_path):
+    """The map's default layout: UMAP of a precomputed distance matrix, seeded, one point per task."""
+    from task2vec.space.taskmap import layout
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (4, 3)), rng.normal(5, 0.1, (4, 3))])
+    D = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    coords, used, note = layout(D, "umap", seed=0)
+    assert used == "umap" and note == "" and coords.shape == (8, 2) and np.isfinite(coords).all()
+    again, _, _ = layout(D, "umap", seed=0)
+    np.testing.assert_allclose(coords, again)
+    near = np.linalg.norm(coords[:4].mean(0) - coords[4:].mean(0))
+    assert near > np.linalg.norm(coords[:4] - coords[:4].mean(0), axis=1).max()  # the two clusters stay apart

@@ -55,6 +55,21 @@ def zoo_dir(tmp_path_factory, shared):
     return z
 
 
+def zoo_with_random_entry(zoo_dir, tmp_path, entry_id: str, seed: int, source):
+    """A copy of the test zoo with one more entry: a seeded random-init MobileNetV2 trained, nominally, on ``source``."""
+    import shutil
+
+    z = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, z, symlinks=True)
+    weights = tmp_path / f"{entry_id}.safetensors"
+    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=seed)
+               .body.state_dict().items()}, str(weights))
+    (z / weights.name).symlink_to(weights)
+    assert main(["zoo", "add", str(z), "--id", entry_id, "--model", "mobilenet_v2", "--checkpoint", weights.name,
+                 "--source-dataset", str(source), *FAST]) == 0
+    return z
+
+
 def test_check_puts_the_better_features_first(zoo_dir, shared, probe112):
     zoo = Zoo.load(zoo_dir)
     assert probe_entry(zoo, WEIGHTS) == "imagenet"
@@ -83,18 +98,9 @@ def test_check_puts_the_better_features_first(zoo_dir, shared, probe112):
 
 def test_always_checked_entries_are_scored_whatever_their_rank(zoo_dir, shared, tmp_path, capsys, cli_warnings):
     """A zoo's always_check entries join the check's top picks and the probe's entry (issue 18's shortlist)."""
-    import shutil
-
     from task2vec import recommend
 
-    z = tmp_path / "zoo"
-    shutil.copytree(zoo_dir, z, symlinks=True)
-    other = tmp_path / "other.safetensors"
-    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=4)
-               .body.state_dict().items()}, str(other))
-    (z / "other.safetensors").symlink_to(other)
-    assert main(["zoo", "add", str(z), "--id", "other", "--model", "mobilenet_v2", "--checkpoint",
-                 "other.safetensors", "--source-dataset", str(shared / "data" / "pneumoniamnist"), *FAST]) == 0
+    z = zoo_with_random_entry(zoo_dir, tmp_path, "other", 4, shared / "data" / "pneumoniamnist")
     data = shared / "data" / "hymenoptera"
     plain = recommend(data, z, k=3, check=1, max_samples=24, weights=WEIGHTS)
     assert set(plain.checked) == {"random", "imagenet"}  # Task2Vec's first pick and the probe's entry
@@ -119,18 +125,9 @@ def test_always_checked_entries_are_scored_whatever_their_rank(zoo_dir, shared, 
 def test_entries_of_one_source_are_checked_together(zoo_dir, shared, tmp_path):
     """A second network trained on the first pick's source (another architecture's expert) ties with it on the
     distance; the check scores both, not whichever the tie put first (issue 21's twins)."""
-    import shutil
-
     from task2vec import recommend
 
-    z = tmp_path / "zoo"
-    shutil.copytree(zoo_dir, z, symlinks=True)
-    twin = tmp_path / "twin.safetensors"
-    save_file({k: v.contiguous() for k, v in build_network("mobilenet_v2", random_init=True, seed=5)
-               .body.state_dict().items()}, str(twin))
-    (z / "twin.safetensors").symlink_to(twin)
-    assert main(["zoo", "add", str(z), "--id", "twin", "--model", "mobilenet_v2", "--checkpoint", "twin.safetensors",
-                 "--source-dataset", str(shared / "data" / "hymenoptera"), *FAST]) == 0
+    z = zoo_with_random_entry(zoo_dir, tmp_path, "twin", 5, shared / "data" / "hymenoptera")
     zoo = Zoo.load(z)
     groups = dict(zip(zoo.ids, zoo.source_groups()))
     assert groups["twin"] == groups["random"] != groups["imagenet"]
