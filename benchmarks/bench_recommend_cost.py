@@ -31,6 +31,7 @@ from task2vec.backbones.probe import Probe, normalize_batch  # noqa: E402
 from task2vec.data import IndexedSubset, SkipBadCollate  # noqa: E402
 from task2vec.io import write_rows_csv  # noqa: E402
 from task2vec.zoo.cache import user_cache_dir  # noqa: E402
+from task2vec.zoo.evidence import probe_entry  # noqa: E402
 from task2vec.zoo.recommendation import recommend  # noqa: E402
 from task2vec.zoo.resolve import resolve_model  # noqa: E402
 from task2vec.zoo.transferability import logme  # noqa: E402
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "recommend_cost.csv"))
     args = ap.parse_args(argv)
     zoo = Zoo.load(args.zoo)
-    generalist = next(e for e in zoo.entries if e.id == "imagenet-generalist")
-    probe = Probe.create(zoo.probe["name"], weights=str(zoo.weights(generalist).path),
+    probe_id = probe_entry(zoo)  # the entry that is the zoo's probe, found by its weights hash, in any zoo
+    if probe_id is None:
+        sys.exit(f"error: no entry of {args.zoo} has the zoo probe's weights")
+    probe = Probe.create(zoo.probe["name"], weights=str(zoo.weights(zoo.entry(probe_id)).path),
                          image_size=zoo.probe["input_size"], device="cpu")
     rows = []
     for n, t in enumerate(t for s in args.set for t in SETS[s]):
