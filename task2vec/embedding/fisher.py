@@ -119,6 +119,12 @@ def is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.groups == module.in_channels and module.groups > 1
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a narrower type (bfloat16 under autocast), else unchanged:
+    a float64 probe keeps float64 through the per-sample sums."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _gram_sqnorm(G: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     """||G_o U^T||^2 per (batch, group, out): G (B,g,O,P), U (B,g,D,P) -> (B,g,O).
 
@@ -145,8 +151,9 @@ def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor, padded: boo
     maps, many channels: where the per-sample gradients are larger than the maps).
     """
     native = None if padded else native_padding(module)
-    x = x.float() if padded or native is not None else pad_conv_input(module, x.float())
-    G = G.float().contiguous()
+    x = at_least_float32(x)
+    x = x if padded or native is not None else pad_conv_input(module, x)
+    G = at_least_float32(G).contiguous()
     B, Cin = x.shape[:2]
     Cout, Ho, Wo = G.shape[1:]
     g = module.groups
@@ -176,8 +183,8 @@ def conv_sqnorm(module: nn.Conv2d, x: torch.Tensor, G: torch.Tensor, padded: boo
 def linear_sqnorm(module: nn.Linear, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """Per-sample, per-output sum of squared weight gradients of a Linear: (B, out)."""
     B = x.shape[0]
-    x = x.float().reshape(B, -1, x.shape[-1])
-    G = G.float().reshape(B, -1, G.shape[-1])
+    x = at_least_float32(x).reshape(B, -1, x.shape[-1])
+    G = at_least_float32(G).reshape(B, -1, G.shape[-1])
     if x.shape[1] == 1:
         return G[:, 0].square() * x[:, 0].square().sum(-1, keepdim=True)
     return _gram_sqnorm(G.transpose(1, 2).unsqueeze(1), x.transpose(1, 2).unsqueeze(1)).squeeze(1)
@@ -282,7 +289,7 @@ class FisherAccumulator:
             if any(o is None for o in taps.outputs):
                 missing = self.names[[o is None for o in taps.outputs].index(True)]
                 raise ProbeError(f"layer {missing!r} was not used in the forward pass")
-            dirs = label_directions(logits.float(), labels.to(device), self.method,
+            dirs = label_directions(at_least_float32(logits), labels.to(device), self.method,
                                     samples_per_image=self.samples_per_image, max_rank=self.max_rank,
                                     generator=self.generator)
             if self.sums is None:
@@ -290,7 +297,7 @@ class FisherAccumulator:
                              for m in self.modules]
             # Padded by hand once, shared by every direction, where torch's kernels cannot pad themselves.
             padded = [isinstance(m, nn.Conv2d) and native_padding(m) is None for m in self.modules]
-            inputs = [pad_conv_input(m, x.float()) if pad else x
+            inputs = [pad_conv_input(m, at_least_float32(x)) if pad else x
                       for m, x, pad in zip(self.modules, taps.inputs, padded)]
             for k, v in enumerate(dirs.vectors):
                 grads = torch.autograd.grad(logits, taps.outputs, grad_outputs=v.to(logits.dtype),
