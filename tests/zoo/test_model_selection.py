@@ -15,6 +15,13 @@ from task2vec.zoo.spec import build_zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+@pytest.fixture(autouse=True)
+def benchmarks_importable(monkeypatch):
+    """The benchmark scripts import as modules for the length of each test (sys.path restored after)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+
+
 SPEC = """
 zoo: zoo
 probe: mobilenet_v2
@@ -94,7 +101,6 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
     assert {r["reference"] for r in paired} == {"task2vec sym", "LogME", "generalist", "recommend (defaults)",
                                                 res["best_static"]}
     # the checked pick is Task2Vec's first pick or the generalist (the probe), whichever LogME prefers
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import GRID, config_name
 
     configs = res["configs"]
@@ -138,7 +144,6 @@ def test_quick_benchmark_end_to_end(tiny_zoo, shared, tmp_path):
 
 
 def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import main as benchmark
 
     args = ["--zoo", str(tiny_zoo / "zoo"), "--spec", str(tiny_zoo / "spec.yaml"), "--cache", str(tmp_path / "c")]
@@ -149,7 +154,6 @@ def test_unknown_target_is_an_error(tiny_zoo, shared, tmp_path):
 
 
 def test_holdout_targets_are_new():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection_targets import HOLDOUT, TARGETS
 
     names = [t.name for t in HOLDOUT]
@@ -160,7 +164,6 @@ def test_holdout_targets_are_new():
 
 def test_shifted_families_are_new_and_their_images_are_shifted(shared, tmp_path):
     """Issue 18's families: names and draws differ from every other set; each image is the shifted original."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from PIL import Image, ImageOps
 
     from model_selection_targets import HOLDOUT, SHIFTED, SHIFTED_HOLDOUT, SHIFTS, TARGETS, Target, build_target
@@ -184,7 +187,6 @@ def test_shifted_families_are_new_and_their_images_are_shifted(shared, tmp_path)
 
 
 def test_paired_differences_against_hand_computed_cases():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import MEASURES, paired_differences
 
     def rows(regrets):
@@ -230,7 +232,6 @@ def test_static_baselines_look_at_no_target_but_the_others():
     generalist is chosen on the other targets only."""
     from types import SimpleNamespace as E
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import STATIC, static_scores
 
     zoo = E(entries=[E(model="a", metadata={"imagenet_top1": 70.0, "params_m": 3.5}),
@@ -247,7 +248,6 @@ def test_static_baselines_look_at_no_target_but_the_others():
 
 def test_choose_config_keeps_to_the_cost_bar():
     """Issue 18's rule: only configurations within COST_BAR of LogME's seconds compete (all, when none is)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from model_selection import COST_BAR, choose_config
 
     def cfg(regret, seconds, max_rank=16, fisher_images=None, check=1):
